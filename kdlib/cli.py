@@ -1,0 +1,42 @@
+"""Command-line dispatcher: `python -m kdlib <command> ...`.
+
+Each command lives in the module that owns the concept; that module exposes
+``cli(argv: list[str]) -> int`` with its own argparse parser. Modules are imported lazily so
+`python -m kdlib --help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("kdlib.data", "check and list the seven evaluation tasks (--check)"),
+    "corpus": ("kdlib.corpus", "build the unlabeled distillation corpus from the train splits"),
+    "pretrain-teacher": ("kdlib.teachers", "train a tokenizer and a small BERT teacher with MLM"),
+    "distill": ("kdlib.distill", "distil one or several teachers into one or several students"),
+    "finetune": ("kdlib.finetune", "fine-tune and evaluate a model on one task"),
+    "loyalty": ("kdlib.loyalty", "label / probability / regression loyalty of a student to its teacher(s)"),
+    "bench": ("kdlib.bench", "speed and size benchmark, distillation throughput"),
+    "run": ("kdlib.runner", "run the notebook pipeline for a profile with papermill"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m kdlib <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`python -m kdlib <command> --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"kdlib: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.cli(rest) or 0)
