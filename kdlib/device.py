@@ -1,0 +1,137 @@
+"""Device, mixed precision and distributed (DDP) helpers shared by the training loops.
+
+`pick_device` chooses cuda > mps > cpu; `amp_settings` decides bf16 / fp16+GradScaler / off;
+the DDP helpers read the environment variables that `torchrun` sets (RANK, LOCAL_RANK, WORLD_SIZE)
+so the same script runs on one process or many without changes.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def pick_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+    """Return the torch device for `name` ("auto" picks cuda, then mps, then cpu)."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ValueError(f"device={name!r}: expected one of {DEVICES} or 'cuda:N'")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={name!r} requested but CUDA is not available on this machine")
+        return torch.device(name) if ":" in name else torch.device("cuda", local_rank)
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("device='mps' requested but MPS is not available on this machine")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class AmpSettings:
+    """What autocast does: `dtype` None means full fp32; `use_scaler` only for fp16 on CUDA."""
+
+    dtype: torch.dtype | None
+    use_scaler: bool
+
+    @property
+    def name(self) -> str:
+        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def amp_settings(device: torch.device, amp: str = "auto") -> AmpSettings:
+    """bf16 where the GPU supports it, fp16 + GradScaler on older GPUs, off on CPU unless asked."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp={amp!r}: expected one of {AMP_MODES}")
+    kind = device.type
+    if amp == "off":
+        return AmpSettings(None, False)
+    if amp == "auto":
+        if kind == "cuda":
+            if torch.cuda.is_bf16_supported():
+                return AmpSettings(torch.bfloat16, False)
+            return AmpSettings(torch.float16, True)
+        if kind == "mps":
+            return AmpSettings(torch.float16, False)
+        return AmpSettings(None, False)  # CPU: fp32 by default (bf16 on CPU only if asked)
+    if amp == "bf16":
+        if kind == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("amp='bf16' requested but this GPU has no bf16 support; use amp='fp16'")
+        return AmpSettings(torch.bfloat16, False)
+    # fp16
+    if kind == "cpu":
+        raise ValueError("amp='fp16' is not supported on CPU; use amp='bf16' or 'off'")
+    return AmpSettings(torch.float16, kind == "cuda")
+
+
+def autocast(device: torch.device, amp: AmpSettings) -> contextlib.AbstractContextManager:
+    """torch.autocast for `amp`, or a no-op context when amp is off."""
+    if amp.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp.dtype)
+
+
+def grad_scaler(device: torch.device, amp: AmpSettings) -> torch.amp.GradScaler:
+    """A GradScaler that is enabled only for fp16 on CUDA (a disabled one is a transparent no-op)."""
+    return torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu", enabled=amp.use_scaler)
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in a (possibly single-process) job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistEnv, torch.device]:
+    """Init the process group from torchrun's env vars (nccl on CUDA, gloo otherwise).
+
+    Without WORLD_SIZE (or with WORLD_SIZE=1) this is a single process and nothing is initialised.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    env = DistEnv(rank=rank, local_rank=local, world_size=world)
+    device = pick_device(device_name, local_rank=local)
+    if env.distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return env, device
+
+
+def is_main() -> bool:
+    """True on rank 0 (or when not distributed)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Destroy the process group if one was created."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

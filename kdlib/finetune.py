@@ -1,0 +1,521 @@
+"""Fine-tune any encoder (teacher or student) on one of the seven tasks, pick the best epoch, score the test set.
+
+One head per task kind, identical hyperparameters (:class:`FinetuneConfig`) for every model:
+
+* tagging (UPOS, XPOS, NER): linear layer on every token; each word is labelled on its FIRST sub-token
+  (``word_ids``), the other sub-tokens get -100 and are ignored. Sentences longer than ``max_len``
+  sub-tokens are split into consecutive word chunks, so every word of every sentence is trained on and
+  predicted (teacher and student predictions then cover the same words, whatever their tokenizers).
+* classification (SAPN, SAR, DI): linear layer on the first token ([CLS]) of the last hidden state; no pooler,
+  so DistilBERT-shaped students work; cross-entropy.
+* regression (STS): same first-token head with one output; mean squared error on the 0-5 score.
+
+Sentence pairs (LaRoSeDa title + content, STS) are encoded as ``tokenizer(text_a, text_b,
+truncation="longest_first")``; only inputs the encoder's ``forward`` accepts are passed (DistilBERT takes no
+``token_type_ids``). Training: AdamW (no decay on biases and LayerNorm), linear warmup then decay, gradient
+clipping; validation after every epoch; the best epoch's weights (headline metric on validation, ties ->
+earliest) are kept in memory and scored on test. ``out_dir`` receives ``predictions.npz`` (test predictions,
+format in :mod:`kdlib.loyalty`) and then ``metrics.json`` (written last, atomically: its presence marks a
+finished run).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import inspect
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdlib.device import AMP_MODES, amp_settings, autocast, grad_scaler, pick_device
+from kdlib.loyalty import PREDICTIONS_FILE, Predictions, save_predictions
+from kdlib.metrics import compute_metrics, task_kind_and_metric
+
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning hyperparameters, the same for every model so scores are comparable.
+
+    epochs: passes over the training set; the best one on validation is kept.
+    lr: peak AdamW learning rate. batch_size / eval_batch_size: examples (sentences) per step.
+    max_len: sub-tokens per input incl. special tokens (longer tagging sentences are chunked,
+    longer texts truncated longest-first). warmup: fraction of steps with linear warmup.
+    weight_decay: AdamW decay (not on biases/LayerNorm). dropout: head dropout, also set as the
+    encoder's hidden and attention dropout. seed: python/numpy/torch seed (head init, shuffling, dropout).
+    max_grad_norm: gradient clipping. max_train_examples / max_eval_examples: optional caps for quick
+    runs (a fixed random subset, seed 0, the same for every model and seed).
+    device: "auto" (cuda > mps > cpu) or a torch device string. amp: "auto" (bf16 autocast on a CUDA
+    GPU that supports it, fp16 + GradScaler on older GPUs, fp32 on CPU), "bf16", "fp16" or "off"
+    (kdlib.device.amp_settings).
+    """
+
+    epochs: int = 3
+    lr: float = 5e-5
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    max_len: int = 128
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    seed: int = 0
+    max_grad_norm: float = 1.0
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    device: str = "auto"
+    amp: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"FinetuneConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_len < 8:
+            raise ValueError(f"FinetuneConfig.max_len must be >= 8, got {self.max_len}")
+        if not self.lr > 0:
+            raise ValueError(f"FinetuneConfig.lr must be > 0, got {self.lr}")
+        for name in ("warmup", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"FinetuneConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ValueError("FinetuneConfig.weight_decay must be >= 0 and max_grad_norm > 0")
+        for name in ("max_train_examples", "max_eval_examples"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ValueError(f"FinetuneConfig.{name} must be None or a positive integer, got {v!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"FinetuneConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
+
+
+# ---------------------------------------------------------------------------------------------- model
+class TaskModel(nn.Module):
+    """Encoder (AutoModel) + dropout + linear head for tagging, classification or regression."""
+
+    def __init__(self, encoder: nn.Module, kind: str, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        if kind not in ("tagging", "classification", "regression"):
+            raise ValueError(f"kind must be tagging, classification or regression, got {kind!r}")
+        self.encoder, self.kind = encoder, kind
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, 1 if kind == "regression" else num_labels)
+        nn.init.normal_(self.head.weight, std=getattr(encoder.config, "initializer_range", 0.02))
+        nn.init.zeros_(self.head.bias)
+        self._accepts = set(inspect.signature(encoder.forward).parameters)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, kind: str, num_labels: int, dropout: float = 0.1) -> TaskModel:
+        """Load the encoder of any (masked-LM) checkpoint, with its dropout set to ``dropout``."""
+        from transformers import AutoConfig, AutoModel
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        config = AutoConfig.from_pretrained(name_or_path)
+        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if hasattr(config, attr) and isinstance(getattr(config, attr), float):
+                setattr(config, attr, dropout)
+        kwargs: dict[str, Any] = {}
+        model_cls = MODEL_MAPPING.get(type(config), None)
+        if model_cls is not None and "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+            kwargs["add_pooling_layer"] = False  # the head pools the first token itself
+        encoder = AutoModel.from_pretrained(name_or_path, config=config, **kwargs)
+        return cls(encoder, kind, num_labels, dropout)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (batch, tokens, labels) for tagging, (batch, labels) or (batch,) otherwise."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and "token_type_ids" in self._accepts:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**inputs).last_hidden_state
+        if self.kind != "tagging":
+            hidden = hidden[:, 0]
+        out = self.head(self.dropout(hidden))
+        return out.squeeze(-1) if self.kind == "regression" else out
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _check_columns(ds, kind: str) -> None:
+    need = {"tagging": ("id", "tokens", "tags"), "classification": ("id", "text_a", "label"),
+            "regression": ("id", "text_a", "text_b", "label")}[kind]
+    for split in ("train", "validation", "test"):
+        if split not in ds:
+            raise ValueError(f"dataset has splits {list(ds)}; expected train, validation and test")
+        missing = [c for c in need if c not in ds[split].column_names]
+        if missing:
+            raise ValueError(f"{split} split lacks columns {missing} needed for {kind} (has {ds[split].column_names})")
+        if len(ds[split]) == 0:
+            raise ValueError(f"{split} split is empty")
+
+
+def _label_names(ds, kind: str) -> list[str] | None:
+    feats = ds["train"].features
+    if kind == "tagging":
+        return list(feats["tags"].feature.names)
+    if kind == "classification":
+        return list(feats["label"].names)
+    return None
+
+
+def _encode_tagging(rows: dict[str, list], tokenizer, max_len: int) -> list[dict[str, Any]]:
+    """One feature per word chunk that fits ``max_len``; ``words`` = (sentence index, word index) per first sub-token."""
+    sents = [[w if w.strip() else tokenizer.unk_token for w in toks] for toks in rows["tokens"]]
+    counts_enc = tokenizer(sents, is_split_into_words=True, add_special_tokens=False)
+    budget = max_len - tokenizer.num_special_tokens_to_add(pair=False)
+    chunks: list[tuple[int, list[int]]] = []  # (sentence index, word indices)
+    for s, words in enumerate(sents):
+        counts = np.bincount([w for w in counts_enc.word_ids(s) if w is not None], minlength=len(words))
+        for w in np.flatnonzero(counts == 0):  # a word the tokenizer maps to nothing: use [UNK]
+            words[w] = tokenizer.unk_token
+        cur: list[int] = []
+        used = 0
+        for w, c in enumerate(np.maximum(counts, 1)):
+            c = min(int(c), budget)
+            if cur and used + c > budget:
+                chunks.append((s, cur))
+                cur, used = [], 0
+            cur.append(w)
+            used += c
+        if cur:
+            chunks.append((s, cur))
+    enc = tokenizer([[sents[s][w] for w in ws] for s, ws in chunks], is_split_into_words=True,
+                    truncation=True, max_length=max_len)
+    feats = []
+    for k, (s, ws) in enumerate(chunks):
+        tags = rows["tags"][s]
+        labels, words, seen = [], [], set()
+        for pos, w in enumerate(enc.word_ids(k)):
+            if w is None or w in seen:
+                labels.append(-100)
+                continue
+            seen.add(w)
+            labels.append(int(tags[ws[w]]))
+            words.append((pos, s, ws[w]))
+        if len(seen) != len(ws):
+            raise RuntimeError(f"sentence {rows['id'][s]}: {len(ws) - len(seen)} words lost in tokenisation")
+        feat = {key: enc[key][k] for key in enc.keys()}
+        feats.append({**feat, "labels": labels, "words": words})
+    return feats
+
+
+def _encode_sequences(rows: dict[str, list], tokenizer, max_len: int, kind: str) -> list[dict[str, Any]]:
+    pair = rows.get("text_b")
+    enc = tokenizer(rows["text_a"], pair, truncation="longest_first", max_length=max_len)
+    dtype = float if kind == "regression" else int
+    return [{**{key: enc[key][i] for key in enc.keys()}, "labels": dtype(y)} for i, y in enumerate(rows["label"])]
+
+
+def encode_split(split, tokenizer, kind: str, max_len: int) -> list[dict[str, Any]]:
+    """Tokenise one split into features: input_ids, attention_mask[, token_type_ids], labels[, words]."""
+    rows = split.to_dict()
+    if kind == "tagging":
+        return _encode_tagging(rows, tokenizer, max_len)
+    return _encode_sequences(rows, tokenizer, max_len, kind)
+
+
+def _collate(feats: list[dict[str, Any]], pad_id: int, kind: str) -> dict[str, torch.Tensor]:
+    width = max(len(f["input_ids"]) for f in feats)
+    batch: dict[str, torch.Tensor] = {}
+    for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        if key in feats[0]:
+            batch[key] = torch.tensor([f[key] + [pad] * (width - len(f[key])) for f in feats])
+    if kind == "tagging":
+        batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in feats])
+    else:
+        batch["labels"] = torch.tensor([f["labels"] for f in feats],
+                                       dtype=torch.float32 if kind == "regression" else torch.long)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------- training
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "regression":
+        return nn.functional.mse_loss(logits.float(), labels)
+    return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                       ignore_index=-100)
+
+
+def _batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
+    for i in range(0, len(order), size):
+        yield [feats[j] for j in order[i:i + size]]
+
+
+@torch.inference_mode()
+def predict(model: TaskModel, feats: list[dict[str, Any]], n_examples: int, *, pad_id: int,
+            batch_size: int, device: torch.device, amp: str = "off", desc: str = "eval",
+            progress: bool = True) -> list[Any]:
+    """Per example: softmax probabilities (tagging: a (words, classes) array per sentence) or a float."""
+    model.eval()
+    kind = model.kind
+    out: list[Any] = [None] * n_examples
+    words: dict[int, dict[int, np.ndarray]] = {}
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))  # less padding
+    bar = tqdm(total=len(feats), desc=desc, disable=not progress, leave=False)
+    for chunk_ids in _batches(list(range(len(feats))), batch_size, order):
+        chunk = [feats[i] for i in chunk_ids]
+        batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items() if k != "labels"}
+        with autocast(device, amp_settings(device, amp)):
+            logits = model(**batch).float()
+        if kind == "regression":
+            vals = logits.cpu().numpy()
+        else:
+            vals = torch.softmax(logits, dim=-1).cpu().numpy()
+        for i, f, v in zip(chunk_ids, chunk, vals):
+            if kind == "tagging":
+                for pos, s, w in f["words"]:
+                    words.setdefault(s, {})[w] = v[pos]
+            else:
+                out[i] = float(v) if kind == "regression" else v
+        bar.update(len(chunk))
+    bar.close()
+    if kind == "tagging":
+        for s, ws in words.items():
+            out[s] = np.stack([ws[w] for w in range(len(ws))])
+    return out
+
+
+def _score(task: str, kind: str, outputs: list[Any], gold: list[Any], label_names) -> dict[str, Any]:
+    if kind == "regression":
+        pred: list[Any] = list(outputs)
+    elif kind == "tagging":
+        pred = [o.argmax(axis=1).tolist() for o in outputs]
+    else:
+        pred = [int(o.argmax()) for o in outputs]
+    return compute_metrics(task, gold, pred, label_names=label_names)
+
+
+def _to_predictions(task: str, model: str, kind: str, split, outputs, label_names) -> Predictions:
+    if kind == "tagging":
+        ids = [f"{sid}:{w}" for sid, toks in zip(split["id"], split["tokens"]) for w in range(len(toks))]
+        gold = np.array([t for tags in split["tags"] for t in tags], dtype=np.int64)
+        probs = np.concatenate(outputs).astype(np.float32)
+        return Predictions(task, model, kind, "test", label_names, ids, gold, probs.argmax(1), probs=probs)
+    ids = [str(i) for i in split["id"]]
+    if kind == "regression":
+        vals = np.asarray(outputs, dtype=np.float32)
+        return Predictions(task, model, kind, "test", None, ids, np.asarray(split["label"], np.float32), vals,
+                           outputs=vals)
+    probs = np.stack(outputs).astype(np.float32)
+    return Predictions(task, model, kind, "test", label_names, ids, np.asarray(split["label"], np.int64),
+                       probs.argmax(1), probs=probs)
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_model_path(name_or_path: str) -> None:
+    """Fail early on a local model folder that is missing or not a save_pretrained folder."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model folder {name_or_path} has no config.json (save it with save_pretrained)")
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise FileNotFoundError(f"model path {name_or_path} does not exist (give a local folder or a hub id)")
+
+
+def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config: FinetuneConfig | None = None,
+             data_dir: str | Path | None = None, max_train_examples: int | None = None, dataset=None,
+             reuse: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``model_name_or_path`` on ``task``, keep the best validation epoch, score test.
+
+    ``dataset`` (a DatasetDict with the kdlib.data schema) replaces ``kdlib.data.load_task(task, data_dir)``;
+    with it ``task`` may also be a bare kind ("tagging", "classification", "regression").
+    ``max_train_examples`` overrides ``config.max_train_examples``. With ``reuse``, an existing
+    ``metrics.json`` for the same model, task and config is returned without training.
+    Returns the content of ``out_dir/metrics.json``.
+    """
+    config = copy.deepcopy(config) if config is not None else FinetuneConfig()
+    if max_train_examples is not None:
+        config = dataclasses.replace(config, max_train_examples=max_train_examples)
+    kind, metric = task_kind_and_metric(task)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if reuse and (out_dir / METRICS_FILE).is_file():
+        old = json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
+        if (old.get("model"), old.get("task"), old.get("config")) == (model_name_or_path, task, dataclasses.asdict(config)):
+            return old
+    _check_model_path(model_name_or_path)
+    if dataset is None:
+        if task in ("tagging", "classification", "regression"):
+            raise ValueError(f"task {task!r} is a kind, not a task name: pass dataset= or a task of kdlib.data.TASKS")
+        from kdlib.data import load_task
+
+        dataset = load_task(task, data_dir)
+    _check_columns(dataset, kind)
+    label_names = _label_names(dataset, kind)
+    train = dataset["train"]
+    if config.max_train_examples and config.max_train_examples < len(train):
+        train = train.shuffle(seed=0).select(range(config.max_train_examples))
+    val, test = dataset["validation"], dataset["test"]
+    if config.max_eval_examples:
+        val, test = (split.shuffle(seed=0).select(range(config.max_eval_examples))
+                     if config.max_eval_examples < len(split) else split for split in (val, test))
+
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    t0 = time.perf_counter()
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    amp = amp_settings(device, config.amp)
+    scaler = grad_scaler(device, amp)
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    model = TaskModel.from_pretrained(model_name_or_path, kind, len(label_names or [0]), config.dropout).to(device)
+    feats = {name: encode_split(split, tokenizer, kind, config.max_len)
+             for name, split in (("train", train), ("validation", val), ("test", test))}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    gold = {name: (split["tags"] if kind == "tagging" else split["label"])
+            for name, split in (("validation", val), ("test", test))}
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    steps_per_epoch = math.ceil(len(feats["train"]) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
+    rng = np.random.default_rng(config.seed)
+    pkw = {"pad_id": pad_id, "batch_size": config.eval_batch_size, "device": device, "amp": config.amp,
+           "progress": progress}
+
+    history, best, best_state, step = [], None, None, 0
+    t_train = 0.0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        te = time.perf_counter()
+        losses = []
+        order = rng.permutation(len(feats["train"])).tolist()
+        bar = tqdm(_batches(feats["train"], config.batch_size, order), total=steps_per_epoch,
+                   desc=f"{task} epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        for chunk in bar:
+            batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items()}
+            labels = batch.pop("labels")
+            with autocast(device, amp):
+                loss = _loss(model(**batch), labels, kind)
+            step += 1
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step} (epoch {epoch}); lower lr?")
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        t_train += time.perf_counter() - te
+        outs = predict(model, feats["validation"], len(val), desc=f"{task} validation", **pkw)
+        val_metrics = _score(task, kind, outs, gold["validation"], label_names)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation": val_metrics,
+                        "seconds": time.perf_counter() - te})
+        if best is None or val_metrics["score"] > best["validation"]["score"]:
+            best = history[-1]
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    te = time.perf_counter()
+    outs = predict(model, feats["test"], len(test), desc=f"{task} test", **pkw)
+    test_metrics = _score(task, kind, outs, gold["test"], label_names)
+    t_test = time.perf_counter() - te
+    save_predictions(_to_predictions(task, model_name_or_path, kind, test, outs, label_names),
+                     out_dir / PREDICTIONS_FILE)
+    result = {
+        "model": model_name_or_path, "task": task, "kind": kind, "metric": metric,
+        "config": dataclasses.asdict(config), "device": str(device),
+        "parameters": sum(p.numel() for p in model.encoder.parameters()),
+        "label_names": label_names,
+        "examples": {"train": len(train), "validation": len(val), "test": len(test),
+                     "train_features": len(feats["train"])},
+        "epochs": history, "best_epoch": best["epoch"], "validation": best["validation"], "test": test_metrics,
+        "timing": {"train_seconds": t_train, "test_seconds": t_test, "total_seconds": time.perf_counter() - t0},
+        "predictions": PREDICTIONS_FILE,
+    }
+    _write_json(result, out_dir / METRICS_FILE)
+    return result
+
+
+def finetune_seeds(model_name_or_path: str, task: str, out_dir: str | Path, seeds: Sequence[int] = (1, 2, 3),
+                   *, config: FinetuneConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run :func:`finetune` once per seed into ``out_dir/seed-<s>`` and summarise test/validation metrics.
+
+    ``summary.json`` holds, per numeric metric, the mean, the sample standard deviation (ddof=1; 0 for
+    one seed) and the per-seed values.
+    """
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+    config = config or FinetuneConfig()
+    out_dir = Path(out_dir)
+    runs = [finetune(model_name_or_path, task, out_dir / f"seed-{s}", config=dataclasses.replace(config, seed=s),
+                     **kwargs) for s in seeds]
+
+    def summarise(split: str) -> dict[str, dict[str, Any]]:
+        keys = [k for k, v in runs[0][split].items() if isinstance(v, (int, float))]
+        out = {}
+        for k in keys:
+            vals = [float(r[split][k]) for r in runs]
+            out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                      "values": vals}
+        return out
+
+    summary = {"model": model_name_or_path, "task": task, "metric": runs[0]["metric"], "seeds": seeds,
+               "runs": [str(out_dir / f"seed-{s}") for s in seeds],
+               "test": summarise("test"), "validation": summarise("validation"),
+               "best_epochs": [r["best_epoch"] for r in runs]}
+    _write_json(summary, out_dir / SUMMARY_FILE)
+    return summary
+
+
+def cli(argv: list[str]) -> int:
+    """`python -m kdlib finetune --model M --task T --out DIR [--seeds 1 2 3] [--epochs N] ...`."""
+    ap = argparse.ArgumentParser(prog="python -m kdlib finetune", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="hub id or local folder (save_pretrained)")
+    ap.add_argument("--task", required=True, help="task name (upos, xpos, ner, sapn, sar, di, sts)")
+    ap.add_argument("--out", required=True, help="output folder (metrics.json, predictions.npz)")
+    ap.add_argument("--data-dir", help="data folder (default: $KDLIB_DATA_DIR)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="run several seeds into OUT/seed-<s> with a summary")
+    ap.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json has the same config")
+    ap.add_argument("--no-progress", action="store_true")
+    for f in dataclasses.fields(FinetuneConfig):
+        typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], int)
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default}")
+    args = ap.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
+                 if getattr(args, f.name) is not None}
+    try:
+        config = FinetuneConfig(**overrides)
+        kw = {"config": config, "data_dir": args.data_dir, "reuse": args.reuse, "progress": not args.no_progress}
+        if args.seeds:
+            result = finetune_seeds(args.model, args.task, args.out, args.seeds, **kw)
+            print(json.dumps(result["test"], indent=2))
+        else:
+            result = finetune(args.model, args.task, args.out, **kw)
+            print(json.dumps(result["test"], indent=2))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kdlib finetune: {exc}", file=sys.stderr)
+        return 2
+    return 0

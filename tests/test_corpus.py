@@ -1,0 +1,133 @@
+"""kdlib.corpus: train-only distillation corpus, its three modes, and external text corpora."""
+from __future__ import annotations
+
+import collections
+import json
+import warnings
+
+import pytest
+from datasets import Dataset
+
+from kdlib import corpus, data
+from kdlib.text import split_sentences
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+@pytest.fixture(scope="module")
+def full_corpus():
+    return corpus.build_corpus("ordered")
+
+
+def heldout_independent(data_dir) -> set[str]:
+    """Validation/test texts rebuilt here without kdlib.corpus: whole texts and their sentences."""
+    texts: set[str] = set()
+    for task in ("sapn", "di", "sts"):
+        ds = data.load_task(task, data_dir)
+        for split in ("validation", "test"):
+            for col in ("text_a", "text_b"):
+                if col in ds[split].column_names:
+                    for t in ds[split][col]:
+                        texts.add(" ".join(t.split()))
+                        texts.update(split_sentences(t))
+    for task in ("upos", "ner"):
+        ds = data.load_task(task, data_dir)
+        for split in ("validation", "test"):
+            texts.update(corpus.detokenize(toks) for toks in ds[split]["tokens"])
+    return texts
+
+
+def test_no_validation_or_test_text_leaks(full_corpus, data_dir):
+    lines = set(full_corpus["text"])
+    assert not lines & heldout_independent(data_dir)
+    assert not lines & corpus.heldout_texts(data_dir)
+    # but train text is there: the first RRT train sentence and a LaRoSeDa train title
+    assert "Lui Winston îi displăcuse fata asta din primul moment când o văzuse." in lines
+    sts_train = data.load_task("sts", data_dir)["train"]
+    assert sum(t in lines for t in sts_train["text_a"][:200]) > 150
+
+
+def test_ordered_corpus_size_and_dedup(full_corpus):
+    stats = corpus.corpus_stats(full_corpus)
+    assert stats["sentences"] == len(full_corpus) > 100_000
+    assert stats["characters"] == sum(len(t) for t in full_corpus["text"]) > 10_000_000
+    counts = collections.Counter(full_corpus["text"])
+    assert counts.most_common(1)[0][1] == 1  # de-duplicated
+    assert all(t == " ".join(t.split()) and t for t in full_corpus["text"])
+    assert not any(c in t for t in full_corpus["text"] for c in "şţŞŢ")  # normalised
+
+
+def test_modes(data_dir):
+    tasks = ["upos", "sts"]
+    ordered = list(corpus.build_corpus("ordered", tasks=tasks)["text"])
+    shuffled = list(corpus.build_corpus("shuffled", tasks=tasks, seed=1)["text"])
+    assert sorted(shuffled) == sorted(ordered) and shuffled != ordered
+    assert list(corpus.build_corpus("shuffled", tasks=tasks, seed=1)["text"]) == shuffled
+    assert list(corpus.build_corpus("shuffled", tasks=tasks, seed=2)["text"]) != shuffled
+    assert ordered[0].startswith("Lui Winston")  # RRT first, in file order
+
+    merged = list(corpus.build_corpus("merged", tasks=tasks, merge_p=0.5, seed=1)["text"])
+    assert len(merged) < len(ordered)
+    # every merged line is a run of consecutive ordered sentences
+    joined = "\n".join(ordered)
+    position = {s: i for i, s in enumerate(ordered)}
+    rrt_lines = [m for m in merged if "Winston" in m]
+    assert any(m not in position for m in rrt_lines)
+    for m in merged[:300]:
+        assert m in position or m.replace(" ", "\n") in joined.replace(" ", "\n")
+    assert sum(len(m) for m in merged) > sum(len(o) for o in ordered)  # joining adds spaces
+    assert set(corpus.build_corpus("merged", tasks=tasks, merge_p=0.0)["text"]) == set(ordered)
+    # p = 1 merges each document into one line: RRT is one document, STS sentences are their own
+    all_merged = list(corpus.build_corpus("merged", tasks=["upos"], merge_p=1.0)["text"])
+    assert len(all_merged) == 1
+
+
+def test_max_sentences_and_bad_arguments():
+    ds = corpus.build_corpus("shuffled", tasks=["sts"], max_sentences=50)
+    assert len(ds) == 50
+    with pytest.raises(ValueError, match="unknown corpus mode 'random'.*ordered, shuffled, merged"):
+        corpus.build_corpus("random")
+    with pytest.raises(ValueError, match="unknown task 'pos'"):
+        corpus.build_corpus(tasks=["pos"])
+    with pytest.raises(ValueError, match="merge_p"):
+        corpus.build_corpus("merged", merge_p=1.5)
+
+
+def test_detokenize():
+    assert corpus.detokenize("a venit s- o vadă ( ieri ) , a 2 -a oară .".split()) == "a venit s-o vadă (ieri), a 2-a oară."
+
+
+def test_load_text_corpus(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("Prima frază cu ş.\n\n  A doua.  \nA treia\n", encoding="utf-8")
+    ds = corpus.load_text_corpus(str(f))
+    assert list(ds["text"]) == ["Prima frază cu ș.", "A doua.", "A treia"]
+    assert len(corpus.load_text_corpus(str(f), max_sentences=2)) == 2
+    folder = tmp_path / "many"
+    folder.mkdir()
+    (folder / "1.txt").write_text("unu\ndoi\n", encoding="utf-8")
+    (folder / "2.txt").write_text("trei\n", encoding="utf-8")
+    assert sorted(corpus.load_text_corpus(str(folder))["text"]) == ["doi", "trei", "unu"]
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"content": ["x y", "z"]}).save_to_disk(str(saved))
+    assert list(corpus.load_text_corpus(str(saved), text_column="content")["text"]) == ["x y", "z"]
+    with pytest.raises(ValueError, match="no column 'text'"):
+        corpus.load_text_corpus(str(saved))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        corpus.load_text_corpus(str(tmp_path / "missing.txt"))
+
+
+def test_corpus_cli(tmp_path, capsys):
+    out = tmp_path / "sub" / "corpus.txt"
+    assert corpus.cli(["--mode", "ordered", "--tasks", "sts", "--out", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == stats["sentences"]
+    assert sum(len(line) for line in lines) == stats["characters"]
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left
+    assert corpus.cli(["--mode", "ordered", "--tasks", "nope", "--out", str(out)]) == 2

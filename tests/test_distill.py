@@ -1,0 +1,278 @@
+"""The distillation loop on tiny models and real Romanian sentences (RO-STS): losses, ensembles, the
+cross-tokenizer path, shared teacher passes, outputs, exact kill-and-resume, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdlib.distill import DistillConfig, distill, make_batch, student_losses, student_plan
+from kdlib.losses import kd_kl_loss, soft_probs
+
+from test_align import make_tokenizer, ro_sentences, tiny_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir, tmp_path_factory):
+    """Real sentences, a cased and an uncased tokenizer, and three tiny teachers saved to disk."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("distill")
+    sents = ro_sentences(data_dir, 800)
+    # the main teacher is genuinely MLM-pretrained (kdlib.teachers), so distilling from it means something
+    import datasets
+    from transformers import AutoTokenizer
+
+    from kdlib.teachers import TeacherConfig, pretrain_teacher
+    tcfg = TeacherConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=48,
+                         max_position_embeddings=64, vocab_size=600, dropout=0.0, steps=150, batch_size=32,
+                         lr=1e-2, warmup=0.1, pppl_texts=5, seed=0)
+    metrics = pretrain_teacher(datasets.Dataset.from_dict({"text": sents}), root / "cased", lowercase=False,
+                               config=tcfg, progress=False)
+    cased = AutoTokenizer.from_pretrained(root / "cased")
+    uncased = make_tokenizer(sents, root / "tok_uncased", lowercase=True)
+    paths = {"cased": str(root / "cased")}
+    for name, tok, seed, hidden, drop in (("cased2", cased, 1, 32, 0.0),
+                                          ("uncased", uncased, 2, 32, 0.0), ("wide", cased, 3, 48, 0.0),
+                                          ("dropout", cased, 4, 32, 0.1)):
+        model = tiny_teacher(tok, hidden=hidden, seed=seed, dropout=drop)
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        paths[name] = str(root / name)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(sents) + "\n", encoding="utf-8")
+    return {"root": root, "sents": sents, "paths": paths, "corpus": str(corpus), "teacher_metrics": metrics}
+
+
+def config(setup, out: Path, teachers: list[str], students: list[dict], **kw) -> DistillConfig:
+    base = dict(teachers=[{"name": t, "path": setup["paths"][t]} for t in teachers], students=students,
+                batch_size=8, max_len=48, max_steps=4, lr=1e-3, warmup=0.1, out_dir=str(out), device="cpu",
+                amp="off", seed=3)
+    base.update(kw)
+    return DistillConfig.from_dict(base)
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_ensemble_target_is_weighted_average(setup):
+    from kdlib.distill import _build_students, _load_teachers
+    cfg = config(setup, setup["root"] / "unused", ["cased", "cased2"], [{"name": "s", "teachers": ["cased", "cased2"]}])
+    cfg.teachers[0].weight, cfg.teachers[1].weight = 3.0, 1.0
+    tm = _load_teachers(cfg, torch.device("cpu"), None)
+    [st] = _build_students(cfg, tm, torch.device("cpu"), None)
+    views = {tm["cased"].view: tm["cased"].tokenizer}
+    assert tm["cased2"].view == tm["cased"].view  # same tokenizer -> one view, one encoding
+    bv, masked = make_batch(setup["sents"][:8], views, cfg, torch.Generator().manual_seed(0))
+    v = bv[st.view]
+    plan = student_plan(st, tm, bv, masked, "masked")
+    with torch.no_grad():
+        outs = {n: tm[n].model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
+                for n in ("cased", "cased2")}
+        s_out = st.model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
+    t_out = {n: (o.logits, o.hidden_states[-1]) for n, o in outs.items()}
+    comps = student_losses(st, tm, cfg, plan, plan, v, s_out, t_out, scale=1.0)
+    rows = v.labels != -100
+    T = cfg.temperature
+    target = 0.75 * soft_probs(outs["cased"].logits[rows], T) + 0.25 * soft_probs(outs["cased2"].logits[rows], T)
+    assert torch.allclose(comps["kl"], kd_kl_loss(s_out.logits[rows], target, T), atol=1e-6)
+    # cosine: weighted mean over teachers, on every non-pad position
+    am = v.attention_mask.bool()
+    cos = [1 - torch.cosine_similarity(s_out.hidden_states[-1][am], outs[n].hidden_states[-1][am], dim=-1).mean()
+           for n in ("cased", "cased2")]
+    assert torch.allclose(comps["cos"], 0.75 * cos[0] + 0.25 * cos[1], atol=1e-6)
+    # "sum": one KL per teacher, weighted as given
+    cfg.strategy = "sum"
+    comps_sum = student_losses(st, tm, cfg, plan, plan, v, s_out, t_out, scale=1.0)
+    kl_each = [kd_kl_loss(s_out.logits[rows], soft_probs(outs[n].logits[rows], T), T) for n in ("cased", "cased2")]
+    assert torch.allclose(comps_sum["kl"], 3 * kl_each[0] + 1 * kl_each[1], atol=1e-5)
+    assert torch.allclose(comps_sum["mlm"], comps["mlm"])
+
+
+def test_only_students_learn_and_outputs_load(setup, tmp_path):
+    from kdlib.teachers import load_teacher
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    teacher, tok = load_teacher(setup["paths"]["cased"])
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    out = tmp_path / "run"
+    cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"]}], max_steps=3)
+    from kdlib.students import make_student
+    student = make_student(teacher, seed=3)
+    init = {k: v.clone() for k, v in student.state_dict().items()}
+    summary = distill(cfg, setup["sents"], teachers={"cased": (teacher, tok)}, students={"s": student})
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert any(not torch.equal(v, init[k]) for k, v in student.state_dict().items())
+    sdir = Path(summary["s"]["out_dir"])
+    assert (sdir / "model.safetensors").is_file() and (sdir / "README.md").is_file()
+    card = (sdir / "README.md").read_text()
+    assert "cased" in card and "steps: 3" in card and "sentences" in card
+    m = AutoModelForMaskedLM.from_pretrained(sdir)
+    assert torch.equal(m.state_dict()["vocab_transform.weight"], student.state_dict()["vocab_transform.weight"])
+    AutoModel.from_pretrained(sdir)
+    assert AutoTokenizer.from_pretrained(sdir).get_vocab() == tok.get_vocab()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["s"]["steps"] == 3 and saved["s"]["corpus"]["sentences"] == len(setup["sents"])
+
+
+def test_loss_falls_on_tiny_model(setup, tmp_path):
+    out = tmp_path / "run"
+    # a randomly initialised student, so the KL term starts far from the teacher and must fall too
+    cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"], "init": "random"}], max_steps=200,
+                 lr=3e-3, batch_size=16, max_len=32)
+    t0 = time.perf_counter()
+    summary = distill(cfg, setup["sents"])
+    wall = time.perf_counter() - t0
+    log = read_log(out)
+    first = sum(r["students"]["s"]["total"] for r in log[:10]) / 10
+    last = sum(r["students"]["s"]["total"] for r in log[-10:]) / 10
+    part = {c: [sum(r["students"]["s"][c] for r in rows) / 10 for rows in (log[:10], log[-10:])]
+            for c in ("mlm", "kl", "cos")}
+    print(f"\nteacher held-out MLM {setup['teacher_metrics']['heldout_mlm_loss']:.3f}\nloss {first:.3f} -> {last:.3f}; components first/last 10 steps {part}; "
+          f"{summary['s']['tokens_per_s']:.0f} tokens/s; {wall:.1f} s for 200 steps")
+    assert last < 0.8 * first
+    assert all(b < a for a, b in part.values())
+    assert log[-1]["step"] == 200 and log[-1]["lr"] == 0.0
+
+
+def test_cross_tokenizer_two_teachers_both_strategies(setup, tmp_path):
+    results = {}
+    for strategy in ("average", "sum"):
+        out = tmp_path / strategy
+        cfg = config(setup, out, ["cased", "uncased"], [{"name": "multi", "teachers": ["cased", "uncased"],
+                                                         "tokenizer_from": "cased"}], strategy=strategy, max_steps=3)
+        summary = distill(cfg, setup["sents"])
+        rec = read_log(out)[-1]["students"]["multi"]
+        assert {"kl", "mlm", "cos", "total", "cos/cased", "cos/uncased", "unmapped/uncased"} <= set(rec)
+        assert all(torch.isfinite(torch.tensor(v)) for v in rec.values())
+        unm = summary["multi"]["unmapped"]["unmapped/uncased"]
+        assert 0.0 < unm < 1.0
+        assert summary["multi"]["cross_vocab_teachers"] == ["uncased"]
+        results[strategy] = unm
+    print(f"\nunmapped mass, cased student <- uncased teacher: {results}")
+
+
+def test_three_students_share_teacher_passes(setup, tmp_path):
+    out = tmp_path / "run"
+    cfg = config(setup, out, ["cased", "uncased"], [
+        {"name": "distil-cased", "teachers": ["cased"]},
+        {"name": "distil-uncased", "teachers": ["uncased"]},
+        {"name": "distil-multi", "teachers": ["cased", "uncased"], "tokenizer_from": "cased"}],
+        max_steps=3, grad_accum=2)
+    from kdlib.teachers import load_teacher
+    loaded = {n: load_teacher(setup["paths"][n]) for n in ("cased", "uncased")}
+    calls = {n: 0 for n in loaded}
+    for n, (m, _) in loaded.items():
+        m.register_forward_hook(lambda *_a, n=n: calls.__setitem__(n, calls[n] + 1))
+    summary = distill(cfg, setup["sents"], teachers=loaded)
+    assert calls == {"cased": 3 * 2, "uncased": 3 * 2}  # once per micro-batch, not once per student
+    assert set(summary) == {"distil-cased", "distil-uncased", "distil-multi"}
+    assert summary["distil-uncased"]["cross_vocab_teachers"] == []
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "kdlib", "distill", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def test_kill_and_resume_is_bit_exact(setup, tmp_path):
+    # the student inherits dropout 0.1 from this teacher, so resuming must restore the torch RNG too
+    cfg = {"teachers": [{"name": "cased", "path": setup["paths"]["dropout"]}],
+           "students": [{"name": "s", "teachers": ["cased"]}], "batch_size": 4, "max_len": 32, "lr": 2e-3,
+           "device": "cpu", "amp": "off", "seed": 5}
+    cfg_path = tmp_path / "cfg.yaml"
+    import yaml
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    common = ["--config", str(cfg_path), "--corpus", setup["corpus"], "--max-steps", "40", "--save-every", "10",
+              "--set", "corpus_max_sentences=400"]
+    full = _run_cli(common + ["--out", str(tmp_path / "full")])
+    killed = _run_cli(common + ["--out", str(tmp_path / "killed")])
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if latest.is_file() and int(latest.read_text().split("-")[1]) >= 20:
+            break
+        assert killed.poll() is None, killed.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    step_at_kill = int(latest.read_text().split("-")[1])
+    assert 20 <= step_at_kill < 40
+    resumed = _run_cli(common + ["--out", str(tmp_path / "killed"), "--resume"])
+    out_r = resumed.communicate(timeout=180)[0].decode()
+    out_f = full.communicate(timeout=180)[0].decode()
+    assert resumed.returncode == 0, out_r[-3000:]
+    assert full.returncode == 0, out_f[-3000:]
+    a = load_file(tmp_path / "full" / "s" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "s" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = read_log(tmp_path / "killed")
+    assert [r["step"] for r in log] == list(range(1, 41))
+    assert log == [dict(r, tokens_per_s=x["tokens_per_s"], elapsed=x["elapsed"])
+                   for r, x in zip(read_log(tmp_path / "full"), log)]
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def test_bad_config_values_fail_fast(setup, tmp_path):
+    for kw, word in (({"max_steps": 0}, "max_steps"), ({"batch_size": -1}, "batch_size"),
+                     ({"strategy": "max"}, "strategy"), ({"kl_on": "some"}, "kl_on")):
+        with pytest.raises(ValueError, match=word):
+            distill(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}], **kw), setup["sents"])
+    with pytest.raises(ValueError, match="unknown DistillConfig keys"):
+        DistillConfig.from_dict({"teachers": [{"name": "a", "path": "x"}], "students": [{"name": "s", "teachers": ["a"]}],
+                                 "learning_rate": 1})
+    with pytest.raises(ValueError, match="refers to teacher 'nope'"):
+        distill(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["nope"]}]), setup["sents"])
+
+
+def test_bad_teachers_fail_fast(setup, tmp_path):
+    cfg = config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}])
+    cfg.teachers[0].path = str(tmp_path / "missing-teacher")
+    with pytest.raises((FileNotFoundError, OSError), match="missing-teacher"):
+        distill(cfg, setup["sents"])
+    from transformers import BertModel
+    tok_dir = setup["paths"]["cased"]
+    enc = BertModel(tiny_teacher(__import__("transformers").AutoTokenizer.from_pretrained(tok_dir)).config)
+    enc.save_pretrained(tmp_path / "encoder")
+    cfg.teachers[0].path = str(tmp_path / "encoder")
+    with pytest.raises(ValueError, match="not a masked LM"):
+        distill(cfg, setup["sents"])
+    # hidden sizes 32 vs 48 cannot meet in the cosine term
+    cfg = config(setup, tmp_path, ["cased", "wide"], [{"name": "s", "teachers": ["cased", "wide"]}])
+    with pytest.raises(ValueError, match="alpha_cos"):
+        distill(cfg, setup["sents"])
+    # a different vocabulary without an alignment strategy
+    cfg = config(setup, tmp_path, ["cased", "uncased"], [{"name": "s", "teachers": ["cased", "uncased"]}],
+                 cross_tokenizer="none")
+    with pytest.raises(ValueError, match="cross_tokenizer"):
+        distill(cfg, setup["sents"])
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
+    from kdlib.teachers import load_teacher
+    teacher, tok = load_teacher(setup["paths"]["cased"])
+    calls = {"n": 0}
+
+    def poison(_mod, _inp, out):
+        calls["n"] += 1
+        if calls["n"] >= 7:
+            out.logits.fill_(float("nan"))
+        return out
+    teacher.register_forward_hook(poison)
+    out = tmp_path / "run"
+    cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"]}], max_steps=10, save_every=5)
+    with pytest.raises(FloatingPointError, match=r"step 7 for student 's'.*step-00000005"):
+        distill(cfg, setup["sents"], teachers={"cased": (teacher, tok)})
+    assert (out / "checkpoints" / "latest").read_text() == "step-00000005"
+    assert not (out / "s").exists()
