@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable
 
 import datasets
+import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from kdlib import sources
@@ -446,7 +447,11 @@ def _features(kind: str, names: list[str] | None, pair: bool) -> Features:
     return Features(cols)
 
 
+_DEFAULTS = {"ner": {"version": 1, "v2_train": "download"}, "di": {"source": "auto"}}
+
+
 def _check_options(name: str, options: dict) -> dict:
+    """Validate options and fill in defaults (so equal requests share one cache entry)."""
     allowed = _OPTIONS[name]
     for key, value in options.items():
         if key not in allowed:
@@ -454,7 +459,7 @@ def _check_options(name: str, options: dict) -> dict:
             raise TypeError(f"load_task({name!r}): unknown option {key!r}; valid options: {valid}")
         if value not in allowed[key]:
             raise ValueError(f"load_task({name!r}): {key}={value!r}; expected one of {allowed[key]}")
-    return options
+    return {**_DEFAULTS.get(name, {}), **options}
 
 
 def _check_task(name: str) -> None:
@@ -495,7 +500,7 @@ def _load_cached(name: str, data_dir: str, normalize: bool, options: tuple) -> t
 
 def _cached(name: str, data_dir, normalize: bool, options: dict):
     _check_task(name)
-    _check_options(name, options)
+    options = _check_options(name, options)
     root = resolve_data_dir(data_dir)
     return _load_cached(name, str(root), bool(normalize), tuple(sorted(options.items())))
 
@@ -547,7 +552,8 @@ def check(data_dir: str | Path | None = None, tasks: list[str] | None = None) ->
             for split in SPLITS:
                 statuses = [sources.file_status(r, root) for r in dict.fromkeys(used[split])]
                 files = "; ".join(f"{s['relpath']} [{s['origin']}, {s['checksum']}]" for s in statuses)
-                tokens = sum(len(t) for t in ds[split]["tokens"]) if TASKS[name].kind == "tagging" else None
+                tokens = (pc.sum(pc.list_value_length(ds[split].data.column("tokens"))).as_py()
+                          if TASKS[name].kind == "tagging" else None)
                 rows.append({"task": name, "split": split, "examples": len(ds[split]), "tokens": tokens,
                              "source": source, "files": files})
             for w in caught:

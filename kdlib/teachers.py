@@ -295,6 +295,15 @@ def mlm_loss(model, collator, ids: list[list[int]], *, batch_size: int = 64, see
     return total / count
 
 
+def _logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """MLM logits at one position per row; BERT's vocabulary head runs on those positions only."""
+    rows = torch.arange(len(input_ids), device=input_ids.device)
+    if hasattr(model, "bert") and hasattr(model, "cls"):
+        hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return model.cls(hidden[rows, positions])
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, positions]
+
+
 @torch.no_grad()
 def pseudo_perplexity(model, tokenizer, texts: Sequence[str], *, max_texts: int = 200, max_len: int = 64,
                       batch_size: int = 128) -> float:
@@ -333,10 +342,9 @@ def pseudo_perplexity(model, tokenizer, texts: Sequence[str], *, max_texts: int 
         for i, r in enumerate(chunk):
             input_ids[i, :len(r)] = torch.tensor(r)
             attention[i, :len(r)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         pos = torch.tensor(positions[start:start + batch_size], device=device)
         tgt = torch.tensor(targets[start:start + batch_size], device=device)
-        logp = torch.log_softmax(logits[torch.arange(len(chunk), device=device), pos].float(), dim=-1)
+        logp = torch.log_softmax(_logits_at(model, input_ids.to(device), attention.to(device), pos).float(), dim=-1)
         nll -= float(logp[torch.arange(len(chunk), device=device), tgt].sum())
     model.train(was_training)
     return math.exp(nll / len(rows))

@@ -18,7 +18,7 @@ def tiny_result(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("bench")
     res = bench.run_bench(out, quick=True, device="cpu", parts="inference,pipeline", runs_dir=out / "no-runs",
-                          inference_shapes=TINY, budget_s=0.05, max_repeats=3, verbose=False)
+                          inference_shapes=TINY, budget_s=0.05, max_repeats=3, matmul_n=256, verbose=False)
     return out, res
 
 
@@ -148,3 +148,28 @@ def test_pipeline_reads_run_summary(tmp_path):
     assert res["profiles"]["smoke"]["total_wall_s"] == 123.4 and res["profiles"]["smoke"]["status"] == "complete"
     assert res["profiles"]["smoke"]["steps"]["01-teachers"]["wall_s"] == 100.0
     assert res["profiles"]["cpu"]["status"] == "not run"
+
+
+def test_throughput_and_shared_parts_run_on_tiny_models(tmp_path):
+    """Both loops train a tiny student on real RO-STS text; the shared run trains all three students."""
+    from kdlib.data import load_task
+
+    torch.set_num_threads(1)
+    train = load_task("sts")["train"]
+    texts = list(train["text_a"][:150]) + list(train["text_b"][:150])
+    shapes = bench.TrainShapes("tiny", 400, 32, 2, 1, 2, 64, batch_size=8, max_len=48, steps=3)
+    teachers = bench.make_teachers(tmp_path, texts, shapes)
+    peak = {"gflops": 10.0}
+    th = bench.bench_throughput(torch.device("cpu"), tmp_path, texts, teachers, shapes, peak)
+    ref, kd = th["reference"], th["kdlib"]
+    assert ref["steps"] == 3 and 0 < ref["real_tokens"] <= ref["padded_tokens"] <= 3 * 8 * 48
+    assert kd["log_rows"] == 3 and kd["real_tokens"] > 0
+    assert th["ratio_tokens_per_s"] == pytest.approx(kd["train_tokens_per_s"] / ref["train_tokens_per_s"])
+    assert th["flops_per_token"] == 6 * ref["student_params"] + 2 * ref["teacher_params"][0]
+    assert th["reference_share_of_peak"] == pytest.approx(th["reference_gflops"] / 10.0)
+    assert (tmp_path / "reference" / "s1" / "config.json").is_file()
+    sh = bench.bench_shared(torch.device("cpu"), tmp_path, texts, teachers, shapes)
+    assert set(sh["separate"]) == {"s1", "s2", "s3"} and sh["shared"]["students"] == ["s1", "s2", "s3"]
+    assert sh["speedup"] == pytest.approx(sh["separate_s"] / sh["shared_s"])
+    for s in ("s1", "s2", "s3"):
+        assert (tmp_path / "shared" / s / "config.json").is_file()

@@ -49,7 +49,7 @@ def test_no_validation_or_test_text_leaks(full_corpus, data_dir):
     # but train text is there: the first RRT train sentence and a LaRoSeDa train title
     assert "Lui Winston îi displăcuse fata asta din primul moment când o văzuse." in lines
     sts_train = data.load_task("sts", data_dir)["train"]
-    assert sum(t in lines for t in sts_train["text_a"][:200]) > 150
+    assert sum(t in lines for t in sts_train["text_a"][:200]) > 100
 
 
 def test_ordered_corpus_size_and_dedup(full_corpus):
