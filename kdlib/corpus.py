@@ -59,6 +59,11 @@ def detokenize(tokens: Iterable[str]) -> str:
     return "".join(out).strip()
 
 
+def _column(ds: Dataset, name: str) -> list:
+    """A whole column as a Python list (one batch read; iterating a Column formats row by row)."""
+    return ds.select_columns([name])[:][name]
+
+
 def _clean(text: str) -> str:
     return " ".join(text.split())
 
@@ -72,12 +77,13 @@ def _documents(source: str, split: str, data_dir: str) -> list[list[str]]:
     """Sentence units of one split of one dataset, grouped by document."""
     ds = data.load_task(_TASK_OF[source], data_dir)[split]
     if source in {"rrt", "ronec"}:
-        return [[u for u in (_clean(detokenize(toks)) for toks in ds["tokens"]) if u]]
+        return [[u for u in (_clean(detokenize(toks)) for toks in _column(ds, "tokens")) if u]]
     if source == "laroseda":
-        return [[u for u in [_clean(a)] + split_sentences(b) if u] for a, b in zip(ds["text_a"], ds["text_b"])]
+        titles, contents = _column(ds, "text_a"), _column(ds, "text_b")
+        return [[u for u in [_clean(a)] + split_sentences(b) if u] for a, b in zip(titles, contents)]
     if source == "di":
-        return [split_sentences(t) for t in ds["text_a"]]
-    return [split_sentences(t) for pair in zip(ds["text_a"], ds["text_b"]) for t in pair]
+        return [split_sentences(t) for t in _column(ds, "text_a")]
+    return [split_sentences(t) for pair in zip(_column(ds, "text_a"), _column(ds, "text_b")) for t in pair]
 
 
 @lru_cache(maxsize=8)
@@ -90,11 +96,11 @@ def _heldout(data_dir: str) -> frozenset[str]:
                 blocked.update(doc)
             for col in ("text_a", "text_b"):
                 if col in ds[split].column_names:
-                    for text in ds[split][col]:
+                    for text in _column(ds[split], col):
                         blocked.add(_clean(text))
                         blocked.update(split_sentences(text))
             if "tokens" in ds[split].column_names:
-                blocked.update(_clean(" ".join(t)) for t in ds[split]["tokens"])
+                blocked.update(_clean(" ".join(t)) for t in _column(ds[split], "tokens"))
     return frozenset(blocked)
 
 
@@ -153,7 +159,7 @@ def build_corpus(mode: str = "shuffled", *, merge_p: float = 0.5, seed: int = 0,
 
 def corpus_stats(ds: Dataset) -> dict:
     """Size of a text corpus: lines ("sentences"), characters and whitespace-separated words."""
-    texts = ds["text"]
+    texts = _column(ds, "text")
     return {"sentences": len(texts), "characters": sum(map(len, texts)), "words": sum(len(t.split()) for t in texts)}
 
 
@@ -192,7 +198,7 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
             ds = stream
     if text_column not in ds.column_names:
         raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
-    texts = [t.strip() for t in ds[text_column] if isinstance(t, str) and t.strip()]
+    texts = [t.strip() for t in _column(ds, text_column) if isinstance(t, str) and t.strip()]
     if normalize:
         texts = [normalize_romanian(t) for t in texts]
     if max_sentences is not None:
@@ -209,7 +215,7 @@ def write_corpus(ds: Dataset, out: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for text in ds["text"]:
+            for text in _column(ds, "text"):
                 fh.write(_clean(text) + "\n")
         os.replace(tmp, out)
     except BaseException:

@@ -43,7 +43,7 @@ def heldout_independent(data_dir) -> set[str]:
 
 
 def test_no_validation_or_test_text_leaks(full_corpus, data_dir):
-    lines = set(full_corpus["text"])
+    lines = set(full_corpus[:]["text"])
     assert not lines & heldout_independent(data_dir)
     assert not lines & corpus.heldout_texts(data_dir)
     # but train text is there: the first RRT train sentence and a LaRoSeDa train title
@@ -55,23 +55,23 @@ def test_no_validation_or_test_text_leaks(full_corpus, data_dir):
 def test_ordered_corpus_size_and_dedup(full_corpus):
     stats = corpus.corpus_stats(full_corpus)
     assert stats["sentences"] == len(full_corpus) > 100_000
-    assert stats["characters"] == sum(len(t) for t in full_corpus["text"]) > 10_000_000
-    counts = collections.Counter(full_corpus["text"])
+    assert stats["characters"] == sum(len(t) for t in full_corpus[:]["text"]) > 10_000_000
+    counts = collections.Counter(full_corpus[:]["text"])
     assert counts.most_common(1)[0][1] == 1  # de-duplicated
-    assert all(t == " ".join(t.split()) and t for t in full_corpus["text"])
-    assert not any(c in t for t in full_corpus["text"] for c in "şţŞŢ")  # normalised
+    assert all(t == " ".join(t.split()) and t for t in full_corpus[:]["text"])
+    assert not any(c in t for t in full_corpus[:]["text"] for c in "şţŞŢ")  # normalised
 
 
 def test_modes(data_dir):
     tasks = ["upos", "sts"]
-    ordered = list(corpus.build_corpus("ordered", tasks=tasks)["text"])
-    shuffled = list(corpus.build_corpus("shuffled", tasks=tasks, seed=1)["text"])
+    ordered = list(corpus.build_corpus("ordered", tasks=tasks)[:]["text"])
+    shuffled = list(corpus.build_corpus("shuffled", tasks=tasks, seed=1)[:]["text"])
     assert sorted(shuffled) == sorted(ordered) and shuffled != ordered
-    assert list(corpus.build_corpus("shuffled", tasks=tasks, seed=1)["text"]) == shuffled
-    assert list(corpus.build_corpus("shuffled", tasks=tasks, seed=2)["text"]) != shuffled
+    assert list(corpus.build_corpus("shuffled", tasks=tasks, seed=1)[:]["text"]) == shuffled
+    assert list(corpus.build_corpus("shuffled", tasks=tasks, seed=2)[:]["text"]) != shuffled
     assert ordered[0].startswith("Lui Winston")  # RRT first, in file order
 
-    merged = list(corpus.build_corpus("merged", tasks=tasks, merge_p=0.5, seed=1)["text"])
+    merged = list(corpus.build_corpus("merged", tasks=tasks, merge_p=0.5, seed=1)[:]["text"])
     assert len(merged) < len(ordered)
     # every merged line is a run of consecutive ordered sentences
     joined = "\n".join(ordered)
@@ -81,9 +81,9 @@ def test_modes(data_dir):
     for m in merged[:300]:
         assert m in position or m.replace(" ", "\n") in joined.replace(" ", "\n")
     assert sum(len(m) for m in merged) > sum(len(o) for o in ordered)  # joining adds spaces
-    assert set(corpus.build_corpus("merged", tasks=tasks, merge_p=0.0)["text"]) == set(ordered)
+    assert set(corpus.build_corpus("merged", tasks=tasks, merge_p=0.0)[:]["text"]) == set(ordered)
     # p = 1 merges each document into one line: RRT is one document, STS sentences are their own
-    all_merged = list(corpus.build_corpus("merged", tasks=["upos"], merge_p=1.0)["text"])
+    all_merged = list(corpus.build_corpus("merged", tasks=["upos"], merge_p=1.0)[:]["text"])
     assert len(all_merged) == 1
 
 
