@@ -426,12 +426,19 @@ def _build_vardial(files: _Files, norm) -> dict:
 
 def _build_di(files: _Files, norm, source: str = "auto") -> tuple[dict, list[str], str]:
     if source == "auto":
-        source = "moroco" if _moroco_available(files.data_dir) else "vardial"
-        if source == "vardial":
-            warnings.warn("di: MOROCO's samples.txt files are not available locally; using the VarDial 2019 MRC "
-                          "set carved 80/10/10 (pass source='moroco' to download MOROCO)", stacklevel=4)
+        source = "moroco" if _moroco_available(files.data_dir) else "vardial-auto"
     out = _build_moroco(files, norm) if source == "moroco" else _build_vardial(files, norm)
     return out, DI_NAMES, source
+
+
+_DI_FALLBACK = "; MOROCO texts not found"
+
+
+def _warn_source(name: str, source: str) -> None:
+    """Say which DI source ``auto`` fell back to, on every load (the parse itself is cached)."""
+    if name == "di" and source.endswith(_DI_FALLBACK):
+        warnings.warn("di: MOROCO's samples.txt files are not available locally; using the VarDial 2019 MRC "
+                      "set carved 80/10/10 (pass source='moroco' to download MOROCO)", stacklevel=3)
 
 
 # --- assembling datasets ------------------------------------------------------------------------------------
@@ -485,6 +492,8 @@ def _load_cached(name: str, data_dir: str, normalize: bool, options: tuple) -> t
     elif name == "di":
         records, names, used = _build_di(files, norm, **opts)
         source = "MOROCO (official splits)" if used == "moroco" else "VarDial 2019 MRC (carved 80/10/10, stratified)"
+        if used == "vardial-auto":
+            source += _DI_FALLBACK
     else:
         records = {s: _sts_split(files.get(_STS.format(_UD_FILE_SPLIT[s]), s), norm, s) for s in SPLITS}
         names = None
@@ -511,7 +520,9 @@ def load_task(name: str, data_dir: str | Path | None = None, *, normalize: bool 
     Options: ``ner``: ``version`` (1 | 2), ``v2_train`` ("download" | "carve"); ``di``: ``source``
     ("auto" | "moroco" | "vardial"). Parsed results are cached in memory; each call returns a copy.
     """
-    return copy.deepcopy(_cached(name, data_dir, normalize, options)[0])
+    ds, _, source = _cached(name, data_dir, normalize, options)
+    _warn_source(name, source)
+    return copy.deepcopy(ds)
 
 
 def load_split(name: str, split: str, data_dir: str | Path | None = None, **kwargs) -> Dataset:
