@@ -6,17 +6,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
-BOOK_DIR ?= _build/html
+BOOK_ROOT ?= .
 KDLIB_DATA_DIR ?= $(abspath ../shared/data)
 export KDLIB_DATA_DIR
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: all setup chromium data-check pipeline book bench test pytest clean
+.PHONY: all setup chromium data-check pipeline book bench test pytest smoke clean
 
 all: setup data-check pipeline book
-	@echo "The book: $(abspath $(BOOK_DIR))/index.html"
+	@echo "The book: $(abspath $(BOOK_ROOT))/_build/html/index.html"
 
 setup: $(VENV)/.installed
 
@@ -35,22 +35,24 @@ chromium:
 data-check: setup
 	$(PY) -m kdlib data --check
 
+# The notebooks of a profile, executed with papermill into $(RUN_DIR); finished steps are skipped on a rerun.
 pipeline: setup
 	$(PY) -m kdlib run --profile $(PROFILE) --out $(RUN_DIR)
 
-bench: setup
-	$(PY) -m kdlib bench --out $(RUN_DIR)/bench
-
+# The book from the executed notebooks of $(RUN_DIR) (no re-execution, warnings are errors).
 book: setup
-	@echo "book target: to be wired to the runner"
+	$(PY) -m kdlib run --profile $(PROFILE) --out $(RUN_DIR) --book-only --book-root $(BOOK_ROOT)
+
+bench: setup
+	$(PY) -m kdlib bench --out runs/bench $(if $(QUICK),--quick,)
+
+smoke: setup
+	$(MAKE) pipeline book PROFILE=smoke BOOK_ROOT=_build/smoke
 
 pytest: setup
-	$(PY) -m pytest tests
+	KDLIB_RUN_DIR=runs/smoke KDLIB_BOOK_DIR=_build/smoke/_build/html $(PY) -m pytest tests
 
-test: setup chromium
-	$(MAKE) pipeline PROFILE=smoke
-	$(MAKE) book PROFILE=smoke
-	$(MAKE) pytest
+test: setup chromium smoke pytest
 
 clean:
 	rm -rf _build runs .pytest_cache

@@ -6,7 +6,8 @@ A plain PyTorch loop, readable top to bottom (`distill`):
 2. every global batch of texts is split into words, encoded once per distinct tokenizer ("view"),
    and masked at the WORD level (the same words are masked in every view, 80/10/10 per word);
 3. each teacher runs once per batch under `torch.inference_mode` and its outputs are shared by
-   every student that learns from it;
+   every student that learns from it; teachers and students compute the vocabulary head only at the
+   positions the losses read (`kdlib.mlm`: the masked ones by default, ~15%), not over the whole batch;
 4. per student: L = alpha_ce * T^2 * KL + alpha_mlm * MLM + alpha_cos * (1 - cos), combined over
    teachers by `strategy` ("average": one KL against the weighted average of the teachers'
    distributions; "sum": a KL and a cosine term per teacher, weighted);
@@ -46,6 +47,7 @@ from kdlib.align import (VocabMap, WordView, aligned_words, build_vocab_map, enc
 from kdlib.device import DistEnv, amp_settings, autocast, grad_scaler, init_distributed
 from kdlib.losses import (apply_mask_actions, cosine_loss, kd_kl_loss, mlm_loss, sample_mask_actions,
                           smoothing_weights, soft_probs)
+from kdlib.mlm import RowLogits, SelectedMLM, logits_at
 
 STRATEGIES = ("average", "sum")
 KL_ON = ("masked", "all")
@@ -357,13 +359,24 @@ def make_batch(texts: list[str], views: dict[str, Any], config: DistillConfig, g
     return out, (actions > 0).reshape(present.shape)
 
 
+def logit_positions(view: WordView, kl_on: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, positions) of `view` where vocabulary logits are needed: the masked (labelled) positions for
+    kl_on="masked", every non-pad position for "all" (a superset of the masked ones)."""
+    needed = (view.labels != -100) if kl_on == "masked" else view.attention_mask.bool()
+    return torch.nonzero(needed, as_tuple=True)
+
+
 def student_plan(student: Student, teachers: dict[str, Teacher], views: dict[str, WordView],
                  masked_word: torch.Tensor, kl_on: str) -> dict:
-    """Index tensors saying where each loss term of `student` is computed in this batch, and counts."""
+    """Index tensors saying where each loss term of `student` is computed in this batch, and counts.
+
+    kl_b/kl_p are the positions where the student's logits are computed (KL rows; the MLM loss uses the
+    labelled ones among them); per cross-vocabulary teacher, "rows" index into them and "tb"/"tp" give
+    the teacher-view positions (first sub-tokens of the same words).
+    """
     sv = views[student.view]
-    base = (sv.labels != -100) if kl_on == "masked" else sv.attention_mask.bool()
-    kl_b, kl_p = torch.nonzero(base, as_tuple=True)
-    row_of = torch.full(base.shape, -1, dtype=torch.long)
+    kl_b, kl_p = logit_positions(sv, kl_on)
+    row_of = torch.full(sv.labels.shape, -1, dtype=torch.long)
     row_of[kl_b, kl_p] = torch.arange(kl_b.shape[0])
     cos_b, cos_p = torch.nonzero(sv.attention_mask.bool(), as_tuple=True)
     covered = torch.zeros(kl_b.shape[0], dtype=torch.bool)
@@ -383,22 +396,41 @@ def student_plan(student: Student, teachers: dict[str, Teacher], views: dict[str
             "n_mlm": int((sv.labels != -100).sum()), "n_kl": int(covered.sum()), "n_tokens": int(sv.attention_mask.sum())}
 
 
+def teacher_outputs(teachers: dict[str, Teacher], names: list[str], views: dict[str, WordView],
+                    config: DistillConfig, device: torch.device, amp) -> dict[str, tuple[RowLogits, torch.Tensor | None]]:
+    """Run each named teacher once on its view: (logits at `logit_positions` (none when alpha_ce = 0),
+    last hidden state (B, L, H) when alpha_cos > 0, else None)."""
+    out = {}
+    with torch.inference_mode(), autocast(device, amp):
+        for name in names:
+            v = views[teachers[name].view]
+            b, p = logit_positions(v, config.kl_on)
+            if config.alpha_ce == 0:
+                b, p = b[:0], p[:0]
+            logits, hidden = logits_at(teachers[name].model, v.input_ids.to(device), v.attention_mask.to(device),
+                                       b.to(device), p.to(device), output_hidden=config.alpha_cos > 0)
+            out[name] = (RowLogits.of(logits, b, p, tuple(v.input_ids.shape)), hidden)
+    return out
+
+
 def student_losses(student: Student, teachers: dict[str, Teacher], config: DistillConfig, plan: dict,
-                   counts: dict, view: WordView, s_out, t_out: dict[str, Any], scale: float) -> dict[str, torch.Tensor]:
+                   counts: dict, view: WordView, s_out: tuple[torch.Tensor, torch.Tensor | None],
+                   t_out: dict[str, tuple[RowLogits, torch.Tensor | None]], scale: float) -> dict[str, torch.Tensor]:
     """The loss components of one student on its slice of the batch.
 
-    Each term is (sum over this slice) / (count over the global micro-batch) * `scale` (= world size,
-    undone by DDP's gradient averaging). Returns {"total", "kl", "mlm", "cos", "kl/<t>", "cos/<t>",
-    "unmapped/<t>"}.
+    `s_out`: the student's logits at the plan's KL rows (plan["kl_b"], plan["kl_p"]) and its last hidden
+    state (or None); `t_out`: `teacher_outputs`. Each term is (sum over this slice) / (count over the
+    global micro-batch) * `scale` (= world size, undone by DDP's gradient averaging). Returns {"total",
+    "kl", "mlm", "cos", "kl/<t>", "cos/<t>", "unmapped/<t>"}.
     """
     T = config.temperature
-    dev = s_out.logits.device
-    s_logits, s_hid = s_out.logits, (s_out.hidden_states[-1] if config.alpha_cos > 0 else None)
-    zero = s_logits.new_zeros((), dtype=torch.float32)
+    s_rows, s_hid = s_out
+    dev = s_rows.device
+    zero = s_rows.new_zeros((), dtype=torch.float32)
     comps: dict[str, torch.Tensor] = {}
-    comps["mlm"] = mlm_loss(s_logits, view.labels.to(dev), normalizer=max(counts["n_mlm"], 1)) * scale
-    kl_b, kl_p = plan["kl_b"].to(dev), plan["kl_p"].to(dev)
-    s_rows = s_logits[kl_b, kl_p]
+    kl_b, kl_p = plan["kl_b"], plan["kl_p"]
+    # the MLM positions are among the KL rows (all of them for kl_on="masked"); the others carry -100
+    comps["mlm"] = mlm_loss(s_rows, view.labels[kl_b, kl_p].to(dev), normalizer=max(counts["n_mlm"], 1)) * scale
     weights = {t: teachers[t].weight for t in student.teachers}
     acc = s_rows.new_zeros(s_rows.shape, dtype=torch.float32) if config.strategy == "average" else None
     wsum = s_rows.new_zeros(s_rows.shape[0], dtype=torch.float32)
@@ -408,7 +440,7 @@ def student_losses(student: Student, teachers: dict[str, Teacher], config: Disti
         t_logits, t_hid = t_out[tname]
         w = weights[tname]
         if tname not in student.cross:   # same vocabulary: same positions
-            p = soft_probs(t_logits[kl_b, kl_p], T) if config.alpha_ce > 0 else None
+            p = soft_probs(t_logits.at(kl_b, kl_p), T) if config.alpha_ce > 0 else None
             rows = None
             if config.alpha_cos > 0:
                 cb, cp = plan["cos_b"].to(dev), plan["cos_p"].to(dev)
@@ -418,7 +450,7 @@ def student_losses(student: Student, teachers: dict[str, Teacher], config: Disti
             rows = tp_["rows"].to(dev)
             p = None
             if config.alpha_ce > 0:
-                p, unmapped = project_distribution(soft_probs(t_logits[tp_["tb"].to(dev), tp_["tp"].to(dev)], T),
+                p, unmapped = project_distribution(soft_probs(t_logits.at(tp_["tb"], tp_["tp"]), T),
                                                    student.cross[tname])
                 comps[f"unmapped/{tname}"] = unmapped.sum() / max(counts["teachers"][tname]["n_kl"], 1) * scale
             if config.alpha_cos > 0:
@@ -577,9 +609,10 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
         ckpt.restore_rng(rng_states[env.rank])
     else:
         torch.manual_seed(config.seed + env.rank)  # dropout differs per rank; init was seeded above
-    for s in studs:
-        s.wrapped = (DistributedDataParallel(s.model, device_ids=[device.index] if device.type == "cuda" else None)
-                     if env.distributed else s.model)
+    for s in studs:  # the forward computes logits at the KL rows only; DDP wraps it so its hooks see it
+        selected = SelectedMLM(s.model)
+        s.wrapped = (DistributedDataParallel(selected, device_ids=[device.index] if device.type == "cuda" else None)
+                     if env.distributed else selected)
 
     log_path = out_dir / "log.jsonl"
     if env.is_main:
@@ -631,28 +664,23 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
         for micro in range(config.grad_accum):
             g = torch.Generator().manual_seed(config.seed * 1_000_000_007 + step * 1_000 + micro)
             gviews, gmasked = make_batch(next_texts(), views, config, g, token_weights)
-            # counts over the global micro-batch (identical on every rank): the loss normalisers
-            counts = {s.spec.name: _count_only(student_plan(s, tmap, gviews, gmasked, config.kl_on)) for s in studs}
-            tokens += counts[studs[0].spec.name]["n_tokens"]
             lviews = {k: v.rows(lo, hi) for k, v in gviews.items()}
             lmasked = gmasked[lo:hi]
+            plans = {s.spec.name: student_plan(s, tmap, lviews, lmasked, config.kl_on) for s in studs}
+            # counts over the global micro-batch (identical on every rank): the loss normalisers
+            counts = {s.spec.name: _count_only(plans[s.spec.name] if not env.distributed else
+                                               student_plan(s, tmap, gviews, gmasked, config.kl_on)) for s in studs}
+            tokens += counts[studs[0].spec.name]["n_tokens"]
             # each teacher runs once; its outputs are shared by every student that uses it
-            t_out = {}
-            with torch.inference_mode(), autocast(device, amp):
-                for tname in used_teachers:
-                    v = lviews[tmap[tname].view]
-                    o = tmap[tname].model(input_ids=v.input_ids.to(device), attention_mask=v.attention_mask.to(device),
-                                          output_hidden_states=config.alpha_cos > 0)
-                    t_out[tname] = (o.logits, o.hidden_states[-1] if config.alpha_cos > 0 else None)
+            t_out = teacher_outputs(tmap, used_teachers, lviews, config, device, amp)
             for s in studs:
-                v = lviews[s.view]
-                plan = student_plan(s, tmap, lviews, lmasked, config.kl_on)
+                v, plan = lviews[s.view], plans[s.spec.name]
                 sync = (contextlib.nullcontext() if not env.distributed or micro == config.grad_accum - 1
                         else s.wrapped.no_sync())
                 with sync:
                     with autocast(device, amp):
-                        s_out = s.wrapped(input_ids=v.input_ids.to(device), attention_mask=v.attention_mask.to(device),
-                                          output_hidden_states=config.alpha_cos > 0)
+                        s_out = s.wrapped(v.input_ids.to(device), v.attention_mask.to(device), plan["kl_b"].to(device),
+                                          plan["kl_p"].to(device), output_hidden=config.alpha_cos > 0)
                     comps = student_losses(s, tmap, config, plan, counts[s.spec.name], v, s_out, t_out,
                                            scale=float(env.world_size))
                     s.scaler.scale(comps["total"] / config.grad_accum).backward()
@@ -684,7 +712,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
         now = time.perf_counter()
         tok_s = tokens / max(now - t_step, 1e-9)  # non-pad tokens of the global batch (first student's view)
         if env.is_main and (step % config.log_every == 0 or step == config.max_steps):
-            rec = {"step": step, "lr": studs[0].scheduler.get_last_lr()[0], "tokens_per_s": tok_s,
+            rec = {"step": step, "lr": studs[0].scheduler.get_last_lr()[0], "tokens": tokens, "tokens_per_s": tok_s,
                    "elapsed": elapsed_before + now - t0, "epoch": epoch,
                    "students": {k: {c: round(x, 6) for c, x in v.items()} for k, v in sums.items()}}
             with open(log_path, "a", encoding="utf-8") as fh:

@@ -708,6 +708,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--notebooks", default=str(DEFAULT_NOTEBOOKS_DIR), help="folder of NN-name.ipynb notebooks")
     parser.add_argument("--book", action="store_true", help="after the run, build the book from it into _build/html")
     parser.add_argument("--book-only", action="store_true", help="only build the book from an existing run folder")
+    parser.add_argument("--book-root", default=None,
+                        help="folder under which the book is built as _build/html (default: the repository)")
     parser.add_argument("--list", action="store_true", help="list profiles and steps, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -724,7 +726,7 @@ def cli(argv: list[str]) -> int:
             print(f"run {prof['name']}: {summary['total_wall_s']:.1f} s of steps, peak {summary['peak_rss_mb']:.0f} MB; "
                   f"summary in {out / 'run_summary.json'}")
         if args.book or args.book_only:
-            index = build_book(out)
+            index = build_book(out, out=args.book_root)
             print(f"book: {index}")
     except PipelineError as exc:
         print(f"kdlib run: {exc}", file=sys.stderr)

@@ -263,12 +263,13 @@ def _batches(ids: list[list[int]], batch_size: int, steps: int, seed: int, pool:
 
 
 def masked_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """BertForMaskedLM's MLM loss, with the vocabulary head run on masked positions only (same value, ~7x less
-    head compute at 15% masking: the head dominates small teachers with an 8k vocabulary)."""
+    """The masked LM's own MLM loss, with the vocabulary head run on masked positions only (kdlib.mlm; same
+    value, ~7x less head compute at 15% masking: the head dominates small teachers with an 8k vocabulary)."""
+    from kdlib.mlm import logits_at
     labels = batch["labels"]
-    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    selected = labels != -100
-    return torch.nn.functional.cross_entropy(model.cls(hidden[selected]).float(), labels[selected])
+    rows_b, rows_p = torch.nonzero(labels != -100, as_tuple=True)
+    logits, _ = logits_at(model, batch["input_ids"], batch["attention_mask"], rows_b, rows_p)
+    return torch.nn.functional.cross_entropy(logits.float(), labels[rows_b, rows_p])
 
 
 @torch.no_grad()
@@ -296,12 +297,10 @@ def mlm_loss(model, collator, ids: list[list[int]], *, batch_size: int = 64, see
 
 
 def _logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """MLM logits at one position per row; BERT's vocabulary head runs on those positions only."""
+    """MLM logits at one position per row; the vocabulary head runs on those positions only (kdlib.mlm)."""
+    from kdlib.mlm import logits_at
     rows = torch.arange(len(input_ids), device=input_ids.device)
-    if hasattr(model, "bert") and hasattr(model, "cls"):
-        hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return model.cls(hidden[rows, positions])
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, positions]
+    return logits_at(model, input_ids, attention_mask, rows, positions)[0]
 
 
 @torch.no_grad()

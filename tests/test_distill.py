@@ -14,8 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlib.distill import DistillConfig, distill, make_batch, student_losses, student_plan
-from kdlib.losses import kd_kl_loss, soft_probs
+from kdlib.align import aligned_words, project_distribution
+from kdlib.device import amp_settings
+from kdlib.distill import DistillConfig, distill, make_batch, student_losses, student_plan, teacher_outputs
+from kdlib.losses import cosine_loss, kd_kl_loss, mlm_loss, soft_probs
+from kdlib.mlm import logits_at
 
 from test_align import make_tokenizer, ro_sentences, tiny_teacher
 
@@ -80,8 +83,9 @@ def test_ensemble_target_is_weighted_average(setup):
         outs = {n: tm[n].model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
                 for n in ("cased", "cased2")}
         s_out = st.model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
-    t_out = {n: (o.logits, o.hidden_states[-1]) for n, o in outs.items()}
-    comps = student_losses(st, tm, cfg, plan, plan, v, s_out, t_out, scale=1.0)
+        s_sel = logits_at(st.model, v.input_ids, v.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+    t_out = teacher_outputs(tm, ["cased", "cased2"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off"))
+    comps = student_losses(st, tm, cfg, plan, plan, v, s_sel, t_out, scale=1.0)
     rows = v.labels != -100
     T = cfg.temperature
     target = 0.75 * soft_probs(outs["cased"].logits[rows], T) + 0.25 * soft_probs(outs["cased2"].logits[rows], T)
@@ -93,10 +97,60 @@ def test_ensemble_target_is_weighted_average(setup):
     assert torch.allclose(comps["cos"], 0.75 * cos[0] + 0.25 * cos[1], atol=1e-6)
     # "sum": one KL per teacher, weighted as given
     cfg.strategy = "sum"
-    comps_sum = student_losses(st, tm, cfg, plan, plan, v, s_out, t_out, scale=1.0)
+    comps_sum = student_losses(st, tm, cfg, plan, plan, v, s_sel, t_out, scale=1.0)
     kl_each = [kd_kl_loss(s_out.logits[rows], soft_probs(outs[n].logits[rows], T), T) for n in ("cased", "cased2")]
     assert torch.allclose(comps_sum["kl"], 3 * kl_each[0] + 1 * kl_each[1], atol=1e-5)
     assert torch.allclose(comps_sum["mlm"], comps["mlm"])
+
+
+@pytest.mark.parametrize("kl_on", ["masked", "all"])
+@pytest.mark.parametrize("strategy", ["average", "sum"])
+def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on):
+    """One step's kl/mlm/cos with logits at the needed rows only equal the same terms computed from the
+    full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher."""
+    from kdlib.distill import _build_students, _load_teachers
+    names = ["cased", "uncased"]
+    cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}],
+                 strategy=strategy, kl_on=kl_on)
+    cfg.teachers[0].weight, cfg.teachers[1].weight = 2.0, 1.0
+    cpu = torch.device("cpu")
+    tm = _load_teachers(cfg, cpu, None)
+    [st] = _build_students(cfg, tm, cpu, None)
+    st.model.eval()  # no dropout: the selected and the full forward see the same activations
+    bv, masked = make_batch(setup["sents"][8:24], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
+                            torch.Generator().manual_seed(1))
+    sv, tv = bv[tm["cased"].view], bv[tm["uncased"].view]
+    plan = student_plan(st, tm, bv, masked, kl_on)
+    with torch.no_grad():
+        s_sel = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+        comps = student_losses(st, tm, cfg, plan, plan, sv, s_sel, teacher_outputs(tm, names, bv, cfg, cpu,
+                               amp_settings(cpu, "off")), scale=1.0)
+        s = st.model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
+        t1 = tm["cased"].model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
+        t2 = tm["uncased"].model(input_ids=tv.input_ids, attention_mask=tv.attention_mask, output_hidden_states=True)
+    # dense reference: full logits, KL rows as a (B, L) mask
+    T, w1, w2 = cfg.temperature, 2.0, 1.0
+    rows = (sv.labels != -100) if kl_on == "masked" else sv.attention_mask.bool()
+    b, w, sp, tp = aligned_words(sv.first_pos, tv.first_pos)
+    sel = masked[b, w] if kl_on == "masked" else torch.ones_like(b, dtype=torch.bool)
+    p1 = soft_probs(t1.logits, T)                                        # (B, L, V)
+    p2, _ = project_distribution(soft_probs(t2.logits[b[sel], tp[sel]], T), st.cross["uncased"])
+    if strategy == "average":
+        acc, wsum = w1 * p1, torch.full(rows.shape, w1)
+        acc[b[sel], sp[sel]] += w2 * p2
+        wsum[b[sel], sp[sel]] += w2
+        kl = kd_kl_loss(s.logits[rows], acc[rows] / wsum[rows][:, None], T)
+    else:
+        kl = w1 * kd_kl_loss(s.logits[rows], p1[rows], T) + w2 * kd_kl_loss(s.logits[b[sel], sp[sel]], p2, T)
+    am = sv.attention_mask.bool()
+    hs, h1, h2 = s.hidden_states[-1], t1.hidden_states[-1], t2.hidden_states[-1]
+    cos = w1 * cosine_loss(hs[am], h1[am]) + w2 * cosine_loss(hs[b, sp], h2[b, tp])
+    if strategy == "average":
+        cos = cos / (w1 + w2)
+    assert int(sel.sum()) > 0 and int(rows.sum()) > int(sel.sum()) // 2
+    torch.testing.assert_close(comps["kl"], kl, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(comps["mlm"], mlm_loss(s.logits, sv.labels), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(comps["cos"], cos, atol=1e-5, rtol=1e-5)
 
 
 def test_only_students_learn_and_outputs_load(setup, tmp_path):
