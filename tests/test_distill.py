@@ -226,8 +226,8 @@ def test_three_students_share_teacher_passes(setup, tmp_path):
     from kdlib.teachers import load_teacher
     loaded = {n: load_teacher(setup["paths"][n]) for n in ("cased", "uncased")}
     calls = {n: 0 for n in loaded}
-    for n, (m, _) in loaded.items():
-        m.register_forward_hook(lambda *_a, n=n: calls.__setitem__(n, calls[n] + 1))
+    for n, (m, _) in loaded.items():  # the vocabulary head runs once per teacher pass (on the selected rows)
+        m.get_output_embeddings().register_forward_hook(lambda *_a, n=n: calls.__setitem__(n, calls[n] + 1))
     summary = distill(cfg, setup["sents"], teachers=loaded)
     assert calls == {"cased": 3 * 2, "uncased": 3 * 2}  # once per micro-batch, not once per student
     assert set(summary) == {"distil-cased", "distil-uncased", "distil-multi"}
@@ -320,12 +320,12 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
     teacher, tok = load_teacher(setup["paths"]["cased"])
     calls = {"n": 0}
 
-    def poison(_mod, _inp, out):
+    def poison(_mod, _inp, out):  # on the vocabulary head: the teacher's logits turn NaN from its 7th pass
         calls["n"] += 1
         if calls["n"] >= 7:
-            out.logits.fill_(float("nan"))
+            out.fill_(float("nan"))
         return out
-    teacher.register_forward_hook(poison)
+    teacher.get_output_embeddings().register_forward_hook(poison)
     out = tmp_path / "run"
     cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"]}], max_steps=10, save_every=5)
     with pytest.raises(FloatingPointError, match=r"step 7 for student 's'.*step-00000005"):
