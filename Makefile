@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 BOOK_ROOT ?= .
-KDLIB_DATA_DIR ?= $(abspath ../shared/data)
+# The offline data mirror beside the checkout when there is one; otherwise files are downloaded and verified.
+KDLIB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export KDLIB_DATA_DIR
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
