@@ -1,8 +1,4 @@
-"""Word alignment across tokenizers and vocabulary projection, on real Romanian sentences (RO-STS).
-
-Also holds the small helpers the distillation tests share (real sentences, cased/uncased tokenizers
-trained here, tiny BERT teachers).
-"""
+"""Word alignment across tokenizers and vocabulary projection, on real Romanian sentences (RO-STS)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,38 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import make_tokenizer, ro_sentences
+
 from kdlib.align import aligned_words, build_vocab_map, encode_words, project_distribution, split_words, token_key
-
-
-def ro_sentences(data_dir: Path, n: int) -> list[str]:
-    """n distinct sentences from the RO-STS train split (score<TAB>sentence1<TAB>sentence2)."""
-    path = data_dir / "ro_sts" / "dataset" / "text-similarity" / "RO-STS.train.tsv"
-    seen: dict[str, None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        for text in line.split("\t")[1:3]:
-            if text.strip():
-                seen.setdefault(text.strip(), None)
-        if len(seen) >= n:
-            break
-    return list(seen)[:n]
-
-
-def make_tokenizer(sentences: list[str], out: Path, *, lowercase: bool, vocab_size: int = 600):
-    from transformers import AutoTokenizer
-
-    from kdlib.teachers import train_tokenizer
-    train_tokenizer(sentences, out, vocab_size=vocab_size, lowercase=lowercase)
-    return AutoTokenizer.from_pretrained(out)
-
-
-def tiny_teacher(tokenizer, *, hidden: int = 32, layers: int = 2, seed: int = 0, dropout: float = 0.0):
-    """A tiny BertForMaskedLM (dropout 0 by default, so DDP and one process compare closely)."""
-    from transformers import BertConfig, BertForMaskedLM
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                     attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id)
-    return BertForMaskedLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from kdlib.distill import DistillConfig, distill, make_batch, student_losses, st
 from kdlib.losses import cosine_loss, kd_kl_loss, mlm_loss, soft_probs
 from kdlib.mlm import logits_at
 
-from test_align import make_tokenizer, ro_sentences, tiny_teacher
+from helpers import make_tokenizer, ro_sentences, tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,12 @@ from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, Robe
 
 from kdlib.students import count_parameters, make_student, teacher_layer_map
 from kdlib.teachers import train_tokenizer
-from test_teachers import ro_sts_sentences
+from helpers import ro_sentences
 
 
 @pytest.fixture(scope="module")
 def sentences(data_dir) -> list[str]:
-    return ro_sts_sentences(data_dir, 1500)
+    return ro_sentences(data_dir, 1500, capitals_first=True)
 
 
 @pytest.fixture(scope="module")

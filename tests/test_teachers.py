@@ -10,27 +10,14 @@ import datasets
 import pytest
 import torch
 
+from helpers import ro_sentences
+
 from kdlib.teachers import TeacherConfig, cli, load_teacher, pretrain_teacher, pseudo_perplexity, train_tokenizer
-
-
-def ro_sts_sentences(data_dir: Path, n: int) -> list[str]:
-    """n distinct sentences of the RO-STS train split (score<TAB>sentence1<TAB>sentence2 per line).
-
-    Sentences with capital Ș / Ț come first: they are rare, and the tokenizer tests need those letters.
-    """
-    path = data_dir / "ro_sts" / "dataset" / "text-similarity" / "RO-STS.train.tsv"
-    seen: dict[str, None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        for text in line.split("\t")[1:3]:
-            seen.setdefault(text.strip(), None)
-    texts = sorted((t for t in seen if t), key=lambda t: not ("Ș" in t or "Ț" in t))  # stable
-    assert len(texts) >= n and "Ș" in texts[0]
-    return texts[:n]
 
 
 @pytest.fixture(scope="module")
 def sentences(data_dir) -> list[str]:
-    return ro_sts_sentences(data_dir, 2000)
+    return ro_sentences(data_dir, 2000, capitals_first=True)
 
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=1000, steps=100,
