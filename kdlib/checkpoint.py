@@ -39,14 +39,17 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def capture_rng() -> dict:
-    """This process's RNG states as JSON-able lists (python, numpy, torch cpu, every cuda device)."""
+    """This process's RNG states as JSON-able lists (python, numpy, torch cpu, its current cuda device).
+
+    Only the current device: touching every visible GPU would create a CUDA context on each of them per rank.
+    """
     py = random.getstate()
     np_state = np.random.get_state()
     return {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state().tolist(),
-        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state().tolist()] if torch.cuda.is_available() else [],
     }
 
 
@@ -58,7 +61,7 @@ def restore_rng(state: dict) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"][0], dtype=torch.uint8))
 
 
 def checkpoint_root(out_dir: str | Path) -> Path:
@@ -106,10 +109,17 @@ def save_checkpoint(out_dir: str | Path, step: int, students: dict[str, dict], s
     with os.fdopen(fd, "w") as fh:
         fh.write(name)
     os.replace(tmp_marker, root / "latest")
-    old = sorted(p for p in root.glob("step-*") if p.is_dir())
-    for p in old[:-keep]:
+    older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name < name)  # never the one just written
+    for p in older[:max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def clear_checkpoints(out_dir: str | Path) -> None:
+    """Remove a previous run's checkpoints before a fresh (non-resumed) run writes into the same folder."""
+    root = checkpoint_root(out_dir)
+    if root.exists():
+        shutil.rmtree(root)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, list[dict]]:

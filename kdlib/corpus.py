@@ -170,7 +170,9 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
 
     ``name_or_path``: a text file, a folder of ``*.txt`` files, a folder written by ``save_to_disk``, or a
     hub dataset name (``"name:config"`` or ``config=``; e.g. ``"wikimedia/wikipedia:20231101.ro"``), which
-    is streamed when ``max_sentences`` is given so that only that many rows are read.
+    is streamed when ``max_sentences`` is given so that only that many sentences are read. Hub rows are
+    documents (a Wikipedia article, an OSCAR page): they are split into lines and sentences, so that
+    ``max_sentences`` counts sentences and no text is cut at the distillation's ``max_len``.
     """
     if max_sentences is not None and max_sentences <= 0:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
@@ -191,11 +193,7 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
     else:
         name, _, cfg = name_or_path.partition(":")
         stream = datasets.load_dataset(name, cfg or config, split=split, streaming=max_sentences is not None)
-        if max_sentences is not None:
-            rows = [row[text_column] for row in stream.take(max_sentences * 2) if str(row[text_column]).strip()]
-            ds = Dataset.from_dict({text_column: rows})
-        else:
-            ds = stream
+        ds = Dataset.from_dict({text_column: list(_document_sentences(stream, text_column, max_sentences))})
     if text_column not in ds.column_names:
         raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
     texts = [t.strip() for t in _column(ds, text_column) if isinstance(t, str) and t.strip()]
@@ -206,6 +204,20 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
     if not texts:
         raise ValueError(f"corpus {name_or_path} contains no text")
     return Dataset.from_dict({"text": texts})
+
+
+def _document_sentences(rows: Iterable[dict], text_column: str, limit: int | None) -> Iterable[str]:
+    """Sentences of each row's text (lines, then `split_sentences`), at most `limit` of them."""
+    n = 0
+    for row in rows:
+        if text_column not in row:
+            raise ValueError(f"corpus rows have no column {text_column!r}; columns: {sorted(row)}")
+        for line in str(row[text_column] or "").splitlines():
+            for sentence in split_sentences(line):
+                yield sentence
+                n += 1
+                if limit is not None and n >= limit:
+                    return
 
 
 def write_corpus(ds: Dataset, out: str | Path) -> Path:

@@ -533,9 +533,24 @@ def _save_student(student: Student, config: DistillConfig, summary: dict, corpus
     os.replace(tmp, final)
 
 
+def read_log(log_path: str | Path) -> list[dict]:
+    """The records of a distillation log.jsonl. A torn LAST line (the process was killed while writing it) is
+    skipped, so a crashed run can still resume; a malformed line elsewhere is an error naming the line."""
+    lines = [l for l in Path(log_path).read_text(encoding="utf-8").splitlines() if l.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{log_path}, line {i + 1}: not a JSON record ({exc})") from exc
+    return rows
+
+
 def _summarise(log_path: Path, students: list[Student], last: int = 10) -> dict[str, dict]:
     """Final losses (mean over the last `last` logged steps) and mean unmapped mass per student."""
-    rows = [json.loads(l) for l in log_path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    rows = read_log(log_path)
     out = {}
     for s in students:
         tail = [r["students"][s.spec.name] for r in rows[-last:]]
@@ -549,6 +564,27 @@ def _summarise(log_path: Path, students: list[Student], last: int = 10) -> dict[
 
 
 # -------------------------------------------------------------------------------------------- loop
+# settings that fix the data order and the loss: a resume must use the checkpoint's values
+RESUME_KEYS = ("seed", "batch_size", "grad_accum", "bucket_pool", "max_len", "mask_prob", "kl_on", "strategy",
+               "temperature", "alpha_ce", "alpha_mlm", "alpha_cos", "max_steps")
+
+
+def _check_resumable(path: Path, state: dict, rng_states: list, config: DistillConfig, world_size: int,
+                     n_texts: int) -> None:
+    """Raise if checkpoint `path` was written with another world size, corpus size or data/loss settings."""
+    if len(rng_states) != world_size:
+        raise ValueError(f"checkpoint {path} was written by {len(rng_states)} process(es); "
+                         f"resume with the same number (now {world_size})")
+    saved = state.get("config", {})
+    changed = [f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in RESUME_KEYS
+               if k in saved and saved[k] != getattr(config, k)]
+    if state.get("n_texts") is not None and state["n_texts"] != n_texts:
+        changed.append(f"corpus texts: {state['n_texts']} -> {n_texts}")
+    if changed:
+        raise ValueError(f"cannot resume exactly from {path}: settings differ from the checkpoint's "
+                         f"({'; '.join(changed)}); restore them or start a fresh run without --resume")
+
+
 def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teachers: dict | None = None,
             students: dict | None = None, corpus_name: str | None = None) -> dict:
     """Distil the config's teachers into its students on `corpus` (Dataset with "text", or list of str).
@@ -568,6 +604,9 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     amp = amp_settings(device, config.amp)
     out_dir = Path(config.out_dir)
     start = ckpt.latest_checkpoint(out_dir) if resume else None
+    if start is not None:  # refuse a resume that cannot continue exactly, before any model is loaded
+        state, rng_states = ckpt.load_checkpoint(start)
+        _check_resumable(start, state, rng_states, config, env.world_size, len(texts))
 
     # 1. models
     random.seed(config.seed)
@@ -597,15 +636,11 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     # 2. state: step, data position, RNG
     step, epoch, batch_idx, elapsed_before = 0, 0, 0, 0.0
     if start is not None:
-        state, rng_states = ckpt.load_checkpoint(start)
         for s in studs:
             ckpt.load_student(start, s.spec.name, {"model": s.model, "optimizer": s.optimizer,
                                                    "scheduler": s.scheduler, "scaler": s.scaler})
         step, epoch, batch_idx = state["step"], state["epoch"], state["batch_idx"]
         elapsed_before = state.get("elapsed", 0.0)
-        if len(rng_states) != env.world_size:
-            raise ValueError(f"checkpoint {start} was written by {len(rng_states)} process(es); "
-                             f"resume with the same number (now {env.world_size})")
         ckpt.restore_rng(rng_states[env.rank])
     else:
         torch.manual_seed(config.seed + env.rank)  # dropout differs per rank; init was seeded above
@@ -618,11 +653,11 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if start is not None and log_path.exists():  # drop lines logged after the checkpoint we resume from
-            kept = [l for l in log_path.read_text(encoding="utf-8").splitlines()
-                    if l.strip() and json.loads(l)["step"] <= step]
-            log_path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
-        elif start is None and log_path.exists():
-            log_path.unlink()
+            kept = [r for r in read_log(log_path) if r["step"] <= step]
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        elif start is None:  # a fresh run: nothing of an earlier run in this folder may be resumed or kept
+            log_path.unlink(missing_ok=True)
+            ckpt.clear_checkpoints(out_dir)
     lengths = [len(t.split()) for t in texts]
     order = batch_order(lengths, global_micro, config.seed, epoch, config.bucket_pool)
     if not order:
@@ -648,7 +683,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
                                                                         "scheduler": s.scheduler, "scaler": s.scaler}
                                                           for s in studs},
                                         {"epoch": epoch, "batch_idx": batch_idx, "elapsed": elapsed,
-                                         "config": asdict(config)}, rng_all, keep=config.keep_checkpoints)
+                                         "n_texts": len(texts), "config": asdict(config)}, rng_all, keep=config.keep_checkpoints)
         if env.distributed:
             dist.barrier()
         return path
@@ -688,11 +723,11 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
                     sums[s.spec.name][k] = sums[s.spec.name].get(k, 0.0) + float(val.detach()) / config.grad_accum
         # global values of the logged components (each rank holds its share x world size)
         names = [(s.spec.name, k) for s in studs for k in sorted(sums[s.spec.name])]
-        vec = torch.tensor([sums[a][b] for a, b in names], dtype=torch.float64)
+        vec = torch.tensor([sums[a][b] for a, b in names], dtype=torch.float64, device=device)  # NCCL: on device
         if env.distributed:
             dist.all_reduce(vec)
             vec /= env.world_size
-        for (a, b), val in zip(names, vec.tolist()):
+        for (a, b), val in zip(names, vec.cpu().tolist()):
             sums[a][b] = val
         for s in studs:
             if not math.isfinite(sums[s.spec.name]["total"]):
@@ -731,7 +766,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     if env.is_main:
         meta = {"name": corpus_name or "in-memory corpus", **corpus_info(corpus, texts)}
         per = _summarise(log_path, studs)
-        rows = [json.loads(l) for l in log_path.read_text(encoding="utf-8").splitlines() if l.strip()]
+        rows = read_log(log_path)
         for s in studs:
             info = {"teachers": s.teachers, "tokenizer_from": s.spec.tokenizer_from or s.teachers[0],
                     "cross_vocab_teachers": sorted(s.cross), "strategy": config.strategy,

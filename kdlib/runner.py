@@ -308,6 +308,8 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
             if missing:
                 log.warning("[%s] steps before it have not completed in %s: %s", name, run_dir, missing)
         marker.unlink(missing_ok=True)
+        for later in steps[steps.index(nb) + 1:]:  # their inputs are about to change: never skip them afterwards
+            (run_dir / ".done" / f"{later.stem}.json").unlink(missing_ok=True)
         log.info("[%s] running (%d parameters)", name, len(params[name]))
         t0 = time.perf_counter()
         status, error = "ok", None
@@ -444,11 +446,10 @@ def read_log(path: str | os.PathLike) -> "pandas.DataFrame":
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the distillation step did not write its log")
+    from kdlib.distill import read_log as read_records
+
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for rec in read_records(path):
         per_student = rec.pop("students", None)
         if isinstance(per_student, dict):  # kdlib.distill: {"step", ..., "students": {name: {total, kl, mlm, cos}}}
             rows += [{**rec, "student": name, **comps} for name, comps in per_student.items()]

@@ -131,3 +131,19 @@ def test_corpus_cli(tmp_path, capsys):
     assert sum(len(line) for line in lines) == stats["characters"]
     assert list(out.parent.iterdir()) == [out]  # no temporary file left
     assert corpus.cli(["--mode", "ordered", "--tasks", "nope", "--out", str(out)]) == 2
+
+
+def test_hub_documents_are_split_into_sentences(data_dir):
+    """Hub corpora yield documents (articles, pages); they are cut into sentences and capped by sentence."""
+    from kdlib.corpus import _document_sentences
+    from kdlib.data import load_task
+    from kdlib.text import split_sentences
+
+    reviews = load_task("sapn", data_dir)["train"].select(range(50))
+    rows = [{"text": r["text_a"] + "\n" + r["text_b"]} for r in reviews]
+    expected = [s for r in rows for line in r["text"].splitlines() for s in split_sentences(line)]
+    assert len(expected) > len(rows)
+    assert list(_document_sentences(rows, "text", None)) == expected
+    assert list(_document_sentences(iter(rows), "text", 7)) == expected[:7]
+    with pytest.raises(ValueError, match="no column 'content'"):
+        list(_document_sentences(rows, "content", None))

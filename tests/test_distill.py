@@ -332,3 +332,26 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
         distill(cfg, setup["sents"], teachers={"cased": (teacher, tok)})
     assert (out / "checkpoints" / "latest").read_text() == "step-00000005"
     assert not (out / "s").exists()
+
+
+# ------------------------------------------------------------------------------- reruns and resumes
+def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_path):
+    """A run without resume never keeps (or later resumes) an earlier run's checkpoints; a resume with other
+    data/loss settings is refused; a torn last log line does not block a resume."""
+    from kdlib.checkpoint import latest_checkpoint
+    from kdlib.distill import read_log as read_records
+    out = tmp_path / "run"
+    students = [{"name": "s", "teachers": ["cased"]}]
+    distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
+    assert latest_checkpoint(out).name == "step-00000006"
+    # a shorter fresh run into the same folder: its own checkpoints only, none pruned away
+    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2), setup["sents"])
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
+    assert latest_checkpoint(out).name == "step-00000004"
+    with pytest.raises(ValueError, match=r"cannot resume exactly .*batch_size: 8 -> 4"):
+        distill(config(setup, out, ["cased"], students, max_steps=4, batch_size=4), setup["sents"], resume=True)
+    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"step": 5, "lr"')    # killed mid-write
+    assert [r["step"] for r in read_records(out / "log.jsonl")] == [1, 2, 3, 4]
+    summary = distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2), setup["sents"], resume=True)
+    assert summary["s"]["steps"] == 4

@@ -115,6 +115,10 @@ def test_pipeline_runs_in_order_skips_and_reruns(tmp_path):
     # --only reruns exactly one step
     runner.run_pipeline(PROFILE, run, notebooks_dir=nb_dir, only="first", overrides={"02-second.factor": 2})
     assert json.loads((run / "first.json").read_text())["t"] != stamp
+    # ... and the steps after it are no longer "up to date": the next plain run executes them again
+    assert not (run / ".done" / "02-second.json").exists() and not (run / ".done" / "03-third.json").exists()
+    later = runner.run_pipeline(PROFILE, run, notebooks_dir=nb_dir, overrides={"02-second.factor": 2})
+    assert later["steps"]["01-first"]["skipped_last_run"] and not later["steps"]["03-third"]["skipped_last_run"]
 
 
 def test_failing_notebook_stops_the_run(tmp_path):
