@@ -514,9 +514,9 @@ def _log_tokens(path: Path) -> dict:
     """Real (non-pad) tokens and steps seen in kdlib's per-step JSONL log, when it records them."""
     if not path.is_file():
         return {"log": "missing"}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if isinstance(r, dict)]
-    rows = [r for r in rows if isinstance(r.get("tokens_per_s"), (int, float)) and "elapsed" in r]
+    from kdlib.distill import read_log
+
+    rows = [r for r in read_log(path) if isinstance(r.get("tokens_per_s"), (int, float)) and "elapsed" in r]
     out: dict[str, Any] = {"log_rows": len(rows)}
     if rows:  # each row: tokens/s of that step and elapsed loop time at its end -> tokens of the step
         prev, tokens = 0.0, 0.0

@@ -250,22 +250,24 @@ def test_bad_upos_tag(data_dir, tmp_path, offline):
         data.load_task("upos", root)
 
 
-def test_broken_json(data_dir, tmp_path, offline):
+def _laroseda_with_bad_train(data_dir: Path, tmp_path: Path, corrupt) -> Path:
+    """A mirror holding LaRoSeDa's real test file and, as train, `corrupt(test file text)`."""
     root = tmp_path / "mirror"
     rels = [f"laroseda/data_splitted/laroseda_{s}.json" for s in ("train", "test")]
     copy_files(data_dir, root, rels[1:])
-    text = (data_dir / rels[1]).read_text(encoding="utf-8")
-    (root / rels[0]).write_text(text[:5000], encoding="utf-8")  # truncated JSON
+    (root / rels[0]).write_text(corrupt((data_dir / rels[1]).read_text(encoding="utf-8")), encoding="utf-8")
+    return root
+
+
+def test_broken_json(data_dir, tmp_path, offline):
+    root = _laroseda_with_bad_train(data_dir, tmp_path, lambda text: text[:5000])  # truncated JSON
     with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"laroseda_train\.json, line \d+: invalid JSON"):
         data.load_task("sapn", root)
 
 
 def test_bad_star_rating(data_dir, tmp_path, offline):
-    root = tmp_path / "mirror"
-    rels = [f"laroseda/data_splitted/laroseda_{s}.json" for s in ("train", "test")]
-    copy_files(data_dir, root, rels[1:])
-    text = (data_dir / rels[1]).read_text(encoding="utf-8")
-    (root / rels[0]).write_text(text.replace('"starRating": "1"', '"starRating": "3"', 1), encoding="utf-8")
+    root = _laroseda_with_bad_train(data_dir, tmp_path,
+                                    lambda text: text.replace('"starRating": "1"', '"starRating": "3"', 1))
     with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"review #\d+ .*expected starRating 1, 2, 4 or 5, found '3'"):
         data.load_task("sar", root)
 

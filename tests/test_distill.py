@@ -65,7 +65,8 @@ def config(setup, out: Path, teachers: list[str], students: list[dict], **kw) ->
 
 
 def read_log(out: Path) -> list[dict]:
-    return [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    from kdlib.distill import read_log as read_records
+    return read_records(out / "log.jsonl")
 
 
 def test_ensemble_target_is_weighted_average(setup):
