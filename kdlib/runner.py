@@ -25,6 +25,9 @@ from typing import Any
 
 import yaml
 
+from kdlib import registry
+from kdlib.registry import slug  # noqa: F401  (re-exported: runner.slug)
+
 log = logging.getLogger("kdlib.runner")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -468,11 +471,6 @@ def summary_table(run_dir: str | os.PathLike) -> "pandas.DataFrame":
     return pd.DataFrame(rows).set_index("step")
 
 
-def slug(name: str) -> str:
-    """A folder-safe key for a model's display name: 'DistilMulti-BERT-base-ro (sum)' -> 'distilmulti-bert-base-ro-sum'."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def flat_summary(summary: dict, key: str | None = None) -> dict:
     """The numeric fields of one student's distill summary (or of the whole summary), flattened for a table."""
     part = summary.get(key, summary) if key and isinstance(summary, dict) else summary
@@ -492,19 +490,10 @@ def flat_summary(summary: dict, key: str | None = None) -> dict:
 
 
 def model_zoo(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """Every model of a run: the teachers (01), the students (02, 03) and the control, with path, role and key."""
-    run = Path(run_dir)
-    zoo: dict[str, dict] = {}
-    for name, info in read_json(run / "teachers" / "teachers.json").items():
-        zoo[name] = {"path": info["path"], "role": "teacher", "key": slug(name), "teachers": []}
-    for part in ("single", "ensemble"):
-        path = run / "distill" / f"{part}.json"
-        if path.is_file():
-            for name, info in read_json(path).items():
-                role = "control" if info.get("kind") == "control" else "student"
-                zoo[name] = {"path": info["path"], "role": role, "key": info.get("key", slug(name)),
-                             "teachers": info.get("teachers", []), "log": info.get("log")}
-    return zoo
+    """Every model of a run as dicts (path, role, key, teachers, log; schema: kdlib.registry.ModelEntry)."""
+    return {name: {"path": e.path, "role": e.role, "key": e.key, "teachers": list(e.teachers), "log": e.log,
+                   "kind": e.kind}
+            for name, e in registry.models(run_dir).items()}
 
 
 def result_row(model: str, role: str, seeds_summary: dict) -> dict:

@@ -1,0 +1,325 @@
+"""The one setup call of every notebook, and what a notebook needs on Colab.
+
+Each notebook of the pipeline starts with a ``parameters`` cell (papermill overrides it from a profile),
+a Colab install cell, then::
+
+    from kdlib.notebook import setup
+    run = setup("02-distill-single", globals()).run
+
+:func:`setup` does, in order:
+
+1. **Parameters.** The notebook's parameters are the plain values of its namespace at that point (the
+   parameters cell ran, nothing else did). On Colab, a notebook opened from its launch button still has
+   its own defaults (``profile == "default"``, nothing injected); setup then takes the ``colab``
+   profile's values for the parameters the notebook declares (the same rule as the runner's: common
+   params to every notebook that declares them, then the notebook's own), and the Drive run folder
+   :data:`COLAB_RUN_DIR`. The values are written back into the namespace.
+2. **Drive.** On Colab, a run folder under ``/content/drive`` needs Drive mounted; setup mounts it
+   (:func:`ensure_drive`) or stops with one line saying what to do, before anything is written.
+3. **Quiet pages.** Progress bars are switched off in the kernel (tqdm, datasets, transformers; the
+   terminal keeps the runner's own bar), library logging is cut to errors, and warnings are routed:
+   those raised by kdlib itself (the DI data source, a rebuilt data file, ...) matter to the reader and
+   become a short admonition under the cell that raised them (paths relative to the run or data folder);
+   every other warning is dropped from the page.
+4. **Seeds and display.** ``transformers.set_seed(seed)`` (python, numpy, torch), pandas display
+   options, the book's matplotlib style.
+5. **The parameters a reader needs**: a small table, paths relative to the run folder (the injected
+   papermill cell itself is removed from the pages by the book build).
+
+The Colab install cell cannot import kdlib (it is what installs it), so its text is generated here
+(:func:`install_cell_source`) and a test checks every notebook's cell against it; the repository URL
+comes from the book's ``_config.yml`` (``repository.url``), the only place it is written.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, MutableMapping
+
+import yaml
+
+from kdlib import __version__, runner
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_FILE = PACKAGE_DIR.parent / "_config.yml"          # the book's config: repository.url
+DRIVE_ROOT = Path("/content/drive")
+COLAB_RUN_DIR = "/content/drive/MyDrive/kdlib-runs/colab"   # a launch-button notebook's run folder on Colab
+NOTEBOOK_DEFAULT_PROFILE = "default"                        # the `profile` default of every parameters cell
+INSTALL_TAG = "kdlib:colab-install"                         # first line of every notebook's install cell
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+# --------------------------------------------------------------------------- Colab
+
+def on_colab() -> bool:
+    """True inside a Colab runtime (the ``google.colab`` package is importable)."""
+    if "google.colab" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def repository_url(config: str | os.PathLike = CONFIG_FILE) -> str:
+    """The repository URL of the book (``repository.url`` in _config.yml), the one place it is kept."""
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the repository URL is read from the book's _config.yml "
+                                "(run from a checkout of the repository)")
+    url = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}).get("url")
+    if not url:
+        raise ValueError(f"{path}: no repository.url")
+    return str(url).rstrip("/")
+
+
+def release_ref() -> str:
+    """The git tag the book of this version is built from, and the notebooks install on Colab: v<version>."""
+    return f"v{__version__}"
+
+
+def pip_requirement(ref: str | None = None) -> str:
+    """``kdlib @ git+<repository>@<ref>``: kdlib and its runtime dependencies only (no [book] extra)."""
+    return f"kdlib @ git+{repository_url()}@{ref or release_ref()}"
+
+
+def install_command(ref: str | None = None) -> list[str]:
+    """The pip command of the Colab install cell (Colab keeps its own torch: kdlib does not list it)."""
+    return [sys.executable, "-m", "pip", "install", "-q", pip_requirement(ref)]
+
+
+def install_cell_source(ref: str | None = None) -> str:
+    """The text of every notebook's install cell: runs :func:`install_command` on Colab only."""
+    cmd = ", ".join(['sys.executable', '"-m"', '"pip"', '"install"', '"-q"', json.dumps(pip_requirement(ref))])
+    return (f"# {INSTALL_TAG}: on Colab only, install kdlib at the release this book was built from\n"
+            "import subprocess\nimport sys\n\n"
+            'if "google.colab" in sys.modules:\n'
+            f"    subprocess.run([{cmd}], check=True)")
+
+
+def ensure_drive(run_dir: str | os.PathLike, *, mount: bool = True, drive_root: Path = DRIVE_ROOT) -> None:
+    """On Colab, make sure Google Drive is mounted when `run_dir` lies under `drive_root`.
+
+    Mounts it when `mount` (a notebook: Colab asks for permission); otherwise, or when the mountpoint is
+    already a plain non-empty folder (a mount would fail on it), raises RuntimeError with one line saying
+    what to do. Does nothing off Colab or for a run folder elsewhere.
+    """
+    run = Path(os.path.abspath(run_dir))
+    if not on_colab() or not run.is_relative_to(drive_root) or os.path.ismount(drive_root):
+        return
+    if drive_root.is_dir() and any(drive_root.iterdir()):
+        raise RuntimeError(f"{drive_root} is a local folder, not your mounted Drive (something wrote there before "
+                           f"the mount): move it away (`!mv {drive_root} /content/drive-local`), then run this again")
+    if not mount:
+        raise RuntimeError(f"run folder {run} is on Google Drive, which is not mounted: run "
+                           f"`from google.colab import drive; drive.mount('{drive_root}')` in a notebook cell first")
+    from google.colab import drive  # only exists on Colab
+
+    drive.mount(str(drive_root))
+
+
+def colab_parameters(notebook: str, declared: set[str]) -> dict[str, Any]:
+    """The ``colab`` profile's values for the parameters `notebook` declares, and the Drive run folder."""
+    prof = runner.load_profile("colab")
+    values = {**prof["params"], **prof["notebooks"].get(notebook, {}), "profile": prof["name"],
+              "run_dir": COLAB_RUN_DIR}
+    return {k: v for k, v in values.items() if k in declared}
+
+
+# --------------------------------------------------------------------------- quiet pages
+
+_READER_NOTES: list[str] = []
+
+
+def relative_paths(text: str, run: Path | None = None) -> str:
+    """`text` with machine paths replaced: the run folder by ``<run>``, the data folder by
+    ``$KDLIB_DATA_DIR``, any other absolute path by its last two components."""
+    roots = [(run, "<run>")] if run else []
+    if os.environ.get("KDLIB_DATA_DIR"):
+        roots.append((Path(os.environ["KDLIB_DATA_DIR"]).resolve(), "$KDLIB_DATA_DIR"))
+    for root, name in roots:
+        text = text.replace(str(root), name)
+    return re.sub(r"(?<![\w<$.])/(?:[\w.+-]+/)+([\w.+-]+/)?([\w.+-]+)",
+                  lambda m: "…/" + (m.group(1) or "") + m.group(2), text)
+
+
+def _is_reader_warning(category: type) -> bool:
+    """A UserWarning whose ``warnings.warn`` call is in kdlib (whatever stacklevel attributes it to)."""
+    if not issubclass(category, UserWarning):
+        return False
+    frame = sys._getframe(2)
+    while frame is not None and Path(frame.f_code.co_filename).name in ("warnings.py", "notebook.py"):
+        frame = frame.f_back
+    return frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def _route_warning(run: Path):
+    def show(message, category, filename, lineno, file=None, line=None):
+        if _is_reader_warning(category):
+            text = relative_paths(str(message), run)
+            if text not in _READER_NOTES:
+                _READER_NOTES.append(text)
+    return show
+
+
+def _flush_notes(*_args) -> None:
+    """After each cell: the reader-relevant warnings it raised, as one admonition under it."""
+    if _READER_NOTES:
+        note("\n".join(f"* {t}" for t in _READER_NOTES), title="Data notes")
+        _READER_NOTES.clear()
+
+
+def quiet(run: Path) -> None:
+    """No progress bars, library logging or foreign warnings in the page; kdlib's warnings as notes."""
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    import tqdm.std
+
+    init = getattr(tqdm.std.tqdm.__init__, "__wrapped_init__", tqdm.std.tqdm.__init__)
+
+    def silent_init(self, *args, **kwargs):
+        kwargs["disable"] = True   # even where a caller passes disable=False: bars belong on a terminal
+        init(self, *args, **kwargs)
+    silent_init.__wrapped_init__ = init
+    tqdm.std.tqdm.__init__ = silent_init
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    warnings.showwarning = _route_warning(run)
+    for name in ("transformers", "datasets", "torch", "matplotlib", "urllib3", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import datasets
+        import transformers
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    shell = _ipython()
+    if shell is not None and _flush_notes not in shell.events.callbacks["post_run_cell"]:
+        shell.events.register("post_run_cell", _flush_notes)
+
+
+def _ipython():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+# --------------------------------------------------------------------------- what a page shows
+
+def say(text: str) -> None:
+    """Show `text` (Markdown, e.g. a sentence whose numbers come from the data) as the cell's output."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def note(text: str, *, title: str = "Note", kind: str = "note") -> None:
+    """Show a MyST admonition (note, warning, tip, ...) as the cell's output."""
+    say(f":::{{admonition}} {title}\n:class: {kind}\n{text}\n:::")
+
+
+def _show_value(value: Any, run: Path) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_show_value(v, run)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_show_value(v, run) for v in value) or "(none)"
+    if isinstance(value, str) and os.path.isabs(value):
+        p = Path(value)
+        if p.resolve() == run:
+            return "the run folder"
+        return relative_paths(value, run)
+    return "None" if value is None else str(value)
+
+
+def parameters_table(params: dict[str, Any], run: Path) -> "pandas.DataFrame":
+    """The step's parameters as a reader needs them: one row each, paths relative to the run folder."""
+    import pandas as pd
+
+    rows = {k: _show_value(v, run) for k, v in params.items() if k not in ("profile",)}
+    return pd.DataFrame({"value": rows}).rename_axis("parameter")
+
+
+# --------------------------------------------------------------------------- setup
+
+@dataclass
+class Setup:
+    """What :func:`setup` resolved: the run folder, the profile, the parameters, where it runs."""
+
+    notebook: str
+    run: Path
+    profile: str
+    params: dict[str, Any] = field(default_factory=dict)
+    colab: bool = False
+    colab_defaults: bool = False
+
+
+def notebook_parameters(namespace: MutableMapping[str, Any]) -> dict[str, Any]:
+    """The parameters in a notebook's namespace right after its parameters cell: its plain values."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v)
+            and not isinstance(v, types.ModuleType)}
+
+
+def _style() -> None:
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"figure.dpi": 100, "savefig.dpi": 200, "font.size": 10, "legend.fontsize": 9,
+                         "axes.titlesize": 11, "axes.labelsize": 10})
+    shell = _ipython()
+    if shell is not None:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
+
+
+def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = True) -> Setup:
+    """Prepare a notebook (see the module docstring); returns the resolved run folder and parameters.
+
+    notebook:  the notebook's stem ("02-distill-single"), to find its colab-profile parameters.
+    namespace: the notebook's ``globals()``; parameters replaced by the colab defaults are written back.
+    """
+    params = notebook_parameters(namespace)
+    if "run_dir" not in params:
+        raise ValueError(f"notebook {notebook}: its parameters cell declares no run_dir")
+    colab = on_colab()
+    use_colab = colab and params.get("profile", NOTEBOOK_DEFAULT_PROFILE) == NOTEBOOK_DEFAULT_PROFILE
+    if use_colab:
+        params.update(colab_parameters(notebook, set(params)))
+        namespace.update(params)
+    run = Path(params["run_dir"]).resolve()
+    ensure_drive(run)
+    quiet(run)
+    import pandas as pd
+    import transformers
+
+    transformers.set_seed(int(params.get("seed", 0)))
+    pd.set_option("display.precision", 2)
+    pd.set_option("display.max_colwidth", 80)
+    _style()
+    ctx = Setup(notebook=notebook, run=run, profile=str(params.get("profile")), params=params, colab=colab,
+                colab_defaults=use_colab)
+    if show:
+        _show_setup(ctx)
+    return ctx
+
+
+def _show_setup(ctx: Setup) -> None:
+    from IPython.display import display
+
+    if ctx.colab_defaults:
+        note(f"Opened on Colab without a profile: this notebook uses the `colab` profile's settings and the "
+             f"run folder `{ctx.params['run_dir']}` on your Drive.", title="Colab")
+    say(f"Profile **{ctx.profile}**. The parameters of this step (paths relative to the run folder):")
+    display(parameters_table(ctx.params, ctx.run))
