@@ -151,3 +151,23 @@ def entries_table(entries: Sequence[ModelEntry], run_dir: str | os.PathLike) -> 
         return str(p.relative_to(run)) if p.is_absolute() and p.is_relative_to(run) else path
     return [{"model": e.name, "kind": e.kind, "teachers": ", ".join(e.teachers), "folder": rel(e.path)}
             for e in entries]
+
+
+LOSS_COLUMNS = {"steps": "steps", "wall_time_s": "seconds", "tokens_per_s": "tokens/s",
+                "first_losses.total": "first total", "final_losses.total": "final total",
+                "final_losses.mlm": "final MLM", "final_losses.kl": "final KL", "final_losses.cos": "final cos"}
+
+
+def loss_table(summary: Mapping[str, Any], entries: Sequence[ModelEntry]) -> "pandas.DataFrame":
+    """One row per student of a distillation summary (kdlib.distill's, keyed by student key): steps, time,
+    throughput, first and final total loss and the final loss terms, under the students' display names."""
+    import pandas as pd
+
+    rows = {}
+    for e in entries:
+        s = summary[e.key]
+        flat = {"steps": s.get("steps"), "wall_time_s": s.get("wall_time_s"), "tokens_per_s": s.get("tokens_per_s"),
+                **{f"first_losses.{k}": v for k, v in (s.get("first_losses") or {}).items()},
+                **{f"final_losses.{k}": v for k, v in (s.get("final_losses") or {}).items()}}
+        rows[e.name] = {label: flat.get(key) for key, label in LOSS_COLUMNS.items()}
+    return pd.DataFrame(rows).T.rename_axis("student")

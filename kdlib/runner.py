@@ -26,6 +26,12 @@ from typing import Any
 import yaml
 
 from kdlib import registry
+
+try:  # kdlib.claims / kdlib.stats come with the claims work (stats branch); the book shows a placeholder without
+    from kdlib import claims as _claims
+    from kdlib import stats as _stats
+except ImportError:
+    _claims = _stats = None
 from kdlib.registry import slug  # noqa: F401  (re-exported: runner.slug)
 
 log = logging.getLogger("kdlib.runner")
@@ -627,12 +633,100 @@ def _markdown_table(df: "pandas.DataFrame") -> str:
     return df.to_markdown()
 
 
+def tag_for_pages(path: Path) -> None:
+    """Hide papermill's injected-parameters cell in the book (it holds the build machine's paths; the
+    notebook's setup shows the parameters as a table instead): papermill tags it only `injected-parameters`."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
+
+
+def claims_markdown(run_dir: str | os.PathLike) -> str:
+    """The claims verdicts of a run (<run>/claims/*.json, written by the claims notebook) as a Markdown
+    table, or a sentence saying they are absent."""
+    import pandas as pd
+
+    files = sorted((Path(run_dir) / "claims").glob("*.json"))
+    if not files:
+        return ("*This run has no claims verdicts yet: the claims notebook writes them to `<run>/claims/` "
+                "when its step runs.*\n")
+    records = [rec for f in files for rec in read_json(f)]
+    if _claims is not None and hasattr(_claims, "claims_frame"):
+        frame = _claims.claims_frame([_claims.Claim(**{**r, "interval": _interval(r.get("interval"))})
+                                      for r in records])
+    else:
+        frame = pd.DataFrame(records)
+    counts = frame["verdict"].value_counts() if "verdict" in frame else pd.Series(dtype=int)
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return (frame.to_markdown(index=False) + f"\n\nOf {len(frame)} claims checked in this run: {summary}.\n")
+
+
+def _interval(value: Any) -> Any:
+    if isinstance(value, dict) and _stats is not None:
+        return _stats.Interval(**value)
+    return value
+
+
+def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
+    """The landing page's headline, generated from the run: the paper's table beside ours, the claims
+    verdicts and the score-vs-size-and-speed figure (saved into gen_dir), each with a sentence from the data."""
+    run = Path(run_dir)
+    if not (run / "evaluate" / "results.json").is_file():
+        return "*This run has no evaluation results: run the pipeline's evaluation step first.*\n"
+    results = collect_results(run)
+    table = paper_table(results)
+    table.columns = [f"{task.upper()} {who}" for task, who in table.columns]
+    kept = _kept_share(results, teacher_map(run, results))
+    best = kept.idxmax()
+    fig = plot_score_vs_size_speed(results)
+    fig.savefig(gen_dir / "summary.png", dpi=200, bbox_inches="tight")
+    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
+    prof = read_json(run / "run_summary.json").get("profile", run.name)
+    return (f"## This run's headline (profile `{prof}`)\n\n"
+            f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
+            "poster's (empty where the paper has no such model):\n\n"
+            + table.to_markdown(floatfmt=".1f").replace("nan", "") + "\n\n"
+            f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
+            f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
+            "### Claims\n\n" + claims_markdown(run) + "\n"
+            "### Score against size and speed\n\n"
+            "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
+            ":width: 100%\n```\n\n" + _speed_size_sentence(results) + "\n")
+
+
+def _kept_share(results: "pandas.DataFrame", teacher_of: dict[str, list[str]]) -> "pandas.Series":
+    """Per student: 100 * its mean score over the tasks / its teachers' mean score over the same tasks."""
+    import pandas as pd
+
+    means = results.groupby("model")["mean"].mean()
+    return pd.Series({s: 100.0 * means[s] / means[list(t)].mean() for s, t in teacher_of.items()})
+
+
+def _speed_size_sentence(results: "pandas.DataFrame") -> str:
+    agg = results.groupby("model").agg(score=("mean", "mean"), parameters=("parameters", "first"),
+                                       role=("role", "first"))
+    teachers, students = agg[agg["role"] == "teacher"], agg[agg["role"] == "student"]
+    if teachers.empty or students.empty:
+        return ""
+    share = 100.0 * students["parameters"].mean() / teachers["parameters"].mean()
+    kept = 100.0 * students["score"].mean() / teachers["score"].mean()
+    return (f"The students have on average {share:.0f}% of the teachers' encoder parameters and reach "
+            f"{kept:.0f}% of their mean score.")
+
+
 def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
     """Assemble the book sources for one run in `dest` (default _build/src).
 
     Copies _config.yml, _toc.yml, references.bib and book/ from the repository, the run's EXECUTED
     notebooks into dest/notebooks/ (same paths as the repository's, so Colab buttons open the clean
-    notebooks on GitHub), and writes book/_generated/run.md (wall time and memory of the run).
+    notebooks on GitHub) with their injected-parameters cells tagged `remove-cell`, and writes
+    book/_generated/: run.md (wall time and memory of the run) and headline.md (+ summary.png), the
+    landing page's results.
     """
     run_dir = Path(run_dir).resolve()
     dest = Path(dest or REPO_ROOT / "_build" / "src").resolve()
@@ -654,6 +748,7 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
     (dest / "notebooks").mkdir()
     for p in steps:
         shutil.copy2(executed / p.name, dest / "notebooks" / p.name)
+        tag_for_pages(dest / "notebooks" / p.name)
     gen = dest / "book" / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     summary = read_json(run_dir / "run_summary.json")
@@ -663,6 +758,7 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
             f"**{summary['peak_rss_mb']:.0f} MB** (summed RSS of the kernel process tree, sampled "
             f"every 0.5 s).\n\n" + _markdown_table(table) + "\n")
     (gen / "run.md").write_text(text, encoding="utf-8")
+    (gen / "headline.md").write_text(headline_markdown(run_dir, gen), encoding="utf-8")
     return dest
 
 
