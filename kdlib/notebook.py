@@ -147,8 +147,8 @@ def relative_paths(text: str, run: Path | None = None) -> str:
         roots.append((Path(os.environ["KDLIB_DATA_DIR"]).resolve(), "$KDLIB_DATA_DIR"))
     for root, name in roots:
         text = text.replace(str(root), name)
-    return re.sub(r"(?<![\w<$.])/(?:[\w.+-]+/)+([\w.+-]+/)?([\w.+-]+)",
-                  lambda m: "…/" + (m.group(1) or "") + m.group(2), text)
+    return re.sub(r"(?<![\w<>$.~])/(?:[\w.+-]+/)+[\w.+-]+",
+                  lambda m: "…/" + "/".join(m.group(0).split("/")[-2:]), text)
 
 
 def _is_reader_warning(category: type) -> bool:

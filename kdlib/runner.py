@@ -696,7 +696,7 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
             "### Claims\n\n" + claims_markdown(run) + "\n"
             "### Score against size and speed\n\n"
             "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
-            ":width: 100%\n```\n\n" + _speed_size_sentence(results) + "\n")
+            ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n")
 
 
 def _kept_share(results: "pandas.DataFrame", teacher_of: dict[str, list[str]]) -> "pandas.Series":
@@ -707,7 +707,7 @@ def _kept_share(results: "pandas.DataFrame", teacher_of: dict[str, list[str]]) -
     return pd.Series({s: 100.0 * means[s] / means[list(t)].mean() for s, t in teacher_of.items()})
 
 
-def _speed_size_sentence(results: "pandas.DataFrame") -> str:
+def speed_size_sentence(results: "pandas.DataFrame") -> str:
     agg = results.groupby("model").agg(score=("mean", "mean"), parameters=("parameters", "first"),
                                        role=("role", "first"))
     teachers, students = agg[agg["role"] == "teacher"], agg[agg["role"] == "student"]

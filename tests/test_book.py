@@ -1,13 +1,20 @@
-"""The built book, opened in headless Chromium, and the executed notebooks of the run it shows.
+"""The built book, opened in headless Chromium as a reader sees it, and the executed notebooks of its run.
 
 Needs a pipeline run and a book built from it (the Makefile's `test` target does both first):
   python -m kdlib run --profile smoke --out runs/smoke --book
 KDLIB_RUN_DIR (default runs/smoke) and KDLIB_BOOK_DIR (default _build/html) point elsewhere.
+
+`test_every_page_reads_clean` opens every page of the book in a same-origin checker page (an iframe at a
+1300 px window, so images are measured as rendered), fails on noise (stderr output cells, warning text,
+tracebacks, progress bars, absolute paths of a machine), on images that do not load or render narrower
+than 500 px and on pages without a prose paragraph, and saves a full-page screenshot of every page into
+<run>/screens/<page>.png for a reviewer.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -21,8 +28,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path(os.environ.get("KDLIB_RUN_DIR", ROOT / "runs" / "smoke"))
 BOOK_DIR = Path(os.environ.get("KDLIB_BOOK_DIR", ROOT / "_build" / "html"))
-STEPS = ["01-teachers", "02-distill-single", "03-distill-ensemble", "04-evaluate", "05-loyalty", "06-bench",
-         "07-results"]
+STEPS = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))]
+WINDOW = (1300, 900)
+MIN_IMAGE_PX = 500
+NOISE = {  # what a reader must never see on a page
+    "a warning": re.compile(r"\b[A-Z]\w*Warning\b:|warnings\.warn\("),
+    "a traceback": re.compile(r"Traceback \(most recent call last\)|^\s*File \"[^\"]+\", line \d+", re.M),
+    "a progress bar": re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+|\d+(\.\d+)?\s?(it/s|s/it)\b"),
+    "an absolute path": re.compile(r"(?<![\w.:/<$])/(home|tmp|work|root|usr|opt|var|mnt|srv|Users|content)/[\w.-]+"
+                                   r"|\.venv/lib|site-packages/"),
+}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -82,8 +97,8 @@ def _image_check_page(tmp_path: Path, target: str) -> Path:
 
 
 def test_results_page_shows_table_and_figures(server, tmp_path):
-    page = _need(BOOK_DIR / "notebooks" / "07-results.html", "results page")
-    dom = _dom(f"{server}/notebooks/07-results.html", tmp_path)
+    page = _need(BOOK_DIR / "notebooks" / "10-results.html", "results page")
+    dom = _dom(f"{server}/notebooks/10-results.html", tmp_path)
     assert "Results" in dom and "<table" in dom, "the results page has no table"
     # the paper-layout table: our scores beside the poster's for the teachers and students
     assert "paper" in dom and "ours" in dom and "Distil-BERT-base-ro" in dom
@@ -91,7 +106,7 @@ def test_results_page_shows_table_and_figures(server, tmp_path):
     figures = [s for s in imgs if s.startswith("data:image/png") or s.endswith(".png")]
     assert len(figures) >= 2, f"expected the loss-curve and score-vs-size figures, found images {imgs[:5]}"
     # every image of the page actually decodes in the browser (naturalWidth > 0)
-    check = _image_check_page(tmp_path, "notebooks/07-results.html")
+    check = _image_check_page(tmp_path, "notebooks/10-results.html")
     try:
         out = _dom(f"{server}/{check.name}", tmp_path)
     finally:
@@ -125,3 +140,128 @@ def test_executed_notebooks_have_no_errors():
         assert not errors, f"{path} has error outputs: {errors}"
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), \
             f"{path}: papermill did not inject the run's parameters"
+        stderr = [i for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
+                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not stderr, f"{path}: cells {stderr} write to stderr (warnings or progress bars in the page)"
+
+
+# --------------------------------------------------------------------------- every page, as a reader sees it
+
+_PAGE_PROBE = """
+<html><body><pre id='out'>pending</pre>
+<iframe id='f' src='TARGET' width='WIDTH' height='HEIGHT'></iframe>
+<script>
+document.getElementById('f').onload = function () {
+  var doc = this.contentDocument, main = doc.querySelector('main') || doc.body;
+  var imgs = Array.prototype.slice.call(main.querySelectorAll('img'));
+  Promise.all(imgs.map(function (i) { return i.decode().catch(function () {}); })).then(function () {
+    var outputs = Array.prototype.map.call(main.querySelectorAll('.cell_output, .output'),
+                                           function (e) { return e.innerText; });
+    var clone = main.cloneNode(true);   // the page's text without input code blocks (commands in prose are fine)
+    Array.prototype.forEach.call(clone.querySelectorAll('.cell_input, div.highlight, pre'),
+                                 function (e) { e.remove(); });
+    var prose = Array.prototype.filter.call(main.querySelectorAll('p'), function (p) {
+      return !p.closest('.cell_output') && p.innerText.trim().split(/\\s+/).length >= 8; }).length;
+    var result = {
+      height: doc.documentElement.scrollHeight,
+      stderr: main.querySelectorAll('.stderr, .output.stderr').length,
+      errors: main.querySelectorAll('.output.error, .output.traceback').length,
+      prose: prose,
+      text: clone.innerText,
+      outputs: outputs.join('\\n'),
+      images: imgs.map(function (i) { return {src: (i.getAttribute('src') || '').slice(0, 80), complete: i.complete,
+                                               natural: i.naturalWidth, width: i.getBoundingClientRect().width}; })
+    };
+    document.getElementById('out').textContent = 'RESULT ' + JSON.stringify(result);
+  });
+};
+</script></body></html>
+"""
+
+
+def _pages() -> list[str]:
+    skip = {"genindex.html", "search.html", "_kdlib_imgcheck.html", "_kdlib_probe.html"}
+    return sorted(str(p.relative_to(BOOK_DIR)) for p in BOOK_DIR.rglob("*.html")
+                  if p.name not in skip and not any(part.startswith("_") for part in p.relative_to(BOOK_DIR).parts))
+
+
+def _probe(server: str, page: str, tmp_path: Path) -> dict:
+    probe = BOOK_DIR / "_kdlib_probe.html"
+    probe.write_text(_PAGE_PROBE.replace("TARGET", page).replace("WIDTH", str(WINDOW[0]))
+                     .replace("HEIGHT", str(WINDOW[1])), encoding="utf-8")
+    try:
+        out = _dom(f"{server}/{probe.name}", tmp_path)
+    finally:
+        probe.unlink()
+    found = re.search(r"RESULT (\{.*\})</pre>", out, re.S)
+    assert found, f"{page}: the page probe did not finish: {out[-300:]}"
+    import html
+
+    return json.loads(html.unescape(found.group(1)))
+
+
+def _screenshot(server: str, page: str, height: int, tmp_path: Path) -> Path:
+    screens = RUN_DIR / "screens"
+    screens.mkdir(parents=True, exist_ok=True)
+    out = screens / (page.replace("/", "__").removesuffix(".html") + ".png")
+    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--hide-scrollbars",
+           f"--window-size={WINDOW[0]},{min(max(height, WINDOW[1]), 16000)}", "--virtual-time-budget=5000",
+           f"--screenshot={out}", f"{server}/{page}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.is_file(), f"screenshot of {page} failed: {proc.stderr[-1000:]}"
+    return out
+
+
+def page_problems(page: str, seen: dict) -> list[str]:
+    """What a reader would object to on one page (see the module docstring)."""
+    problems = []
+    if seen["stderr"]:
+        problems.append(f"{seen['stderr']} stderr output cell(s)")
+    if seen["errors"]:
+        problems.append(f"{seen['errors']} error output(s)")
+    for what, pattern in NOISE.items():
+        for where in ("outputs", "text"):
+            hit = pattern.search(seen[where])
+            if hit:
+                problems.append(f"{what} in its {'cell outputs' if where == 'outputs' else 'text'}: "
+                                f"{seen[where][max(0, hit.start() - 60):hit.end() + 60]!r}")
+                break
+    for img in seen["images"]:
+        if not (img["complete"] and img["natural"] > 0):
+            problems.append(f"image {img['src']} does not load")
+        elif img["width"] < MIN_IMAGE_PX:
+            problems.append(f"image {img['src']} renders {img['width']:.0f} px wide (< {MIN_IMAGE_PX})")
+    if not seen["prose"]:
+        problems.append("no prose paragraph")
+    return problems
+
+
+def test_every_page_reads_clean(server, tmp_path):
+    pages = _pages()
+    assert len(pages) >= len(STEPS) + 3, f"the book has too few pages: {pages}"
+    report = {}
+    for page in pages:
+        seen = _probe(server, page, tmp_path)
+        _screenshot(server, page, seen["height"], tmp_path)
+        problems = page_problems(page, seen)
+        if problems:
+            report[page] = problems
+    assert not report, "pages a reader would object to (screenshots in " + str(RUN_DIR / "screens") + "):\n" + \
+        "\n".join(f"{p}: " + "; ".join(v) for p, v in report.items())
+
+
+def test_page_checks_catch_noise():
+    """The checks themselves: each kind of noise on a page is reported."""
+    clean = {"stderr": 0, "errors": 0, "prose": 2, "text": "A sentence.", "outputs": "0.95",
+             "images": [{"src": "a.png", "complete": True, "natural": 1400, "width": 700}]}
+    assert page_problems("p.html", clean) == []
+    cases = {"stderr": {"stderr": 1}, "warning": {"outputs": "data.py:291: UserWarning: rebuilt copy"},
+             "traceback": {"outputs": "Traceback (most recent call last):"},
+             "progress": {"outputs": "distill:   7%|▋         | 1/15 [00:00<00:01, 48.90it/s]"},
+             "path": {"text": "run_dir = '/tmp/pytest-1/runs/smoke'"}, "venv": {"outputs": ".venv/lib/python3.11/x.py"},
+             "broken image": {"images": [{"src": "b.png", "complete": True, "natural": 0, "width": 0}]},
+             "narrow image": {"images": [{"src": "c.png", "complete": True, "natural": 600, "width": 300}]},
+             "no prose": {"prose": 0}}
+    for name, change in cases.items():
+        assert page_problems("p.html", {**clean, **change}), f"{name} was not caught"
+    assert not page_problems("p.html", {**clean, "text": "paths relative to <run>/distill/single"})
