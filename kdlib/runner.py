@@ -1,9 +1,10 @@
-"""The notebook pipeline: profiles, a papermill runner with skip-on-rerun, results tables, the book build.
+"""The notebook pipeline: profiles, a papermill runner with skip-on-rerun, the book build.
 
 A *profile* (YAML in ``kdlib/profiles/``) holds the parameters of every notebook in ``notebooks/``;
 ``run_pipeline`` executes the notebooks in order into one run folder, each reading the JSON its
-predecessors wrote there. The results helpers (``collect_results``, ``paper_table``, ...) live here
-so that the notebooks only call them; ``build_book`` renders a run's executed notebooks.
+predecessors wrote there (``read_json``; ``write_json`` writes atomically) and recording wall time and
+peak memory in ``run_summary.json`` (``summary_table``). ``build_book`` renders a run's executed
+notebooks. The tables and figures the notebooks show live in :mod:`kdlib.reporting`.
 """
 from __future__ import annotations
 
@@ -352,30 +353,7 @@ def _finalise_summary(summary: dict, steps: list[Path], path: Path) -> None:
     write_json(path, summary)
 
 
-# --------------------------------------------------------------------------- results helpers
-
-TASK_ORDER = ("upos", "xpos", "ner", "sapn", "sar", "di", "sts")
-PAPER_MODELS = ("BERT-base-ro", "RoBERT-base", "Distil-BERT-base-ro", "Distil-RoBERT-base",
-                "DistilMulti-BERT-base-ro")
-# The authors' LREC 2022 poster (paper-spec section 7.0), taken as the paper's final table.
-POSTER_TABLE = {
-    "BERT-base-ro": {"upos": 98.00, "xpos": 96.46, "ner": 85.88, "sapn": 97.94, "sar": 79.61, "di": 95.41, "sts": 79.94},
-    "RoBERT-base": {"upos": 98.02, "xpos": 97.15, "ner": 85.14, "sapn": 98.20, "sar": 79.40, "di": 96.17, "sts": 81.18},
-    "Distil-BERT-base-ro": {"upos": 97.97, "xpos": 97.08, "ner": 83.35, "sapn": 98.12, "sar": 80.51, "di": 96.31, "sts": 80.57},
-    "Distil-RoBERT-base": {"upos": 97.12, "xpos": 95.79, "ner": 83.11, "sapn": 97.61, "sar": 79.58, "di": 96.11, "sts": 79.80},
-    "DistilMulti-BERT-base-ro": {"upos": 98.07, "xpos": 96.93, "ner": 83.22, "sapn": 97.74, "sar": 79.77, "di": 96.18, "sts": 80.66},
-}
-POSTER_LOYALTY = {  # rows read as the three students (paper-spec section 7.0)
-    "Distil-BERT-base-ro": {"L-L": 87.80, "P-L": 74.76, "R-L": 94.96},
-    "Distil-RoBERT-base": {"L-L": 84.63, "P-L": 71.95, "R-L": 92.24},
-    "DistilMulti-BERT-base-ro": {"L-L": 89.75, "P-L": 73.23, "R-L": 94.64},
-}
-
-
-def base_model(name: str) -> str:
-    """Paper model name without a variant suffix: 'DistilMulti-BERT-base-ro (sum)' -> 'DistilMulti-BERT-base-ro'."""
-    return name.split(" (", 1)[0]
-
+# --------------------------------------------------------------------------- run outputs
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file a previous step wrote, with an error naming the step output that is missing."""
@@ -385,77 +363,9 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def collect_results(run_dir: str | os.PathLike) -> "pandas.DataFrame":
-    """Long table of fine-tuning results written by notebook 04 (run_dir/evaluate/results.json).
-
-    Columns: model, role, task, metric, mean, std, n_seeds (scores x100 as the paper prints them).
-    """
-    import pandas as pd
-
-    rows = read_json(Path(run_dir) / "evaluate" / "results.json")
-    if not rows:
-        raise ValueError(f"{run_dir}/evaluate/results.json holds no results")
-    return pd.DataFrame(rows)
-
-
-def paper_table(results: "pandas.DataFrame", *, with_poster: bool = True) -> "pandas.DataFrame":
-    """Wide table in the paper's layout: one row per model, one column per task (mean x100).
-
-    With `with_poster`, each model row carries the poster's number beside ours ("ours"/"paper").
-    """
-    import pandas as pd
-
-    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
-    ours = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")[tasks]
-    order = sorted(ours.index, key=lambda m: (PAPER_MODELS.index(base_model(m)) if base_model(m) in PAPER_MODELS
-                                              else len(PAPER_MODELS), m))
-    ours = ours.loc[order]
-    if not with_poster:
-        return ours.round(2)
-    poster = pd.DataFrame(POSTER_TABLE).T
-    paper = pd.DataFrame([poster.loc[base_model(m)] if base_model(m) in poster.index else pd.Series(dtype=float)
-                          for m in order], index=order).reindex(columns=tasks)
-    table = pd.concat({"ours": ours, "paper": paper}, axis=1).swaplevel(0, 1, axis=1)
-    return table.reindex(columns=pd.MultiIndex.from_product([tasks, ["ours", "paper"]])).round(2)
-
-
-def relative_drop(results: "pandas.DataFrame", teacher_of: dict[str, str | list[str]]) -> "pandas.DataFrame":
-    """Relative drop (%) of each student vs its teacher per task: 100 * (teacher - student) / teacher.
-
-    `teacher_of` maps a student to a teacher name, or to several (their mean score is used).
-    """
-    import pandas as pd
-
-    wide = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")
-    rows = {}
-    for student, teachers in teacher_of.items():
-        teachers = [teachers] if isinstance(teachers, str) else list(teachers)
-        missing = [m for m in [student, *teachers] if m not in wide.index]
-        if missing:
-            raise KeyError(f"relative_drop: no results for {missing}; have {list(wide.index)}")
-        ref = wide.loc[teachers].mean(axis=0)
-        rows[student] = 100.0 * (ref - wide.loc[student]) / ref.abs()
-    cols = [t for t in TASK_ORDER if t in wide.columns]
-    return pd.DataFrame(rows).T[cols].round(2)
-
-
-def read_log(path: str | os.PathLike) -> "pandas.DataFrame":
-    """A distillation log.jsonl as a DataFrame (one row per logged step)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the distillation step did not write its log")
-    from kdlib.distill import read_log as read_records
-
-    rows = []
-    for rec in read_records(path):
-        per_student = rec.pop("students", None)
-        if isinstance(per_student, dict):  # kdlib.distill: {"step", ..., "students": {name: {total, kl, mlm, cos}}}
-            rows += [{**rec, "student": name, **comps} for name, comps in per_student.items()]
-        else:
-            rows.append(rec)
-    return pd.DataFrame(rows)
+def slug(name: str) -> str:
+    """A folder-safe key for a model's display name: 'DistilMulti-BERT-base-ro (sum)' -> 'distilmulti-bert-base-ro-sum'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def summary_table(run_dir: str | os.PathLike) -> "pandas.DataFrame":
@@ -468,175 +378,7 @@ def summary_table(run_dir: str | os.PathLike) -> "pandas.DataFrame":
     return pd.DataFrame(rows).set_index("step")
 
 
-def slug(name: str) -> str:
-    """A folder-safe key for a model's display name: 'DistilMulti-BERT-base-ro (sum)' -> 'distilmulti-bert-base-ro-sum'."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def flat_summary(summary: dict, key: str | None = None) -> dict:
-    """The numeric fields of one student's distill summary (or of the whole summary), flattened for a table."""
-    part = summary.get(key, summary) if key and isinstance(summary, dict) else summary
-    if isinstance(part, dict) and isinstance(part.get("students"), dict) and key in part["students"]:
-        part = part["students"][key]
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}{k}.", v)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[prefix.rstrip(".")] = value
-
-    walk("", part)
-    return out
-
-
-def model_zoo(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """Every model of a run: the teachers (01), the students (02, 03) and the control, with path, role and key."""
-    run = Path(run_dir)
-    zoo: dict[str, dict] = {}
-    for name, info in read_json(run / "teachers" / "teachers.json").items():
-        zoo[name] = {"path": info["path"], "role": "teacher", "key": slug(name), "teachers": []}
-    for part in ("single", "ensemble"):
-        path = run / "distill" / f"{part}.json"
-        if path.is_file():
-            for name, info in read_json(path).items():
-                role = "control" if info.get("kind") == "control" else "student"
-                zoo[name] = {"path": info["path"], "role": role, "key": info.get("key", slug(name)),
-                             "teachers": info.get("teachers", []), "log": info.get("log")}
-    return zoo
-
-
-def result_row(model: str, role: str, seeds_summary: dict) -> dict:
-    """One results row (scores x100) from a kdlib.finetune.finetune_seeds summary, with size and test timing."""
-    test = seeds_summary["test"]["score"]
-    runs = [read_json(Path(r) / "metrics.json") for r in seeds_summary["runs"]]
-    return {"model": model, "role": role, "task": seeds_summary["task"], "metric": seeds_summary["metric"],
-            "mean": 100.0 * test["mean"], "std": 100.0 * test["std"], "n_seeds": len(seeds_summary["seeds"]),
-            "values": [100.0 * v for v in test["values"]], "parameters": runs[0].get("parameters"),
-            "test_examples": runs[0]["examples"]["test"],
-            "test_seconds": float(sum(r["timing"]["test_seconds"] for r in runs) / len(runs)),
-            "dir": str(Path(seeds_summary["runs"][0]).parent)}
-
-
-def teacher_map(run_dir: str | os.PathLike, results: "pandas.DataFrame") -> dict[str, list[str]]:
-    """Student (or control) -> its teachers, for the students and teachers that have results."""
-    have = set(results["model"])
-    return {name: info["teachers"] for name, info in model_zoo(run_dir).items()
-            if info["role"] != "teacher" and name in have and info["teachers"]
-            and all(t in have for t in info["teachers"])}
-
-
-def loyalty_rows(run_dir: str | os.PathLike, tasks: list[str]) -> list[dict]:
-    """Loyalty (x100) of every student and the control to each of its teachers (and their mean), per task.
-
-    Uses the test predictions of the first seed of notebook 04 (run_dir/evaluate/<model>/<task>/seed-<s>).
-    """
-    from kdlib.loyalty import PREDICTIONS_FILE, loyalty_report
-
-    run = Path(run_dir)
-    zoo = model_zoo(run)
-
-    def pred(name: str, task: str) -> Path:
-        summary = read_json(run / "evaluate" / zoo[name]["key"] / task / "summary.json")
-        return Path(summary["runs"][0]) / PREDICTIONS_FILE
-
-    rows = []
-    for name, info in zoo.items():
-        if info["role"] == "teacher":
-            continue
-        for task in tasks:
-            report = loyalty_report([pred(t, task) for t in info["teachers"]], pred(name, task))
-            refs = [(t, r) for t, r in zip(info["teachers"], report["teachers"])]
-            if "ensemble" in report:
-                refs.append(("mean of teachers", report["ensemble"]))
-            for ref, values in refs:
-                rows.append({"student": name, "role": info["role"], "task": task, "reference": ref,
-                             "examples": report["examples"],
-                             **{k: 100.0 * v for k, v in values.items() if k.endswith("_loyalty")}})
-    return rows
-
-
-def loyalty_table(rows: "pandas.DataFrame") -> "pandas.DataFrame":
-    """Mean loyalty over tasks per student and reference (L-L, P-L over tagging/classification, R-L on STS),
-    beside the poster's numbers for the student (paper-spec section 7.0)."""
-    import pandas as pd
-
-    cols = {"label_loyalty": "L-L", "probability_loyalty": "P-L", "regression_loyalty": "R-L"}
-    present = [c for c in cols if c in rows.columns]
-    table = rows.groupby(["student", "reference"], sort=False)[present].mean().rename(columns=cols)
-    poster = pd.DataFrame([{f"{k} (poster)": POSTER_LOYALTY.get(base_model(s), {}).get(k) for k in cols.values()}
-                           for s, _ in table.index], index=table.index)
-    return pd.concat([table, poster.dropna(axis=1, how="all")], axis=1).round(2)
-
-
-def plot_distill_log(path: str | os.PathLike, *, title: str = "", ax=None):
-    """Loss curves (total and each component) against the step, from a distill log.jsonl."""
-    import matplotlib.pyplot as plt
-
-    df = read_log(path)
-    step = next((c for c in ("step", "global_step", "optimizer_step") if c in df.columns), None)
-    if step is None:
-        df = df.reset_index().rename(columns={"index": "step"})
-        step = "step"
-    skip = {step, "lr", "tokens_per_s", "elapsed", "epoch", "tokens"}
-    losses = [c for c in df.columns if c not in skip and df[c].dtype.kind in "fi"]
-    if not losses:
-        raise ValueError(f"{path}: no loss columns; columns are {list(df.columns)}")
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-    group = "student" if "student" in df.columns else None
-    for key, part in (df.groupby(group) if group else [("", df)]):
-        for col in losses:
-            sub = part[[step, col]].dropna()
-            if len(sub):
-                ax.plot(sub[step], sub[col], label=f"{key} {col}".strip())
-    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_title(title or Path(path).parent.name)
-    ax.legend(fontsize=7)
-    return fig or ax.figure
-
-
-def plot_all_logs(run_dir: str | os.PathLike):
-    """One panel of distillation loss curves per student of the run."""
-    import matplotlib.pyplot as plt
-
-    students = {n: i for n, i in model_zoo(run_dir).items() if i["role"] != "teacher" and i.get("log")}
-    logs = sorted({i["log"] for i in students.values()})
-    fig, axes = plt.subplots(1, len(logs), figsize=(5 * len(logs), 3.5), squeeze=False)
-    for ax, log_path in zip(axes[0], logs):
-        names = [n for n, i in students.items() if i["log"] == log_path]
-        plot_distill_log(log_path, title=", ".join(names), ax=ax)
-    fig.tight_layout()
-    return fig
-
-
-def plot_score_vs_size_speed(results: "pandas.DataFrame"):
-    """Mean score over tasks against encoder parameters and against test-set inference throughput."""
-    import matplotlib.pyplot as plt
-
-    agg = results.groupby("model").agg(score=("mean", "mean"), parameters=("parameters", "first"),
-                                       examples=("test_examples", "sum"), seconds=("test_seconds", "sum"),
-                                       role=("role", "first"))
-    agg["examples_per_s"] = agg["examples"] / agg["seconds"]
-    colors = {"teacher": "tab:blue", "student": "tab:orange", "control": "tab:gray"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, label in ((axes[0], "parameters", "encoder parameters"),
-                           (axes[1], "examples_per_s", "test examples per second (inference)")):
-        for name, row in agg.iterrows():
-            ax.scatter(row[col], row["score"], color=colors.get(row["role"], "k"), s=40)
-            ax.annotate(name, (row[col], row["score"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
-        ax.set_xlabel(label); ax.set_ylabel("mean score over tasks (x100)")
-    axes[0].set_title("score vs size"); axes[1].set_title("score vs speed")
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- the book
-
-def _markdown_table(df: "pandas.DataFrame") -> str:
-    return df.to_markdown()
-
 
 def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
     """Assemble the book sources for one run in `dest` (default _build/src).
@@ -672,7 +414,7 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
     text = (f"Profile **{summary['profile']}**; total wall time of the steps "
             f"**{summary['total_wall_s'] / 60:.1f} min**; peak memory of the notebook kernel "
             f"**{summary['peak_rss_mb']:.0f} MB** (summed RSS of the kernel process tree, sampled "
-            f"every 0.5 s).\n\n" + _markdown_table(table) + "\n")
+            f"every 0.5 s).\n\n" + table.to_markdown() + "\n")
     (gen / "run.md").write_text(text, encoding="utf-8")
     return dest
 
