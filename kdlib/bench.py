@@ -16,8 +16,10 @@ Parts (``--parts``):
 - ``pipeline``: wall time and peak memory of the runner's ``runs/<profile>/run_summary.json``.
 
 ``bench.json`` (written atomically) has the top-level keys ``schema``, ``created``, ``quick``,
-``device``, ``parts``, ``targets`` and one key per part that ran (``inference``, ``matmul_peak``,
+``device``, ``parts``, ``targets`` (each measured ratio beside its target), ``target_values`` and
+``paper`` (the figures compared against) and one key per part that ran (``inference``, ``matmul_peak``,
 ``throughput``, ``shared``, ``pipeline``); ``bench.png`` shows latencies, speed-ups and throughput.
+The report and the figure are drawn by :mod:`kdlib.reporting` from that JSON alone.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from kdlib.reporting import format_report, plot_bench, save_figure
 
 PARTS = ("inference", "throughput", "shared", "pipeline")
 SCHEMA = 1
@@ -644,7 +648,8 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, device: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick,
-                              "device": device_info(dev), "parts": wanted}
+                              "device": device_info(dev), "parts": wanted, "target_values": dict(TARGETS),
+                              "paper": {"speedup": PAPER["speedup"], "size_reduction": PAPER["size_reduction"]}}
     result["matmul_peak"] = matmul_peak(dev, n=matmul_n)
     if "inference" in wanted:
         result["inference"] = bench_inference(dev, quick=quick, shapes=inference_shapes, budget_s=budget_s,
@@ -670,7 +675,7 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, device: str = 
     result["wall_s"] = time.perf_counter() - t0
     _write_json_atomic(out_dir / "bench.json", result)
     try:
-        plot_bench(result, out_dir / "bench.png")
+        save_figure(plot_bench(result), out_dir / "bench.png")
         result["figure"] = str(out_dir / "bench.png")
     except ValueError as exc:  # nothing to plot
         result["figure"] = f"none: {exc}"
@@ -683,139 +688,6 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, device: str = 
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------------ report and figure
-def format_report(result: dict) -> str:
-    """A readable table of every figure, each target beside its measured value."""
-    d = result["device"]
-    lines = [f"device: {d['type']} | {d.get('gpu') or d['cpu']} | {d['torch_threads']} threads | torch {d['torch']}"
-             f" | load average at start {d.get('load_average_at_start')}, end {d.get('load_average_at_end')}",
-             f"fp32 matmul peak ({result['matmul_peak']['n']}^2): {result['matmul_peak']['gflops']:.1f} GFLOP/s"]
-    inf = result.get("inference")
-    if inf:
-        lines += ["", "1. inference (random weights, float32, inference_mode; median of repeats)",
-                  f"{'model':<16}{'params enc':>13}{'params mlm':>13}{'formula':>13}{'paper M':>9}"
-                  f"{'safetensors':>22}  paper size"]
-        for name, m in inf["models"].items():
-            size = m["size"]
-            lines.append(f"{name:<16}{m['params']['encoder']:>13,}{m['params']['mlm']:>13,}{m['formula_params']:>13,}"
-                         f"{m['paper_params_M'] or float('nan'):>9.1f}{size['MB']:>10.1f} MB {size['MiB']:>6.1f} MiB"
-                         f"  {m['paper_size']}")
-        for p in inf["pairs"]:
-            lines.append(f"{p['student']} vs {p['teacher']}: {100 * p['size_reduction']:.1f}% smaller on disk "
-                         f"(paper: {100 * p['paper_size_reduction']:.0f}% smaller)")
-        lines += ["", f"{'latency (ms)':<16}{'setting':>10}{'teacher':>11}{'student':>11}{'speed-up':>10}{'by CPU s':>10}{'runs':>8}"]
-        for p in inf["pairs"]:
-            t, s = inf["models"][p["teacher"]], inf["models"][p["student"]]
-            for head in ("encoder", "mlm"):
-                for key, tl in t.get("latency", {}).get(head, {}).items():
-                    sl = s["latency"][head][key]
-                    lines.append(f"{p['teacher'][8:] + ' ' + head:<16}{key:>10}{1e3 * tl['median_s']:>11.1f}"
-                                 f"{1e3 * sl['median_s']:>11.1f}{p['speedup'][head][key]:>9.2f}x"
-                                 f"{p['speedup_cpu_time'][head][key]:>9.2f}x"
-                                 f"{str(tl['repeats']) + '/' + str(sl['repeats']):>8}")
-        for s in inf["skipped"]:
-            lines.append(f"skipped: {s}")
-    th = result.get("throughput")
-    if th:
-        lines += ["", f"2. distillation throughput ({th['shapes']['name']}, {th['shapes']['steps']} steps x batch "
-                      f"{th['shapes']['batch_size']}, max_len {th['shapes']['max_len']}; {th['corpus']})"]
-        for name in ("reference", "kdlib"):
-            r = th[name]
-            lines.append(f"{name:<10} loop {r['train_s']:>6.1f} s {r['train_tokens_per_s']:>8.0f} tokens/s "
-                         f"{th[name + '_gflops']:>6.1f} GFLOP/s = {100 * th[name + '_share_of_peak']:4.1f}% of peak"
-                         f" | end to end {r['total_s']:>6.1f} s {r['tokens_per_s']:>8.0f} tokens/s")
-        lines.append(f"  kdlib/reference: loop {th['ratio_tokens_per_s']:.2f}x, "
-                     f"end to end {th['ratio_end_to_end_tokens_per_s']:.2f}x (tokens/s)")
-        lines.append(f"  {th['flop_formula']}; {th['flops_per_token'] / 1e6:.1f} MFLOP/token")
-    sh = result.get("shared")
-    if sh:
-        lines += ["", f"3. shared teacher passes ({sh['shapes']['name']}, {sh['shapes']['steps']} steps)",
-                  f"one call, 3 students: {sh['shared_s']:.1f} s; three calls: {sh['separate_s']:.1f} s "
-                  "(" + ", ".join(f"{k} {v['total_s']:.1f} s" for k, v in sh["separate"].items()) + ")"]
-    pl = result.get("pipeline")
-    if pl:
-        lines += ["", f"4. pipeline ({pl['runs_dir']})"]
-        for prof, info in pl["profiles"].items():
-            if info.get("total_wall_s") is not None:
-                lines.append(f"{prof:<8} {info['status']}: {info['total_wall_s'] / 60:.1f} min, "
-                             f"peak {info['peak_rss_mb']} MB")
-            else:
-                lines.append(f"{prof:<8} {info['status']}")
-    if result.get("targets"):
-        lines += ["", "targets (printed, not asserted)"]
-        for t in result["targets"]:
-            lines.append(f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f}x (target >= {t['target']}x)")
-    lines.append(f"\nwall time {result.get('wall_s', 0):.1f} s; JSON: bench.json; figure: {result.get('figure')}")
-    return "\n".join(lines)
-
-
-def plot_bench(result: dict, path: Path) -> None:
-    """bench.png: latency per setting (teacher vs student), speed-ups, distillation throughput."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = []
-    inf = result.get("inference")
-    if inf and any("speedup" in p for p in inf["pairs"]):
-        panels += ["latency", "speedup"]
-    if result.get("throughput") or result.get("shared"):
-        panels.append("throughput")
-    if not panels:
-        raise ValueError("no inference, throughput or shared results")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        if panel == "latency":
-            p = next(p for p in inf["pairs"] if "speedup" in p)
-            t, s = inf["models"][p["teacher"]], inf["models"][p["student"]]
-            keys = list(t["latency"]["mlm"])
-            x = range(len(keys))
-            for i, (label, m, head) in enumerate([("teacher enc", t, "encoder"), ("student enc", s, "encoder"),
-                                                  ("teacher MLM", t, "mlm"), ("student MLM", s, "mlm")]):
-                ax.bar([j + (i - 1.5) * 0.2 for j in x], [1e3 * m["latency"][head][k]["median_s"] for k in keys],
-                       0.2, label=label)
-            ax.set_xticks(list(x), keys)
-            ax.set_yscale("log")
-            ax.set_ylabel("median latency (ms)")
-            ax.set_title(f"latency, vocab {t['vocab']} ({result['device']['type']})")
-            ax.legend(fontsize=8)
-        elif panel == "speedup":
-            for p in inf["pairs"]:
-                if "speedup" not in p:
-                    continue
-                for head, marker in (("encoder", "o"), ("mlm", "s")):
-                    keys = list(p["speedup"][head])
-                    ax.plot(keys, [p["speedup"][head][k] for k in keys], marker=marker,
-                            label=f"{head}, vocab {p['teacher'][8:]}")
-            ax.axhline(TARGETS["speedup_b32_l128_cpu"], color="k", ls="--", lw=1, label="target 1.8x")
-            ax.axhline(PAPER["speedup"], color="r", ls=":", lw=1, label="paper ~2x (GPU)")
-            ax.set_ylabel("student / teacher speed-up")
-            ax.set_title("student speed-up")
-            ax.legend(fontsize=8)
-        else:
-            labels, values, colors = [], [], []
-            th, sh = result.get("throughput"), result.get("shared")
-            if th:
-                labels += ["reference\nloop", "kdlib\nloop"]
-                values += [th["reference"]["train_tokens_per_s"], th["kdlib"]["train_tokens_per_s"]]
-                colors += ["tab:gray", "tab:blue"]
-            if sh:
-                n_tok = sh["shared"].get("real_tokens")
-                labels += ["3 separate\nruns", "3 students\nshared"]
-                values += [1 / sh["separate_s"], 1 / sh["shared_s"]] if not n_tok else \
-                    [n_tok / sh["separate_s"], n_tok / sh["shared_s"]]
-                colors += ["tab:gray", "tab:green"]
-            ax.bar(labels, values, color=colors)
-            ax.set_ylabel("real tokens/s")
-            ax.set_title("distillation: loops (left), 3 students end to end (right)", fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     os.replace(tmp, path)
 
 

@@ -22,18 +22,14 @@ a Colab install cell, then::
    become a short admonition under the cell that raised them (paths relative to the run or data folder);
    every other warning is dropped from the page.
 4. **Seeds and display.** ``transformers.set_seed(seed)`` (python, numpy, torch), pandas display
-   options, the book's matplotlib style.
+   options, the book's figure style (:func:`kdlib.reporting.style`).
 5. **The parameters a reader needs**: a small table, paths relative to the run folder (the injected
    papermill cell itself is removed from the pages by the book build).
 
-The Colab install cell cannot import kdlib (it is what installs it), so its text is generated here
-(:func:`install_cell_source`) and a test checks every notebook's cell against it; the repository URL
-comes from the book's ``_config.yml`` (``repository.url``), the only place it is written.
+The Colab install cell before the setup cell comes from :func:`kdlib.colab.install_cell_source`.
 """
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import os
 import re
@@ -42,88 +38,18 @@ import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
-import yaml
+import pandas as pd
 
-from kdlib import __version__, runner
+from kdlib import reporting, runner
+from kdlib.colab import ensure_drive, on_colab
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIG_FILE = PACKAGE_DIR.parent / "_config.yml"          # the book's config: repository.url
-DRIVE_ROOT = Path("/content/drive")
 COLAB_RUN_DIR = "/content/drive/MyDrive/kdlib-runs/colab"   # a launch-button notebook's run folder on Colab
 NOTEBOOK_DEFAULT_PROFILE = "default"                        # the `profile` default of every parameters cell
-INSTALL_TAG = "kdlib:colab-install"                         # first line of every notebook's install cell
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
-
-
-# --------------------------------------------------------------------------- Colab
-
-def on_colab() -> bool:
-    """True inside a Colab runtime (the ``google.colab`` package is importable)."""
-    if "google.colab" in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec("google.colab") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def repository_url(config: str | os.PathLike = CONFIG_FILE) -> str:
-    """The repository URL of the book (``repository.url`` in _config.yml), the one place it is kept."""
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the repository URL is read from the book's _config.yml "
-                                "(run from a checkout of the repository)")
-    url = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}).get("url")
-    if not url:
-        raise ValueError(f"{path}: no repository.url")
-    return str(url).rstrip("/")
-
-
-def release_ref() -> str:
-    """The git tag the book of this version is built from, and the notebooks install on Colab: v<version>."""
-    return f"v{__version__}"
-
-
-def pip_requirement(ref: str | None = None) -> str:
-    """``kdlib @ git+<repository>@<ref>``: kdlib and its runtime dependencies only (no [book] extra)."""
-    return f"kdlib @ git+{repository_url()}@{ref or release_ref()}"
-
-
-def install_command(ref: str | None = None) -> list[str]:
-    """The pip command of the Colab install cell (Colab keeps its own torch: kdlib does not list it)."""
-    return [sys.executable, "-m", "pip", "install", "-q", pip_requirement(ref)]
-
-
-def install_cell_source(ref: str | None = None) -> str:
-    """The text of every notebook's install cell: runs :func:`install_command` on Colab only."""
-    cmd = ", ".join(['sys.executable', '"-m"', '"pip"', '"install"', '"-q"', json.dumps(pip_requirement(ref))])
-    return (f"# {INSTALL_TAG}: on Colab only, install kdlib at the release this book was built from\n"
-            "import subprocess\nimport sys\n\n"
-            'if "google.colab" in sys.modules:\n'
-            f"    subprocess.run([{cmd}], check=True)")
-
-
-def ensure_drive(run_dir: str | os.PathLike, *, mount: bool = True, drive_root: Path = DRIVE_ROOT) -> None:
-    """On Colab, make sure Google Drive is mounted when `run_dir` lies under `drive_root`.
-
-    Mounts it when `mount` (a notebook: Colab asks for permission); otherwise, or when the mountpoint is
-    already a plain non-empty folder (a mount would fail on it), raises RuntimeError with one line saying
-    what to do. Does nothing off Colab or for a run folder elsewhere.
-    """
-    run = Path(os.path.abspath(run_dir))
-    if not on_colab() or not run.is_relative_to(drive_root) or os.path.ismount(drive_root):
-        return
-    if drive_root.is_dir() and any(drive_root.iterdir()):
-        raise RuntimeError(f"{drive_root} is a local folder, not your mounted Drive (something wrote there before "
-                           f"the mount): move it away (`!mv {drive_root} /content/drive-local`), then run this again")
-    if not mount:
-        raise RuntimeError(f"run folder {run} is on Google Drive, which is not mounted: run "
-                           f"`from google.colab import drive; drive.mount('{drive_root}')` in a notebook cell first")
-    from google.colab import drive  # only exists on Colab
-
-    drive.mount(str(drive_root))
 
 
 def colab_parameters(notebook: str, declared: set[str]) -> dict[str, Any]:
@@ -243,10 +169,8 @@ def _show_value(value: Any, run: Path) -> str:
     return "None" if value is None else str(value)
 
 
-def parameters_table(params: dict[str, Any], run: Path) -> "pandas.DataFrame":
+def parameters_table(params: dict[str, Any], run: Path) -> pd.DataFrame:
     """The step's parameters as a reader needs them: one row each, paths relative to the run folder."""
-    import pandas as pd
-
     rows = {k: _show_value(v, run) for k, v in params.items() if k not in ("profile",)}
     return pd.DataFrame({"value": rows}).rename_axis("parameter")
 
@@ -272,18 +196,6 @@ def notebook_parameters(namespace: MutableMapping[str, Any]) -> dict[str, Any]:
             and not isinstance(v, types.ModuleType)}
 
 
-def _style() -> None:
-    import matplotlib as mpl
-
-    mpl.rcParams.update({"figure.dpi": 100, "savefig.dpi": 200, "font.size": 10, "legend.fontsize": 9,
-                         "axes.titlesize": 11, "axes.labelsize": 10})
-    shell = _ipython()
-    if shell is not None:
-        from matplotlib_inline.backend_inline import set_matplotlib_formats
-
-        set_matplotlib_formats("retina")
-
-
 def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = True) -> Setup:
     """Prepare a notebook (see the module docstring); returns the resolved run folder and parameters.
 
@@ -301,13 +213,12 @@ def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = Tr
     run = Path(params["run_dir"]).resolve()
     ensure_drive(run)
     quiet(run)
-    import pandas as pd
     import transformers
 
     transformers.set_seed(int(params.get("seed", 0)))
     pd.set_option("display.precision", 2)
     pd.set_option("display.max_colwidth", 80)
-    _style()
+    reporting.style()
     ctx = Setup(notebook=notebook, run=run, profile=str(params.get("profile")), params=params, colab=colab,
                 colab_defaults=use_colab)
     if show:

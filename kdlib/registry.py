@@ -17,7 +17,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
 
 REGISTRY_FILES = ("single", "ensemble")   # <run>/distill/<name>.json, in the order the steps write them
 

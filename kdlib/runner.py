@@ -1,9 +1,10 @@
-"""The notebook pipeline: profiles, a papermill runner with skip-on-rerun, results tables, the book build.
+"""The notebook pipeline: profiles and a papermill runner with skip-on-rerun.
 
 A *profile* (YAML in ``kdlib/profiles/``) holds the parameters of every notebook in ``notebooks/``;
 ``run_pipeline`` executes the notebooks in order into one run folder, each reading the JSON its
-predecessors wrote there. The results helpers (``collect_results``, ``paper_table``, ...) live here
-so that the notebooks only call them; ``build_book`` renders a run's executed notebooks.
+predecessors wrote there (``read_json``; ``write_json`` writes atomically) and recording wall time and
+peak memory in ``run_summary.json`` (``summary_table``). ``kdlib.book.build_book`` renders a run's
+executed notebooks. The tables and figures the notebooks show live in :mod:`kdlib.reporting`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import logging
 import os
 import re
 import resource
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -25,14 +24,8 @@ from typing import Any
 
 import yaml
 
-from kdlib import registry
-
-try:  # kdlib.claims / kdlib.stats come with the claims work (stats branch); the book shows a placeholder without
-    from kdlib import claims as _claims
-    from kdlib import stats as _stats
-except ImportError:
-    _claims = _stats = None
-from kdlib.registry import slug  # noqa: F401  (re-exported: runner.slug)
+from kdlib.colab import ensure_drive
+from kdlib.registry import slug  # noqa: F401  (runner.slug: the one slug, defined with the registry)
 
 log = logging.getLogger("kdlib.runner")
 
@@ -292,6 +285,7 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
         chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()])
         hashes[nb.stem] = chain
 
+    ensure_drive(run_dir, mount=False)  # on Colab: never create a local folder where Drive should be mounted
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "run_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -361,30 +355,7 @@ def _finalise_summary(summary: dict, steps: list[Path], path: Path) -> None:
     write_json(path, summary)
 
 
-# --------------------------------------------------------------------------- results helpers
-
-TASK_ORDER = ("upos", "xpos", "ner", "sapn", "sar", "di", "sts")
-PAPER_MODELS = ("BERT-base-ro", "RoBERT-base", "Distil-BERT-base-ro", "Distil-RoBERT-base",
-                "DistilMulti-BERT-base-ro")
-# The authors' LREC 2022 poster (paper-spec section 7.0), taken as the paper's final table.
-POSTER_TABLE = {
-    "BERT-base-ro": {"upos": 98.00, "xpos": 96.46, "ner": 85.88, "sapn": 97.94, "sar": 79.61, "di": 95.41, "sts": 79.94},
-    "RoBERT-base": {"upos": 98.02, "xpos": 97.15, "ner": 85.14, "sapn": 98.20, "sar": 79.40, "di": 96.17, "sts": 81.18},
-    "Distil-BERT-base-ro": {"upos": 97.97, "xpos": 97.08, "ner": 83.35, "sapn": 98.12, "sar": 80.51, "di": 96.31, "sts": 80.57},
-    "Distil-RoBERT-base": {"upos": 97.12, "xpos": 95.79, "ner": 83.11, "sapn": 97.61, "sar": 79.58, "di": 96.11, "sts": 79.80},
-    "DistilMulti-BERT-base-ro": {"upos": 98.07, "xpos": 96.93, "ner": 83.22, "sapn": 97.74, "sar": 79.77, "di": 96.18, "sts": 80.66},
-}
-POSTER_LOYALTY = {  # rows read as the three students (paper-spec section 7.0)
-    "Distil-BERT-base-ro": {"L-L": 87.80, "P-L": 74.76, "R-L": 94.96},
-    "Distil-RoBERT-base": {"L-L": 84.63, "P-L": 71.95, "R-L": 92.24},
-    "DistilMulti-BERT-base-ro": {"L-L": 89.75, "P-L": 73.23, "R-L": 94.64},
-}
-
-
-def base_model(name: str) -> str:
-    """Paper model name without a variant suffix: 'DistilMulti-BERT-base-ro (sum)' -> 'DistilMulti-BERT-base-ro'."""
-    return name.split(" (", 1)[0]
-
+# --------------------------------------------------------------------------- run outputs
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file a previous step wrote, with an error naming the step output that is missing."""
@@ -392,79 +363,6 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the earlier pipeline step that writes it")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def collect_results(run_dir: str | os.PathLike) -> "pandas.DataFrame":
-    """Long table of fine-tuning results written by notebook 04 (run_dir/evaluate/results.json).
-
-    Columns: model, role, task, metric, mean, std, n_seeds (scores x100 as the paper prints them).
-    """
-    import pandas as pd
-
-    rows = read_json(Path(run_dir) / "evaluate" / "results.json")
-    if not rows:
-        raise ValueError(f"{run_dir}/evaluate/results.json holds no results")
-    return pd.DataFrame(rows)
-
-
-def paper_table(results: "pandas.DataFrame", *, with_poster: bool = True) -> "pandas.DataFrame":
-    """Wide table in the paper's layout: one row per model, one column per task (mean x100).
-
-    With `with_poster`, each model row carries the poster's number beside ours ("ours"/"paper").
-    """
-    import pandas as pd
-
-    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
-    ours = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")[tasks]
-    order = sorted(ours.index, key=lambda m: (PAPER_MODELS.index(base_model(m)) if base_model(m) in PAPER_MODELS
-                                              else len(PAPER_MODELS), m))
-    ours = ours.loc[order]
-    if not with_poster:
-        return ours.round(2)
-    poster = pd.DataFrame(POSTER_TABLE).T
-    paper = pd.DataFrame([poster.loc[base_model(m)] if base_model(m) in poster.index else pd.Series(dtype=float)
-                          for m in order], index=order).reindex(columns=tasks)
-    table = pd.concat({"ours": ours, "paper": paper}, axis=1).swaplevel(0, 1, axis=1)
-    return table.reindex(columns=pd.MultiIndex.from_product([tasks, ["ours", "paper"]])).round(2)
-
-
-def relative_drop(results: "pandas.DataFrame", teacher_of: dict[str, str | list[str]]) -> "pandas.DataFrame":
-    """Relative drop (%) of each student vs its teacher per task: 100 * (teacher - student) / teacher.
-
-    `teacher_of` maps a student to a teacher name, or to several (their mean score is used).
-    """
-    import pandas as pd
-
-    wide = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")
-    rows = {}
-    for student, teachers in teacher_of.items():
-        teachers = [teachers] if isinstance(teachers, str) else list(teachers)
-        missing = [m for m in [student, *teachers] if m not in wide.index]
-        if missing:
-            raise KeyError(f"relative_drop: no results for {missing}; have {list(wide.index)}")
-        ref = wide.loc[teachers].mean(axis=0)
-        rows[student] = 100.0 * (ref - wide.loc[student]) / ref.abs()
-    cols = [t for t in TASK_ORDER if t in wide.columns]
-    return pd.DataFrame(rows).T[cols].round(2)
-
-
-def read_log(path: str | os.PathLike) -> "pandas.DataFrame":
-    """A distillation log.jsonl as a DataFrame (one row per logged step)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the distillation step did not write its log")
-    from kdlib.distill import read_log as read_records
-
-    rows = []
-    for rec in read_records(path):
-        per_student = rec.pop("students", None)
-        if isinstance(per_student, dict):  # kdlib.distill: {"step", ..., "students": {name: {total, kl, mlm, cos}}}
-            rows += [{**rec, "student": name, **comps} for name, comps in per_student.items()]
-        else:
-            rows.append(rec)
-    return pd.DataFrame(rows)
 
 
 def summary_table(run_dir: str | os.PathLike) -> "pandas.DataFrame":
@@ -475,309 +373,6 @@ def summary_table(run_dir: str | os.PathLike) -> "pandas.DataFrame":
     rows = [{"step": k, "status": v.get("status"), "wall_s": v.get("wall_s"), "peak_rss_mb": v.get("peak_rss_mb")}
             for k, v in summary["steps"].items()]
     return pd.DataFrame(rows).set_index("step")
-
-
-def flat_summary(summary: dict, key: str | None = None) -> dict:
-    """The numeric fields of one student's distill summary (or of the whole summary), flattened for a table."""
-    part = summary.get(key, summary) if key and isinstance(summary, dict) else summary
-    if isinstance(part, dict) and isinstance(part.get("students"), dict) and key in part["students"]:
-        part = part["students"][key]
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}{k}.", v)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[prefix.rstrip(".")] = value
-
-    walk("", part)
-    return out
-
-
-def model_zoo(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """Every model of a run as dicts (path, role, key, teachers, log; schema: kdlib.registry.ModelEntry)."""
-    return {name: {"path": e.path, "role": e.role, "key": e.key, "teachers": list(e.teachers), "log": e.log,
-                   "kind": e.kind}
-            for name, e in registry.models(run_dir).items()}
-
-
-def result_row(model: str, role: str, seeds_summary: dict) -> dict:
-    """One results row (scores x100) from a kdlib.finetune.finetune_seeds summary, with size and test timing."""
-    test = seeds_summary["test"]["score"]
-    runs = [read_json(Path(r) / "metrics.json") for r in seeds_summary["runs"]]
-    return {"model": model, "role": role, "task": seeds_summary["task"], "metric": seeds_summary["metric"],
-            "mean": 100.0 * test["mean"], "std": 100.0 * test["std"], "n_seeds": len(seeds_summary["seeds"]),
-            "values": [100.0 * v for v in test["values"]], "parameters": runs[0].get("parameters"),
-            "test_examples": runs[0]["examples"]["test"],
-            "test_seconds": float(sum(r["timing"]["test_seconds"] for r in runs) / len(runs)),
-            "dir": str(Path(seeds_summary["runs"][0]).parent)}
-
-
-def teacher_map(run_dir: str | os.PathLike, results: "pandas.DataFrame") -> dict[str, list[str]]:
-    """Student (or control) -> its teachers, for the students and teachers that have results."""
-    have = set(results["model"])
-    return {name: info["teachers"] for name, info in model_zoo(run_dir).items()
-            if info["role"] != "teacher" and name in have and info["teachers"]
-            and all(t in have for t in info["teachers"])}
-
-
-def loyalty_rows(run_dir: str | os.PathLike, tasks: list[str]) -> list[dict]:
-    """Loyalty (x100) of every student and the control to each of its teachers (and their mean), per task.
-
-    Uses the test predictions of the first seed of notebook 04 (run_dir/evaluate/<model>/<task>/seed-<s>).
-    """
-    from kdlib.loyalty import PREDICTIONS_FILE, loyalty_report
-
-    run = Path(run_dir)
-    zoo = model_zoo(run)
-
-    def pred(name: str, task: str) -> Path:
-        summary = read_json(run / "evaluate" / zoo[name]["key"] / task / "summary.json")
-        return Path(summary["runs"][0]) / PREDICTIONS_FILE
-
-    rows = []
-    for name, info in zoo.items():
-        if info["role"] == "teacher":
-            continue
-        for task in tasks:
-            report = loyalty_report([pred(t, task) for t in info["teachers"]], pred(name, task))
-            refs = [(t, r) for t, r in zip(info["teachers"], report["teachers"])]
-            if "ensemble" in report:
-                refs.append(("mean of teachers", report["ensemble"]))
-            for ref, values in refs:
-                rows.append({"student": name, "role": info["role"], "task": task, "reference": ref,
-                             "examples": report["examples"],
-                             **{k: 100.0 * v for k, v in values.items() if k.endswith("_loyalty")}})
-    return rows
-
-
-def loyalty_table(rows: "pandas.DataFrame") -> "pandas.DataFrame":
-    """Mean loyalty over tasks per student and reference (L-L, P-L over tagging/classification, R-L on STS),
-    beside the poster's numbers for the student (paper-spec section 7.0)."""
-    import pandas as pd
-
-    cols = {"label_loyalty": "L-L", "probability_loyalty": "P-L", "regression_loyalty": "R-L"}
-    present = [c for c in cols if c in rows.columns]
-    table = rows.groupby(["student", "reference"], sort=False)[present].mean().rename(columns=cols)
-    poster = pd.DataFrame([{f"{k} (poster)": POSTER_LOYALTY.get(base_model(s), {}).get(k) for k in cols.values()}
-                           for s, _ in table.index], index=table.index)
-    return pd.concat([table, poster.dropna(axis=1, how="all")], axis=1).round(2)
-
-
-def plot_distill_log(path: str | os.PathLike, *, title: str = "", ax=None):
-    """Loss curves (total and each component) against the step, from a distill log.jsonl."""
-    import matplotlib.pyplot as plt
-
-    df = read_log(path)
-    step = next((c for c in ("step", "global_step", "optimizer_step") if c in df.columns), None)
-    if step is None:
-        df = df.reset_index().rename(columns={"index": "step"})
-        step = "step"
-    skip = {step, "lr", "tokens_per_s", "elapsed", "epoch", "tokens"}
-    losses = [c for c in df.columns if c not in skip and df[c].dtype.kind in "fi"]
-    if not losses:
-        raise ValueError(f"{path}: no loss columns; columns are {list(df.columns)}")
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-    group = "student" if "student" in df.columns else None
-    for key, part in (df.groupby(group) if group else [("", df)]):
-        for col in losses:
-            sub = part[[step, col]].dropna()
-            if len(sub):
-                ax.plot(sub[step], sub[col], label=f"{key} {col}".strip())
-    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_title(title or Path(path).parent.name)
-    ax.legend(fontsize=7)
-    return fig or ax.figure
-
-
-def plot_all_logs(run_dir: str | os.PathLike):
-    """One panel of distillation loss curves per student of the run."""
-    import matplotlib.pyplot as plt
-
-    students = {n: i for n, i in model_zoo(run_dir).items() if i["role"] != "teacher" and i.get("log")}
-    logs = sorted({i["log"] for i in students.values()})
-    fig, axes = plt.subplots(1, len(logs), figsize=(5 * len(logs), 3.5), squeeze=False)
-    for ax, log_path in zip(axes[0], logs):
-        names = [n for n, i in students.items() if i["log"] == log_path]
-        plot_distill_log(log_path, title=", ".join(names), ax=ax)
-    fig.tight_layout()
-    return fig
-
-
-def plot_score_vs_size_speed(results: "pandas.DataFrame"):
-    """Mean score over tasks against encoder parameters and against test-set inference throughput."""
-    import matplotlib.pyplot as plt
-
-    agg = results.groupby("model").agg(score=("mean", "mean"), parameters=("parameters", "first"),
-                                       examples=("test_examples", "sum"), seconds=("test_seconds", "sum"),
-                                       role=("role", "first"))
-    agg["examples_per_s"] = agg["examples"] / agg["seconds"]
-    colors = {"teacher": "tab:blue", "student": "tab:orange", "control": "tab:gray"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, label in ((axes[0], "parameters", "encoder parameters"),
-                           (axes[1], "examples_per_s", "test examples per second (inference)")):
-        for name, row in agg.iterrows():
-            ax.scatter(row[col], row["score"], color=colors.get(row["role"], "k"), s=40)
-            ax.annotate(name, (row[col], row["score"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
-        ax.set_xlabel(label); ax.set_ylabel("mean score over tasks (x100)")
-    axes[0].set_title("score vs size"); axes[1].set_title("score vs speed")
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------- the book
-
-def _markdown_table(df: "pandas.DataFrame") -> str:
-    return df.to_markdown()
-
-
-def tag_for_pages(path: Path) -> None:
-    """Hide papermill's injected-parameters cell in the book (it holds the build machine's paths; the
-    notebook's setup shows the parameters as a table instead): papermill tags it only `injected-parameters`."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        tags = cell.metadata.setdefault("tags", [])
-        if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
-            tags.append("remove-cell")
-    nbformat.write(nb, path)
-
-
-def claims_markdown(run_dir: str | os.PathLike) -> str:
-    """The claims verdicts of a run (<run>/claims/*.json, written by the claims notebook) as a Markdown
-    table, or a sentence saying they are absent."""
-    import pandas as pd
-
-    files = sorted((Path(run_dir) / "claims").glob("*.json"))
-    if not files:
-        return ("*This run has no claims verdicts yet: the claims notebook writes them to `<run>/claims/` "
-                "when its step runs.*\n")
-    records = [rec for f in files for rec in read_json(f)]
-    if _claims is not None and hasattr(_claims, "claims_frame"):
-        frame = _claims.claims_frame([_claims.Claim(**{**r, "interval": _interval(r.get("interval"))})
-                                      for r in records])
-    else:
-        frame = pd.DataFrame(records)
-    counts = frame["verdict"].value_counts() if "verdict" in frame else pd.Series(dtype=int)
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-    return (frame.to_markdown(index=False) + f"\n\nOf {len(frame)} claims checked in this run: {summary}.\n")
-
-
-def _interval(value: Any) -> Any:
-    if isinstance(value, dict) and _stats is not None:
-        return _stats.Interval(**value)
-    return value
-
-
-def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
-    """The landing page's headline, generated from the run: the paper's table beside ours, the claims
-    verdicts and the score-vs-size-and-speed figure (saved into gen_dir), each with a sentence from the data."""
-    run = Path(run_dir)
-    if not (run / "evaluate" / "results.json").is_file():
-        return "*This run has no evaluation results: run the pipeline's evaluation step first.*\n"
-    results = collect_results(run)
-    table = paper_table(results)
-    table.columns = [f"{task.upper()} {who}" for task, who in table.columns]
-    kept = _kept_share(results, teacher_map(run, results))
-    best = kept.idxmax()
-    fig = plot_score_vs_size_speed(results)
-    fig.savefig(gen_dir / "summary.png", dpi=200, bbox_inches="tight")
-    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
-    prof = read_json(run / "run_summary.json").get("profile", run.name)
-    return (f"## This run's headline (profile `{prof}`)\n\n"
-            f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
-            "poster's (empty where the paper has no such model):\n\n"
-            + table.to_markdown(floatfmt=".1f").replace("nan", "") + "\n\n"
-            f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
-            f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
-            "### Claims\n\n" + claims_markdown(run) + "\n"
-            "### Score against size and speed\n\n"
-            "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
-            ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n")
-
-
-def _kept_share(results: "pandas.DataFrame", teacher_of: dict[str, list[str]]) -> "pandas.Series":
-    """Per student: 100 * its mean score over the tasks / its teachers' mean score over the same tasks."""
-    import pandas as pd
-
-    means = results.groupby("model")["mean"].mean()
-    return pd.Series({s: 100.0 * means[s] / means[list(t)].mean() for s, t in teacher_of.items()})
-
-
-def speed_size_sentence(results: "pandas.DataFrame") -> str:
-    agg = results.groupby("model").agg(score=("mean", "mean"), parameters=("parameters", "first"),
-                                       role=("role", "first"))
-    teachers, students = agg[agg["role"] == "teacher"], agg[agg["role"] == "student"]
-    if teachers.empty or students.empty:
-        return ""
-    share = 100.0 * students["parameters"].mean() / teachers["parameters"].mean()
-    kept = 100.0 * students["score"].mean() / teachers["score"].mean()
-    return (f"The students have on average {share:.0f}% of the teachers' encoder parameters and reach "
-            f"{kept:.0f}% of their mean score.")
-
-
-def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
-    """Assemble the book sources for one run in `dest` (default _build/src).
-
-    Copies _config.yml, _toc.yml, references.bib and book/ from the repository, the run's EXECUTED
-    notebooks into dest/notebooks/ (same paths as the repository's, so Colab buttons open the clean
-    notebooks on GitHub) with their injected-parameters cells tagged `remove-cell`, and writes
-    book/_generated/: run.md (wall time and memory of the run) and headline.md (+ summary.png), the
-    landing page's results.
-    """
-    run_dir = Path(run_dir).resolve()
-    dest = Path(dest or REPO_ROOT / "_build" / "src").resolve()
-    executed = run_dir / "notebooks"
-    steps = list_steps(DEFAULT_NOTEBOOKS_DIR)
-    missing = [p.name for p in steps if not (executed / p.name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"run {run_dir} lacks executed notebooks {missing}; run the pipeline first "
-                                f"(python -m kdlib run --profile ... --out {run_dir})")
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for item in BOOK_FILES:
-        src = REPO_ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("_generated", "__pycache__"))
-        elif src.is_file():
-            shutil.copy2(src, dest / item)
-    (dest / "notebooks").mkdir()
-    for p in steps:
-        shutil.copy2(executed / p.name, dest / "notebooks" / p.name)
-        tag_for_pages(dest / "notebooks" / p.name)
-    gen = dest / "book" / "_generated"
-    gen.mkdir(parents=True, exist_ok=True)
-    summary = read_json(run_dir / "run_summary.json")
-    table = summary_table(run_dir)
-    text = (f"Profile **{summary['profile']}**; total wall time of the steps "
-            f"**{summary['total_wall_s'] / 60:.1f} min**; peak memory of the notebook kernel "
-            f"**{summary['peak_rss_mb']:.0f} MB** (summed RSS of the kernel process tree, sampled "
-            f"every 0.5 s).\n\n" + _markdown_table(table) + "\n")
-    (gen / "run.md").write_text(text, encoding="utf-8")
-    (gen / "headline.md").write_text(headline_markdown(run_dir, gen), encoding="utf-8")
-    return dest
-
-
-def build_book(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None, strict: bool = True) -> Path:
-    """Stage the run's executed notebooks and build the HTML book (warnings as errors); returns index.html."""
-    root = Path(out or REPO_ROOT).resolve()
-    src = stage_book(run_dir, root / "_build" / "src")
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-           "build", str(src), "--path-output", str(root)]
-    if strict:
-        cmd += ["-W", "-n", "--keep-going"]
-    log.info("building the book: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
-    index = root / "_build" / "html" / "index.html"
-    if not index.is_file():
-        raise RuntimeError(f"jupyter-book build ended without {index}")
-    return index
 
 
 # --------------------------------------------------------------------------- CLI
@@ -812,7 +407,9 @@ def cli(argv: list[str]) -> int:
             print(f"run {prof['name']}: {summary['total_wall_s']:.1f} s of steps, peak {summary['peak_rss_mb']:.0f} MB; "
                   f"summary in {out / 'run_summary.json'}")
         if args.book or args.book_only:
-            index = build_book(out, out=args.book_root)
+            from kdlib import book  # kdlib.book builds on this module (and on kdlib.reporting, which does too)
+
+            index = book.build_book(out, out=args.book_root)
             print(f"book: {index}")
     except PipelineError as exc:
         print(f"kdlib run: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import tqdm.std
 
-from kdlib import notebook, runner
+from kdlib import colab, notebook, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -25,13 +25,13 @@ def _cells(path: Path) -> list:
 
 
 def _install_cell(path: Path):
-    hits = [c for c in _cells(path) if c.cell_type == "code" and notebook.INSTALL_TAG in c.source]
-    assert len(hits) == 1, f"{path.name}: expected one install cell (first line '# {notebook.INSTALL_TAG}')"
+    hits = [c for c in _cells(path) if c.cell_type == "code" and colab.INSTALL_TAG in c.source]
+    assert len(hits) == 1, f"{path.name}: expected one install cell (first line '# {colab.INSTALL_TAG}')"
     return hits[0]
 
 
 @pytest.fixture
-def colab(monkeypatch):
+def fake_colab(monkeypatch):
     """A simulated Colab runtime: fake google, google.colab and google.colab.drive modules."""
     mounted = []
     drive = types.ModuleType("google.colab.drive")
@@ -54,21 +54,21 @@ def _run_install_cell(path: Path, monkeypatch) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_install_cell_on_simulated_colab(path, colab, monkeypatch):
+def test_install_cell_on_simulated_colab(path, fake_colab, monkeypatch):
     # the notebook's own cell, run on a fake Colab with pip replaced: exactly the generated command, once
-    assert notebook.on_colab()
-    assert _run_install_cell(path, monkeypatch) == [notebook.install_command()]
-    cmd = notebook.install_command()
+    assert colab.on_colab()
+    assert _run_install_cell(path, monkeypatch) == [colab.install_command()]
+    cmd = colab.install_command()
     assert cmd[:5] == [sys.executable, "-m", "pip", "install", "-q"]
-    assert cmd[5] == f"kdlib @ git+{notebook.repository_url()}@{notebook.release_ref()}"
+    assert cmd[5] == f"kdlib @ git+{colab.repository_url()}@{colab.release_ref()}"
     assert "[book]" not in cmd[5]          # no papermill / ipykernel / jupyter-book upgrades in Colab's runtime
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_cells_agree_with_kdlib(path, monkeypatch):
     cells = _cells(path)
-    assert _install_cell(path).source == notebook.install_cell_source(), \
-        f"{path.name}: its install cell differs from kdlib.notebook.install_cell_source()"
+    assert _install_cell(path).source == colab.install_cell_source(), \
+        f"{path.name}: its install cell differs from kdlib.colab.install_cell_source()"
     assert "remove-cell" in _install_cell(path).metadata.get("tags", [])
     params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "remove-cell" in params[0].metadata["tags"]
@@ -79,35 +79,35 @@ def test_notebook_cells_agree_with_kdlib(path, monkeypatch):
 
 
 def test_repository_url_and_release_kept_in_one_place():
-    url = notebook.repository_url()
+    url = colab.repository_url()
     assert url == runner.yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert notebook.release_ref() == f"v{version}"
+    assert colab.release_ref() == f"v{version}"
     texts = [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md")), *NOTEBOOKS]
     for path in texts:
         for found in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", path.read_text(encoding="utf-8")):
             assert found.removesuffix(".git") == url, f"{path.name} names another repository: {found}"
 
 
-def test_drive_guard(colab, tmp_path):
+def test_drive_guard(fake_colab, tmp_path):
     drive_root = tmp_path / "drive"
     run = drive_root / "MyDrive" / "runs" / "colab"
-    notebook.ensure_drive(tmp_path / "elsewhere", drive_root=drive_root)            # not under Drive: nothing
+    colab.ensure_drive(tmp_path / "elsewhere", drive_root=drive_root)            # not under Drive: nothing
     with pytest.raises(RuntimeError, match=r"not mounted: run `from google.colab import drive; drive\.mount"):
-        notebook.ensure_drive(run, mount=False, drive_root=drive_root)
+        colab.ensure_drive(run, mount=False, drive_root=drive_root)
     assert not drive_root.exists(), "the guard must not create the mountpoint"
-    notebook.ensure_drive(run, drive_root=drive_root)
-    assert colab == [str(drive_root)]
+    colab.ensure_drive(run, drive_root=drive_root)
+    assert fake_colab == [str(drive_root)]
     (drive_root / "MyDrive").mkdir(parents=True)                                      # a local folder in the way
     with pytest.raises(RuntimeError, match="local folder, not your mounted Drive"):
-        notebook.ensure_drive(run, drive_root=drive_root)
+        colab.ensure_drive(run, drive_root=drive_root)
 
 
 def test_drive_guard_off_colab(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    if notebook.on_colab():
+    if colab.on_colab():
         pytest.skip("this machine is a Colab runtime")
-    notebook.ensure_drive(tmp_path / "drive" / "run", mount=False, drive_root=tmp_path / "drive")
+    colab.ensure_drive(tmp_path / "drive" / "run", mount=False, drive_root=tmp_path / "drive")
 
 
 def _parameters_namespace(stem: str) -> dict:
@@ -128,7 +128,7 @@ def isolated_setup(monkeypatch):
     return drives
 
 
-def test_launch_button_defaults_to_the_colab_profile(colab, isolated_setup):
+def test_launch_button_defaults_to_the_colab_profile(fake_colab, isolated_setup):
     # 01 opened from its Colab button: the profile's hub teachers and corpus, the Drive run folder
     ns = _parameters_namespace("01-teachers")
     assert ns["profile"] == notebook.NOTEBOOK_DEFAULT_PROFILE and ns["teacher_source"] == "local"
@@ -145,7 +145,7 @@ def test_launch_button_defaults_to_the_colab_profile(colab, isolated_setup):
     assert "tasks" not in ns
 
 
-def test_injected_parameters_are_kept(colab, isolated_setup, tmp_path):
+def test_injected_parameters_are_kept(fake_colab, isolated_setup, tmp_path):
     # a notebook run by the runner (profile injected) keeps its parameters, on Colab too
     ns = {**_parameters_namespace("04-evaluate"), "profile": "smoke", "run_dir": str(tmp_path), "seeds": [3]}
     ctx = notebook.setup("04-evaluate", ns, show=False)
@@ -176,3 +176,20 @@ def test_relative_paths_and_parameter_table(tmp_path, monkeypatch):
     assert table.loc["run_dir", "value"] == "the run folder" and "profile" not in table.index
     assert table.loc["distill_config", "value"] == "max_steps=30, lr=0.0005"
     assert table.loc["tasks", "value"] == "upos, sts"
+
+
+def test_runner_refuses_an_unmounted_drive(fake_colab, tmp_path, monkeypatch):
+    # the command line cannot mount Drive: it stops before creating the run folder
+    drive_root = tmp_path / "drive"
+    monkeypatch.setattr(colab, "DRIVE_ROOT", drive_root)
+    prof = {"name": "tiny", "params": {}, "notebooks": {}}
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    cell = nbformat.v4.new_code_cell('profile = "default"\nrun_dir = "x"')
+    cell.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nb_dir / "01-first.ipynb")
+    with pytest.raises(RuntimeError, match="not mounted"):
+        runner.run_pipeline(prof, drive_root / "MyDrive" / "run", notebooks_dir=nb_dir)
+    assert not drive_root.exists()

@@ -1,12 +1,12 @@
 """kdlib.registry: the distillation-run builder gives the configs notebooks 02/03 built by hand, and the
-registry files it describes are what runner.model_zoo reads."""
+registry files it describes are what reporting.model_zoo reads."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from kdlib import registry, runner
+from kdlib import registry, reporting, runner
 from kdlib.distill import DistillConfig
 
 TEACHERS = {"BERT-base-ro": {"path": "/m/bert"}, "RoBERT-base": {"path": "/m/robert"}}
@@ -68,7 +68,7 @@ def test_registry_files_are_what_model_zoo_reads(tmp_path):
                                    kind="control", settings=SETTINGS, seed=0, device="cpu", alpha_ce=0.0)
     runner.write_json(run / "distill" / "single.json", registry.records(single.entries))
     runner.write_json(run / "distill" / "ensemble.json", registry.records(control.entries))
-    zoo = runner.model_zoo(run)
+    zoo = reporting.model_zoo(run)
     assert list(zoo) == ["BERT-base-ro", "RoBERT-base", "Distil-BERT-base-ro", "Control (MLM only)"]
     assert [z["role"] for z in zoo.values()] == ["teacher", "teacher", "student", "control"]
     assert zoo["Distil-BERT-base-ro"]["teachers"] == ["BERT-base-ro"]
