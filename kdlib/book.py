@@ -22,7 +22,8 @@ from typing import Any
 import nbformat
 import pandas as pd
 
-from kdlib import reporting, runner
+from kdlib import colab, reporting, runner
+from kdlib.notebook import COLAB_RUN_DIR
 
 try:  # kdlib.claims / kdlib.stats arrive with the claims chapter; without them the headline says so
     from kdlib import claims, stats
@@ -112,14 +113,23 @@ def speed_size_sentence(results: pd.DataFrame) -> str:
             f"{kept:.0f}% of their mean score.")
 
 
+def colab_commands() -> str:
+    """The command-line run of the colab profile on Colab, from the one repository URL and release tag."""
+    url, ref = colab.repository_url(), colab.release_ref()
+    return ("```bash\n"
+            f"pip install -q \"{colab.pip_requirement()}\" papermill\n"
+            f"git clone -q --branch {ref} {url} repo\n"
+            f"cd repo && python -m kdlib run --profile colab --out {COLAB_RUN_DIR}\n```\n")
+
+
 def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
     """Assemble the book sources for one run in `dest` (default _build/src).
 
     Copies _config.yml, _toc.yml, references.bib and book/ from the repository, the run's EXECUTED
     notebooks into dest/notebooks/ (same paths as the repository's, so Colab buttons open the clean
     notebooks on GitHub) with their injected-parameters cells tagged `remove-cell`, and writes
-    book/_generated/: run.md (wall time and memory of the run) and headline.md (+ summary.png), the
-    landing page's results.
+    book/_generated/: run.md (wall time and memory of the run), headline.md (+ summary.png, the
+    landing page's results) and colab.md (the Colab commands of the Reproduce page).
     """
     run_dir = Path(run_dir).resolve()
     dest = Path(dest or runner.REPO_ROOT / "_build" / "src").resolve()
@@ -152,6 +162,7 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
             f"every 0.5 s).\n\n" + table.to_markdown() + "\n")
     (gen / "run.md").write_text(text, encoding="utf-8")
     (gen / "headline.md").write_text(headline_markdown(run_dir, gen), encoding="utf-8")
+    (gen / "colab.md").write_text(colab_commands(), encoding="utf-8")
     return dest
 
 

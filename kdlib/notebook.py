@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdlib import reporting, runner
+from kdlib import runner
 from kdlib.colab import ensure_drive, on_colab
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -160,6 +160,8 @@ def _show_value(value: Any, run: Path) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_show_value(v, run)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, dict) for v in value):
+            return "; ".join(f"({_show_value(v, run)})" for v in value)
         return ", ".join(_show_value(v, run) for v in value) or "(none)"
     if isinstance(value, str) and os.path.isabs(value):
         p = Path(value)
@@ -217,7 +219,8 @@ def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = Tr
 
     transformers.set_seed(int(params.get("seed", 0)))
     pd.set_option("display.precision", 2)
-    pd.set_option("display.max_colwidth", 80)
+    from kdlib import reporting  # after quiet(): it imports tqdm, which warns at import in a kernel without ipywidgets
+
     reporting.style()
     ctx = Setup(notebook=notebook, run=run, profile=str(params.get("profile")), params=params, colab=colab,
                 colab_defaults=use_colab)
@@ -227,10 +230,9 @@ def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = Tr
 
 
 def _show_setup(ctx: Setup) -> None:
-    from IPython.display import display
-
     if ctx.colab_defaults:
         note(f"Opened on Colab without a profile: this notebook uses the `colab` profile's settings and the "
              f"run folder `{ctx.params['run_dir']}` on your Drive.", title="Colab")
-    say(f"Profile **{ctx.profile}**. The parameters of this step (paths relative to the run folder):")
-    display(parameters_table(ctx.params, ctx.run))
+    table = parameters_table(ctx.params, ctx.run)
+    say(f"Profile **{ctx.profile}**. The parameters of this step (paths relative to the run folder):\n\n"
+        + table.to_markdown())

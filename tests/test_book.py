@@ -103,7 +103,8 @@ def test_results_page_shows_table_and_figures(server, tmp_path):
     # the paper-layout table: our scores beside the poster's for the teachers and students
     assert "paper" in dom and "ours" in dom and "Distil-BERT-base-ro" in dom
     imgs = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
-    figures = [s for s in imgs if s.startswith("data:image/png") or s.endswith(".png")]
+    figures = [s for s in imgs if s.startswith(("data:image/png", "data:image/svg")) or s.endswith((".png", ".svg"))
+               and "_static" not in s]
     assert len(figures) >= 2, f"expected the loss-curve and score-vs-size figures, found images {imgs[:5]}"
     # every image of the page actually decodes in the browser (naturalWidth > 0)
     check = _image_check_page(tmp_path, "notebooks/10-results.html")
@@ -153,12 +154,13 @@ _PAGE_PROBE = """
 <script>
 document.getElementById('f').onload = function () {
   var doc = this.contentDocument, main = doc.querySelector('main') || doc.body;
-  var imgs = Array.prototype.slice.call(main.querySelectorAll('img'));
+  var imgs = Array.prototype.filter.call(main.querySelectorAll('img'),   // the content's, not the theme's icons
+                                       function (i) { return (i.getAttribute('src') || '').indexOf('_static/') < 0; });
   Promise.all(imgs.map(function (i) { return i.decode().catch(function () {}); })).then(function () {
     var outputs = Array.prototype.map.call(main.querySelectorAll('.cell_output, .output'),
                                            function (e) { return e.innerText; });
-    var clone = main.cloneNode(true);   // the page's text without input code blocks (commands in prose are fine)
-    Array.prototype.forEach.call(clone.querySelectorAll('.cell_input, div.highlight, pre'),
+    var clone = main.cloneNode(true);   // the page's text without code (commands a reader types are fine)
+    Array.prototype.forEach.call(clone.querySelectorAll('.cell_input, div.highlight, pre, code'),
                                  function (e) { e.remove(); });
     var prose = Array.prototype.filter.call(main.querySelectorAll('p'), function (p) {
       return !p.closest('.cell_output') && p.innerText.trim().split(/\\s+/).length >= 8; }).length;
