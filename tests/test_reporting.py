@@ -9,23 +9,23 @@ import os
 import subprocess
 import sys
 
+import datasets
 import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from matplotlib.text import Text
+from PIL import Image
 
 from kdlib import bench, reporting
 from kdlib.distill import DistillConfig, distill, read_log
 from kdlib.finetune import FinetuneConfig, finetune_seeds
 from kdlib.loyalty import PREDICTIONS_FILE, load_predictions
-from kdlib.runner import slug, write_json
+from kdlib.runner import read_json, slug, write_json
+from kdlib.teachers import TeacherConfig, pretrain_teacher
 
-from helpers import make_tokenizer, ro_sentences, tiny_teacher
+from helpers import ro_sentences
 
 TEACHERS = {"BERT-base-ro": False, "RoBERT-base": True}  # name -> lowercase
 STUDENTS = {"Distil-BERT-base-ro": "BERT-base-ro", "Distil-RoBERT-base": "RoBERT-base"}
@@ -41,23 +41,24 @@ def _distill(run, sents, out_name: str, students: dict[str, str], **kw) -> dict:
                   for s, t in students.items()],
         batch_size=8, max_len=32, max_steps=4, lr=1e-3, out_dir=str(run / "distill" / out_name), device="cpu",
         amp="off", seed=0, save_every=0, **kw))
-    import datasets
-
     return distill(cfg, datasets.Dataset.from_dict({"text": sents}))
 
 
 @pytest.fixture(scope="module")
 def run(data_dir, tmp_path_factory):
-    """A run folder as notebooks 01-04 write it, at a tiny scale."""
+    """A run folder as notebooks 01-04 write it, at a tiny scale (teachers trained for 8 steps)."""
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("run")
     sents = ro_sentences(data_dir, 300)
+    tcfg = TeacherConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32,
+                         max_position_embeddings=64, vocab_size=600, steps=8, batch_size=16, lr=1e-3,
+                         pppl_texts=2, seed=0)
     teachers = {}
-    for i, (name, lowercase) in enumerate(TEACHERS.items()):
-        tok = make_tokenizer(sents, run / "tok" / name, lowercase=lowercase)
-        tiny_teacher(tok, seed=i).save_pretrained(run / "teachers" / name)
-        tok.save_pretrained(run / "teachers" / name)
-        teachers[name] = {"path": str(run / "teachers" / name), "source": "trained here", "lowercase": lowercase}
+    for name, lowercase in TEACHERS.items():
+        metrics = pretrain_teacher(datasets.Dataset.from_dict({"text": sents}), run / "teachers" / name,
+                                   lowercase=lowercase, config=tcfg, progress=False, device="cpu")
+        teachers[name] = {"path": str(run / "teachers" / name), "source": "trained here", "lowercase": lowercase,
+                          "metrics": metrics}
     write_json(run / "teachers" / "teachers.json", teachers)
     summary = _distill(run, sents, "single", STUDENTS)
     _distill(run, sents, "control", {CONTROL: "BERT-base-ro"}, alpha_ce=0.0, alpha_cos=0.0)
@@ -123,7 +124,8 @@ def test_result_rows_read_the_finetune_outputs(run):
     assert list(results["model"]) == MODELS and set(results["task"]) == {"sapn"}
     for _, row in results.iterrows():
         s = run["finetune"][row["model"]]
-        metrics = json.loads((run["dir"] / "evaluate" / slug(row["model"]) / "sapn" / "seed-0" / "metrics.json").read_text())
+        seed_dir = run["dir"] / "evaluate" / slug(row["model"]) / "sapn" / "seed-0"
+        metrics = json.loads((seed_dir / "metrics.json").read_text())
         assert row["mean"] == pytest.approx(100 * s["test"]["score"]["mean"])
         assert row["metric"] == "accuracy" and row["n_seeds"] == 1 and row["test_examples"] == 24
         assert row["test_seconds"] == pytest.approx(metrics["timing"]["test_seconds"])
@@ -250,8 +252,6 @@ def test_save_figure_writes_svg_and_2x_png_atomically(run, tmp_path):
     svg = reporting.save_figure(fig, tmp_path / "curves.svg")
     assert "<svg" in svg.read_text()[:2000]
     png = reporting.save_figure(reporting.plot_all_logs(run["dir"]), tmp_path / "curves.png")
-    from PIL import Image
-
     with Image.open(png) as img:
         assert img.width >= 1.8 * 100 * reporting.FIG_WIDTH  # about 200 dpi at 7 in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "curves.svg"]  # no temporary files left
@@ -276,6 +276,19 @@ def test_loss_curves_one_panel_per_term_one_line_per_student(run):
     single = reporting.plot_distill_log(run["dir"] / "distill" / "single" / "log.jsonl", title="single")
     assert [line.get_label() for line in single.axes[0].get_lines()] == list(STUDENTS)  # keys -> display names
     _assert_readable(single)
+
+
+def test_teacher_curves_one_line_per_teacher(run):
+    teachers = read_json(run["dir"] / "teachers" / "teachers.json")
+    fig = reporting.plot_teacher_curves(teachers)
+    [ax] = fig.axes
+    for line, (name, info) in zip(ax.get_lines(), teachers.items(), strict=True):
+        steps, losses = zip(*info["metrics"]["train_loss_curve"])
+        assert line.get_label() == name and line.get_color() == reporting.color_for(name)
+        assert list(line.get_xdata()) == list(steps) and list(line.get_ydata()) == list(losses)
+    _assert_readable(fig)
+    hub = {name: {"path": "hub/id", "source": "hub", "metrics": {}} for name in TEACHERS}
+    assert reporting.plot_teacher_curves(hub) is None  # nothing trained here, nothing to draw
 
 
 def test_loss_curves_need_a_log(tmp_path):
@@ -315,7 +328,7 @@ def test_bench_report_figure_and_tables(bench_result):
     lat = reporting.bench_tables(bench_result)["latency"]
     assert len(lat) == 4  # 2 heads x 2 settings of one vocabulary
     for (vocab, head, setting), row in lat.iterrows():
-        line = next(l for l in text.splitlines() if l.startswith(f"{vocab} {head}") and setting in l)
+        line = next(t for t in text.splitlines() if t.startswith(f"{vocab} {head}") and setting in t)
         assert f"{row['teacher_ms']:.1f}" in line and f"{row['speedup']:.2f}x" in line
     models = bench_result["inference"]["models"]
     sizes = reporting.bench_tables(bench_result)["sizes"]
