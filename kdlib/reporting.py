@@ -27,6 +27,7 @@ from typing import Any
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import pandas as pd
 from matplotlib.figure import Figure
 from pandas.io.formats.style import Styler
@@ -565,9 +566,12 @@ def _draw_latency(ax, result: dict) -> None:
                hatch=hatch, edgecolor="white")
     ax.set_xticks(range(len(keys)), [k[1:].replace("_l", " x ") for k in keys])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
     ax.set_xlabel("batch x length")
     ax.set_ylabel("median latency (ms)")
-    ax.set_title(f"Latency at the paper's shapes, vocabulary {t['vocab']} ({result['device']['type']})")
+    ax.set_title(f"Latency, {t['layers']}-layer teacher and {s['layers']}-layer student, vocabulary {t['vocab']} "
+                 f"({result['device']['type']})")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
@@ -575,10 +579,10 @@ def _draw_speedup(ax, result: dict) -> None:
     for p in result["inference"]["pairs"]:
         if "speedup" not in p:
             continue
-        for head, marker in (("encoder", "o"), ("mlm", "s")):
+        for head, marker, what in (("encoder", "o", "encoder"), ("mlm", "s", "MLM model")):
             keys = list(p["speedup"][head])
             ax.plot([k[1:].replace("_l", " x ") for k in keys], [p["speedup"][head][k] for k in keys],
-                    marker=marker, label=f"{head}, vocab {p['teacher'].split('-', 1)[1]}")
+                    marker=marker, label=f"{what}, vocab {p['teacher'].split('-', 1)[1]}")
     target, paper = result.get("target_values", {}), result.get("paper", {})
     if "speedup_b32_l128_cpu" in target:
         ax.axhline(target["speedup_b32_l128_cpu"], color="k", ls="--", lw=1,
@@ -587,36 +591,45 @@ def _draw_speedup(ax, result: dict) -> None:
         ax.axhline(paper["speedup"], color="#b2182b", ls=":", lw=1.2, label=f"paper ~{paper['speedup']:g}x (GPU)")
     ax.set_xlabel("batch x length")
     ax.set_ylabel("student / teacher speed-up")
-    ax.set_title("Speed-up of the 6-layer student")
+    models = result["inference"]["models"]
+    layers = {m["role"]: m["layers"] for m in models.values()}
+    ax.set_title(f"Speed-up of the {layers['student']}-layer student over the {layers['teacher']}-layer teacher")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _draw_throughput(ax, result: dict) -> None:
-    labels, values, colors = [], [], []
-    th, sh = result.get("throughput"), result.get("shared")
-    if th:
-        labels += ["reference loop", "kdlib loop"]
-        values += [th["reference"]["train_tokens_per_s"], th["kdlib"]["train_tokens_per_s"]]
-        colors += ["#9e9e9e", "#1f4e9c"]
-    if sh:
-        n_tok = sh["shared"].get("real_tokens") or 1.0
-        labels += ["3 students,\nseparate runs", "3 students,\none shared run"]
-        values += [n_tok / sh["separate_s"], n_tok / sh["shared_s"]]
-        colors += ["#9e9e9e", "#1b9e77"]
-    ax.barh(labels[::-1], values[::-1], color=colors[::-1])
-    ax.set_xlabel("real tokens per second" if (th or sh["shared"].get("real_tokens")) else "runs per second")
-    ax.set_title("Distillation throughput")
+    th = result["throughput"]
+    names = {"reference": "reference loop\n(DistilBERT recipe)", "kdlib": "kdlib loop"}
+    values = [th[k]["train_tokens_per_s"] for k in names]
+    ax.barh(list(names.values())[::-1], values[::-1], color=["#1f4e9c", "#9e9e9e"])
+    ax.set_xlabel("real (non-pad) tokens per second of the training loop")
+    ax.set_title(f"Distillation throughput: kdlib {th['ratio_tokens_per_s']:.2f}x the reference loop")
+
+
+def _draw_shared(ax, result: dict) -> None:
+    sh = result["shared"]
+    left = 0.0
+    for i, (name, run) in enumerate(sh["separate"].items()):
+        ax.barh("three separate runs", run["total_s"], left=left, color=EXTRA_COLORS[i], label=name)
+        left += run["total_s"]
+    ax.barh("one run, shared\nteacher passes", sh["shared_s"], color="#1f4e9c")
+    ax.set_xlabel("wall time (s): load, tokenize, train, save")
+    ax.set_title(f"Three students at once: {sh['speedup']:.2f}x faster than one by one")
+    ax.legend(title="student", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 @_styled
 def plot_bench(result: dict) -> Figure:
-    """The benchmark's figures stacked (one idea per panel): latency, the student's speed-up, throughput."""
+    """The benchmark's panels stacked, one idea each: latency, the student's speed-up, the distillation loop's
+    throughput against the reference loop, three students in one run against three runs."""
     inf = result.get("inference")
     panels = []
     if inf and any("speedup" in p for p in inf["pairs"]):
         panels += [_draw_latency, _draw_speedup]
-    if result.get("throughput") or result.get("shared"):
+    if result.get("throughput"):
         panels.append(_draw_throughput)
+    if result.get("shared"):
+        panels.append(_draw_shared)
     if not panels:
         raise ValueError("no inference, throughput or shared results")
     fig, axes = plt.subplots(len(panels), 1, figsize=(FIG_WIDTH, 2.9 * len(panels)), squeeze=False,

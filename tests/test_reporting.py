@@ -84,8 +84,10 @@ def bench_result(tmp_path_factory):
     torch.set_num_threads(1)
     shapes = bench.InferenceShapes(vocab_sizes=(500,), hidden=32, teacher_layers=2, student_layers=1, heads=2,
                                    ffn=64, max_positions=64, settings=((1, 16), (4, 32)))
-    return bench.run_bench(tmp_path_factory.mktemp("bench"), quick=False, device="cpu", parts="inference",
-                           inference_shapes=shapes, budget_s=0.05, max_repeats=2, matmul_n=128, verbose=False)
+    train = bench.TrainShapes("tiny", 400, 32, 2, 1, 2, 64, batch_size=8, max_len=48, steps=2, sentences=300)
+    return bench.run_bench(tmp_path_factory.mktemp("bench"), quick=False, device="cpu",
+                           parts="inference,throughput,shared", inference_shapes=shapes, train_shapes=train,
+                           budget_s=0.05, max_repeats=2, matmul_n=128, verbose=False)
 
 
 def _texts(fig) -> list[Text]:
@@ -334,13 +336,23 @@ def test_bench_report_figure_and_tables(bench_result):
     sizes = reporting.bench_tables(bench_result)["sizes"]
     assert sizes.loc["student-500", "safetensors (MB)"] == models["student-500"]["size"]["MB"]
     assert "teacher-500" in text and "student-500 vs teacher-500" in text
+    th, sh = bench_result["throughput"], bench_result["shared"]
+    assert "2. distillation throughput" in text and f"loop {th['ratio_tokens_per_s']:.2f}x" in text
+    assert f"one call, 3 students: {sh['shared_s']:.1f} s" in text
+    assert reporting.bench_tables(bench_result)["throughput"].loc["kdlib", "loop tokens/s"] == \
+        th["kdlib"]["train_tokens_per_s"]
     fig = reporting.plot_bench(bench_result)
-    assert [ax.get_title() for ax in fig.axes] == ["Latency at the paper's shapes, vocabulary 500 (cpu)",
-                                                   "Speed-up of the 6-layer student"]
-    speed = fig.axes[1]
+    latency, speed, loops, shared = fig.axes
+    assert latency.get_title() == "Latency, 2-layer teacher and 1-layer student, vocabulary 500 (cpu)"
+    assert speed.get_title() == "Speed-up of the 1-layer student over the 2-layer teacher"
     ys = [list(line.get_ydata()) for line in speed.get_lines()]
     assert ys[0] == list(pair_speedup(bench_result, "encoder"))
     assert [bench_result["target_values"]["speedup_b32_l128_cpu"]] * 2 in ys  # the target line
+    assert sorted(bar.get_width() for bar in loops.patches) == sorted(
+        [th["reference"]["train_tokens_per_s"], th["kdlib"]["train_tokens_per_s"]])
+    assert f"{th['ratio_tokens_per_s']:.2f}x" in loops.get_title()
+    widths = [bar.get_width() for bar in shared.patches]  # s1, s2, s3 stacked, then the shared run
+    assert widths[:3] == [sh["separate"][k]["total_s"] for k in ("s1", "s2", "s3")] and widths[3] == sh["shared_s"]
     small = [(t.get_text(), t.get_fontsize()) for t in _texts(fig) if t.get_fontsize() < 9]
     assert not small, small
     with pytest.raises(ValueError, match="no inference, throughput or shared"):
