@@ -347,8 +347,9 @@ def bench_inference(device: torch.device, *, quick: bool = False, shapes: Infere
     bar = tqdm(jobs, desc="inference", unit="model", leave=False)
     for vocab, role in bar:
         bar.set_postfix_str(f"{role}-{vocab}")
-        models[f"{role}-{vocab}"] = _measure_model(role, vocab, shapes, device, settings, timed=vocab in timed_vocabs,
-                                                   budget_s=budget_s, max_repeats=max_repeats, big_tokens=big_tokens)
+        models[f"{role}-{vocab}"] = _measure_model(
+            role, vocab, shapes, device, settings, timed=vocab in timed_vocabs, budget_s=budget_s,
+            max_repeats=max_repeats, big_tokens=big_tokens)
     pairs = [_compare(models[f"teacher-{v}"], models[f"student-{v}"]) for v in shapes.vocab_sizes]
     return {"shapes": asdict(shapes), "settings": [list(s) for s in settings], "skipped": skipped,
             "timed_vocabs": timed_vocabs, "budget_s_per_setting": budget_s, "max_repeats": max_repeats,

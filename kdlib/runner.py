@@ -355,7 +355,8 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
             summary["steps"].setdefault(name, {})["skipped_last_run"] = True
             continue
         if only_name is not None:
-            missing = [p.stem for p in steps[: steps.index(nb)] if not (run_dir / ".done" / f"{p.stem}.json").is_file()]
+            missing = [p.stem for p in steps[: steps.index(nb)]
+                       if not (run_dir / ".done" / f"{p.stem}.json").is_file()]
             if missing:
                 log.warning("[%s] steps before it have not completed in %s: %s", name, run_dir, missing)
         # this step and every later one lose their markers: their inputs are about to change
