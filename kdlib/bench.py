@@ -18,8 +18,9 @@ Parts (``--parts``):
 ``bench.json`` (written atomically) has the top-level keys ``schema``, ``created``, ``quick``,
 ``device``, ``parts``, ``targets`` (each measured ratio beside its target), ``target_values`` and
 ``paper`` (the figures compared against) and one key per part that ran (``inference``, ``matmul_peak``,
-``throughput``, ``shared``, ``pipeline``); ``bench.png`` shows latencies, speed-ups and throughput.
-The report and the figure are drawn by :mod:`kdlib.reporting` from that JSON alone.
+``throughput``, ``shared``, ``pipeline``); ``bench.png`` (200 dpi) stacks one panel per idea: latency,
+speed-up, loop throughput, the shared run. The report and the figure are drawn by :mod:`kdlib.reporting`
+from that JSON alone (``reporting.format_report``, ``reporting.plot_bench``, ``reporting.bench_tables``).
 """
 from __future__ import annotations
 
