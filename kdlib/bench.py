@@ -18,8 +18,9 @@ Parts (``--parts``):
 ``bench.json`` (written atomically) has the top-level keys ``schema``, ``created``, ``quick``,
 ``device``, ``parts``, ``targets`` (each measured ratio beside its target), ``target_values`` and
 ``paper`` (the figures compared against) and one key per part that ran (``inference``, ``matmul_peak``,
-``throughput``, ``shared``, ``pipeline``); ``bench.png`` shows latencies, speed-ups and throughput.
-The report and the figure are drawn by :mod:`kdlib.reporting` from that JSON alone.
+``throughput``, ``shared``, ``pipeline``); ``bench.png`` (200 dpi) stacks one panel per idea: latency,
+speed-up, loop throughput, the shared run. The report and the figure are drawn by :mod:`kdlib.reporting`
+from that JSON alone (``reporting.format_report``, ``reporting.plot_bench``, ``reporting.bench_tables``).
 """
 from __future__ import annotations
 
@@ -256,84 +257,101 @@ def _latencies(model, device: torch.device, settings, vocab: int, *, budget_s: f
     return out
 
 
+def _quick_grid(shapes: InferenceShapes, quick: bool) -> tuple[list[tuple[int, int]], list[int], list[str]]:
+    """The (batch, length) settings and vocabularies to time, and what --quick leaves out (said in the result)."""
+    settings = [tuple(s) for s in shapes.settings]
+    timed_vocabs = list(shapes.vocab_sizes)
+    skipped: list[str] = []
+    if not quick:
+        return settings, timed_vocabs, skipped
+    longest = max(length for _, length in settings)
+    if len({length for _, length in settings}) > 1:
+        skipped += [f"setting batch {b} x length {n} (--quick drops the longest length)"
+                    for b, n in settings if n == longest]
+        settings = [(b, n) for b, n in settings if n != longest]
+    if len(timed_vocabs) > 1:
+        skipped += [f"latency of vocab {v} models (--quick times vocab {timed_vocabs[0]} only; "
+                    "parameters and size still measured)" for v in timed_vocabs[1:]]
+        timed_vocabs = timed_vocabs[:1]
+    return settings, timed_vocabs, skipped
+
+
+def _measure_model(role: str, vocab: int, shapes: InferenceShapes, device: torch.device, settings, *,
+                   timed: bool, budget_s: float, max_repeats: int, big_tokens: int) -> dict:
+    """Parameters (encoder and MLM model), safetensors size and, if `timed`, latency of one random-weight model."""
+    from transformers import BertForMaskedLM, BertModel, DistilBertForMaskedLM, DistilBertModel
+
+    teacher = role == "teacher"
+    cfg = teacher_config(shapes, vocab) if teacher else student_config(shapes, vocab)
+    classes = (("encoder", BertModel), ("mlm", BertForMaskedLM)) if teacher else \
+        (("encoder", DistilBertModel), ("mlm", DistilBertForMaskedLM))
+    entry: dict[str, Any] = {"role": role, "vocab": vocab, "architecture": cfg.model_type,
+                             "layers": shapes.teacher_layers if teacher else shapes.student_layers, "params": {}}
+    torch.manual_seed(0)
+    for head, cls in classes:
+        model = cls(cfg).eval()
+        entry["params"][head] = model.num_parameters()
+        if head == "mlm":
+            size = _safetensors_size(model)
+            entry["size"] = {"bytes": size, "MB": size / 1e6, "MiB": size / 2**20, "file": "model.safetensors"}
+        if timed:
+            model.to(device)
+            entry.setdefault("latency", {})[head] = _latencies(
+                model, device, settings, vocab, budget_s=budget_s, max_repeats=max_repeats, big_tokens=big_tokens)
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if teacher:
+        entry["formula_params"] = bert_param_formula(vocab, hidden=shapes.hidden, layers=shapes.teacher_layers,
+                                                     ffn=shapes.ffn, positions=shapes.max_positions,
+                                                     type_vocab=shapes.type_vocab, pooler=True)
+    else:
+        entry["formula_params"] = distilbert_param_formula(vocab, hidden=shapes.hidden, layers=shapes.student_layers,
+                                                           ffn=shapes.ffn, positions=shapes.max_positions)
+    entry["paper_params_M"] = PAPER[f"{role}_params_M"].get(vocab)
+    entry["paper_size"] = PAPER[f"{role}_size"].get(vocab)
+    return entry
+
+
+def _compare(t: dict, s: dict) -> dict:
+    """A teacher and its student: size and parameter ratios and, when timed, speed-ups (wall and CPU time)."""
+    pair = {"teacher": f"teacher-{t['vocab']}", "student": f"student-{s['vocab']}",
+            "size_ratio": s["size"]["bytes"] / t["size"]["bytes"],
+            "size_reduction": 1 - s["size"]["bytes"] / t["size"]["bytes"],
+            "paper_size_reduction": PAPER["size_reduction"],
+            "params_ratio_encoder": s["params"]["encoder"] / t["params"]["encoder"]}
+    if "latency" in t:
+        pair["speedup"] = {head: {k: t["latency"][head][k]["median_s"] / s["latency"][head][k]["median_s"]
+                                  for k in t["latency"][head]} for head in ("encoder", "mlm")}
+        # process CPU time (all threads): less sensitive to other processes sharing the cores
+        pair["speedup_cpu_time"] = {
+            head: {k: t["latency"][head][k]["median_cpu_s"] / max(s["latency"][head][k]["median_cpu_s"], 1e-9)
+                   for k in t["latency"][head]} for head in ("encoder", "mlm")}
+    return pair
+
+
 def bench_inference(device: torch.device, *, quick: bool = False, shapes: InferenceShapes | None = None,
                     budget_s: float | None = None, max_repeats: int | None = None) -> dict:
     """Parameters, safetensors size and latency of teachers and students (random weights)."""
     from tqdm.auto import tqdm
-    from transformers import BertForMaskedLM, BertModel, DistilBertForMaskedLM, DistilBertModel
 
     shapes = shapes or InferenceShapes()
     budget_s = budget_s or (3.0 if quick else 15.0)
     max_repeats = max_repeats or (5 if quick else 20)
     _check_positive("budget_s", budget_s)
     _check_positive("max_repeats", max_repeats)
-    settings = [tuple(s) for s in shapes.settings]
-    skipped: list[str] = []
-    timed_vocabs = list(shapes.vocab_sizes)
-    if quick:
-        longest = max(length for _, length in settings)
-        if len({length for _, length in settings}) > 1:
-            skipped += [f"setting batch {b} x length {n} (--quick drops the longest length)"
-                        for b, n in settings if n == longest]
-            settings = [(b, n) for b, n in settings if n != longest]
-        if len(timed_vocabs) > 1:
-            skipped += [f"latency of vocab {v} models (--quick times vocab {timed_vocabs[0]} only; "
-                        "parameters and size still measured)" for v in timed_vocabs[1:]]
-            timed_vocabs = timed_vocabs[:1]
+    settings, timed_vocabs, skipped = _quick_grid(shapes, quick)
     big_tokens = 4096
     models: dict[str, dict] = {}
-    pairs: list[dict] = []
     jobs = [(v, role) for v in shapes.vocab_sizes for role in ("teacher", "student")]
     bar = tqdm(jobs, desc="inference", unit="model", leave=False)
     for vocab, role in bar:
-        name = f"{role}-{vocab}"
-        bar.set_postfix_str(name)
-        cfg = teacher_config(shapes, vocab) if role == "teacher" else student_config(shapes, vocab)
-        enc_cls, mlm_cls = (BertModel, BertForMaskedLM) if role == "teacher" else (DistilBertModel, DistilBertForMaskedLM)
-        entry: dict[str, Any] = {"role": role, "vocab": vocab, "architecture": cfg.model_type,
-                                 "layers": shapes.teacher_layers if role == "teacher" else shapes.student_layers}
-        torch.manual_seed(0)
-        for head, cls in (("encoder", enc_cls), ("mlm", mlm_cls)):
-            model = cls(cfg).eval()
-            entry.setdefault("params", {})[head] = model.num_parameters()
-            if head == "mlm":
-                size = _safetensors_size(model)
-                entry["size"] = {"bytes": size, "MB": size / 1e6, "MiB": size / 2**20, "file": "model.safetensors"}
-            if vocab in timed_vocabs:
-                model.to(device)
-                entry.setdefault("latency", {})[head] = _latencies(
-                    model, device, settings, vocab, budget_s=budget_s, max_repeats=max_repeats, big_tokens=big_tokens)
-            del model
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        if role == "teacher":
-            entry["formula_params"] = bert_param_formula(vocab, hidden=shapes.hidden, layers=shapes.teacher_layers,
-                                                         ffn=shapes.ffn, positions=shapes.max_positions,
-                                                         type_vocab=shapes.type_vocab, pooler=True)
-            entry["paper_params_M"] = PAPER["teacher_params_M"].get(vocab)
-            entry["paper_size"] = PAPER["teacher_size"].get(vocab)
-        else:
-            entry["formula_params"] = distilbert_param_formula(vocab, hidden=shapes.hidden, layers=shapes.student_layers,
-                                                               ffn=shapes.ffn, positions=shapes.max_positions)
-            entry["paper_params_M"] = PAPER["student_params_M"].get(vocab)
-            entry["paper_size"] = PAPER["student_size"].get(vocab)
-        models[name] = entry
-    for vocab in shapes.vocab_sizes:
-        t, s = models[f"teacher-{vocab}"], models[f"student-{vocab}"]
-        pair = {"teacher": f"teacher-{vocab}", "student": f"student-{vocab}",
-                "size_ratio": s["size"]["bytes"] / t["size"]["bytes"],
-                "size_reduction": 1 - s["size"]["bytes"] / t["size"]["bytes"],
-                "paper_size_reduction": PAPER["size_reduction"],
-                "params_ratio_encoder": s["params"]["encoder"] / t["params"]["encoder"]}
-        if "latency" in t:
-            pair["speedup"] = {head: {k: t["latency"][head][k]["median_s"] / s["latency"][head][k]["median_s"]
-                                      for k in t["latency"][head]} for head in ("encoder", "mlm")}
-            # process CPU time (all threads): less sensitive to other processes sharing the cores
-            pair["speedup_cpu_time"] = {
-                head: {k: t["latency"][head][k]["median_cpu_s"] / max(s["latency"][head][k]["median_cpu_s"], 1e-9)
-                       for k in t["latency"][head]} for head in ("encoder", "mlm")}
-        pairs.append(pair)
+        bar.set_postfix_str(f"{role}-{vocab}")
+        models[f"{role}-{vocab}"] = _measure_model(
+            role, vocab, shapes, device, settings, timed=vocab in timed_vocabs, budget_s=budget_s,
+            max_repeats=max_repeats, big_tokens=big_tokens)
+    pairs = [_compare(models[f"teacher-{v}"], models[f"student-{v}"]) for v in shapes.vocab_sizes]
     return {"shapes": asdict(shapes), "settings": [list(s) for s in settings], "skipped": skipped,
             "timed_vocabs": timed_vocabs, "budget_s_per_setting": budget_s, "max_repeats": max_repeats,
             "warmup_rule": f"one warm-up call on the same input; inputs of >= {big_tokens} tokens warm up on batch 1",

@@ -10,10 +10,11 @@ This module turns them into
   (a distillation log as a DataFrame, on top of :func:`kdlib.distill.read_log`), :func:`render`
   (a compact HTML view: missing values as '—', short model names) and :func:`format_report` (the
   benchmark as text for the terminal) / :func:`bench_tables` (the same as DataFrames for a page);
-* figures: :func:`plot_distill_log`, :func:`plot_all_logs`, :func:`plot_score_vs_speed_size` and
-  :func:`plot_bench`. Every figure is 7 in wide (the book's column) with text of at least 9 pt, keeps its
-  legend outside the data, and colours a model the same way everywhere (:func:`color_for`); call
-  :func:`style` once per notebook for the rcParams and SVG output.
+* figures: :func:`plot_teacher_curves`, :func:`plot_distill_log`, :func:`plot_all_logs`,
+  :func:`plot_score_vs_speed_size` (the headline) and :func:`plot_bench`. Every figure is 7 in wide
+  (the book's column) with text of at least 9 pt, one idea per figure or panel, its legend outside the
+  data, and one colour per model everywhere (:func:`color_for`); :func:`style` (once per notebook)
+  makes inline figures SVG.
 """
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from typing import Any
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import pandas as pd
+from matplotlib.figure import Figure
+from pandas.io.formats.style import Styler
 
 from kdlib import registry
 from kdlib.distill import read_log
@@ -36,14 +40,14 @@ from kdlib.runner import read_json, slug
 TASK_ORDER = ("upos", "xpos", "ner", "sapn", "sar", "di", "sts")
 PAPER_MODELS = ("BERT-base-ro", "RoBERT-base", "Distil-BERT-base-ro", "Distil-RoBERT-base",
                 "DistilMulti-BERT-base-ro")
-# The authors' LREC 2022 poster (paper-spec section 7.0), taken as the paper's final table.
-POSTER_TABLE = {
-    "BERT-base-ro": {"upos": 98.00, "xpos": 96.46, "ner": 85.88, "sapn": 97.94, "sar": 79.61, "di": 95.41, "sts": 79.94},
-    "RoBERT-base": {"upos": 98.02, "xpos": 97.15, "ner": 85.14, "sapn": 98.20, "sar": 79.40, "di": 96.17, "sts": 81.18},
-    "Distil-BERT-base-ro": {"upos": 97.97, "xpos": 97.08, "ner": 83.35, "sapn": 98.12, "sar": 80.51, "di": 96.31, "sts": 80.57},
-    "Distil-RoBERT-base": {"upos": 97.12, "xpos": 95.79, "ner": 83.11, "sapn": 97.61, "sar": 79.58, "di": 96.11, "sts": 79.80},
-    "DistilMulti-BERT-base-ro": {"upos": 98.07, "xpos": 96.93, "ner": 83.22, "sapn": 97.74, "sar": 79.77, "di": 96.18, "sts": 80.66},
-}
+# The authors' LREC 2022 poster (paper-spec section 7.0), taken as the paper's final table; tasks in TASK_ORDER.
+POSTER_TABLE = {name: dict(zip(TASK_ORDER, scores)) for name, scores in {
+    "BERT-base-ro": (98.00, 96.46, 85.88, 97.94, 79.61, 95.41, 79.94),
+    "RoBERT-base": (98.02, 97.15, 85.14, 98.20, 79.40, 96.17, 81.18),
+    "Distil-BERT-base-ro": (97.97, 97.08, 83.35, 98.12, 80.51, 96.31, 80.57),
+    "Distil-RoBERT-base": (97.12, 95.79, 83.11, 97.61, 79.58, 96.11, 79.80),
+    "DistilMulti-BERT-base-ro": (98.07, 96.93, 83.22, 97.74, 79.77, 96.18, 80.66),
+}.items()}
 POSTER_LOYALTY = {  # rows read as the three students (paper-spec section 7.0)
     "Distil-BERT-base-ro": {"L-L": 87.80, "P-L": 74.76, "R-L": 94.96},
     "Distil-RoBERT-base": {"L-L": 84.63, "P-L": 71.95, "R-L": 92.24},
@@ -229,16 +233,17 @@ def short_name(model: str) -> str:
     return SHORT_NAMES[base] + model[len(base):] if base in SHORT_NAMES else model
 
 
-def render(table: pd.DataFrame, *, digits: int = 2, short_names: bool = True):
+def render(table: pd.DataFrame, *, digits: int = 2, short_names: bool = True) -> Styler:
     """A compact HTML view of a table for a page: missing values as '—', `digits` decimals, short model
     names (:func:`short_name`) and narrow cells, so that the paper-layout table fits the book's column."""
     view = table.rename(index=short_name) if short_names else table
     styler = view.style.format(precision=digits, na_rep=MISSING)
     return styler.set_table_styles([
-        {"selector": "", "props": "font-size: 0.85em; border-collapse: collapse;"},
-        {"selector": "th, td", "props": "padding: 0.15em 0.45em; white-space: nowrap;"},
+        {"selector": "", "props": "font-size: 0.8em; border-collapse: collapse;"},
+        {"selector": "th, td", "props": "padding: 0.1em 0.35em; white-space: nowrap;"},
         {"selector": "th.col_heading", "props": "text-align: center;"},
         {"selector": "td", "props": "text-align: right;"}])
+
 
 # --------------------------------------------------------------------------- the benchmark (kdlib.bench)
 
@@ -350,7 +355,8 @@ MODEL_COLORS = {
     "DistilMulti-BERT-base-ro": "#7b3294", "DistilMulti-BERT-base-ro (average)": "#7b3294",
     "DistilMulti-BERT-base-ro (sum)": "#c51b7d", "Control (MLM only)": "#7f7f7f",
 }
-# Models without a fixed colour get one of these, picked from a hash of the name (the same in every process).
+# Models without a fixed colour get one of these, picked from a hash of the name (the same in every process);
+# a chapter that adds a model the book shows often gives it a fixed colour above.
 EXTRA_COLORS = ("#1b9e77", "#8c564b", "#bcbd22", "#17becf", "#393b79", "#637939", "#d95f02", "#e7298a")
 ROLE_MARKERS = {"teacher": "s", "student": "o", "control": "X"}
 
@@ -365,7 +371,8 @@ def _styled(plot: Callable) -> Callable:
 
 
 def style(*, svg: bool = True) -> None:
-    """Set the book's figure style (matplotlib rcParams) and, inside IPython, SVG output of inline figures."""
+    """Set the book's figure style globally (the plot functions here use it anyway) and, inside IPython, SVG
+    output of inline figures (``%config InlineBackend.figure_formats = ['svg']``; ``svg=False``: 2x PNG)."""
     mpl.rcParams.update(RC_PARAMS)
     try:
         from IPython import get_ipython
@@ -390,7 +397,7 @@ def display_name(key: str) -> str:
     return next((name for name in MODEL_COLORS if slug(name) == slug(key)), key)
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Save `fig` atomically (tmp file then os.replace; format from the suffix) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,7 +408,7 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _legend_below(fig, axes, ncol: int = 3) -> None:
+def _legend_below(fig: Figure, axes, ncol: int = 3) -> None:
     """One legend for the whole figure, under the panels (never over the data); needs layout="constrained"."""
     handles: dict[str, Any] = {}
     for ax in axes:
@@ -416,7 +423,7 @@ def _legend_below(fig, axes, ncol: int = 3) -> None:
 LOSS_TERMS = ("total", "kl", "mlm", "cos")
 
 
-def _loss_curves(frames: list[tuple[str, pd.DataFrame]], title: str = ""):
+def _loss_curves(frames: list[tuple[str, pd.DataFrame]], title: str = "") -> Figure:
     """A 2 x 2 grid, one panel per loss term (total, KL, MLM, cosine), one line per student."""
     terms = [t for t in LOSS_TERMS if any(t in df.columns for _, df in frames)]
     if not terms:
@@ -442,6 +449,24 @@ def _loss_curves(frames: list[tuple[str, pd.DataFrame]], title: str = ""):
     return fig
 
 
+@_styled
+def plot_teacher_curves(teachers: dict[str, dict]) -> Figure | None:
+    """MLM training loss per step of the teachers trained here (teachers.json of notebook 01, one line each);
+    None when no teacher has a curve (teachers loaded from the hub)."""
+    curves = {name: info.get("metrics", {}).get("train_loss_curve") for name, info in teachers.items()}
+    curves = {name: curve for name, curve in curves.items() if curve}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.2), layout="constrained")
+    for name, curve in curves.items():
+        steps, losses = zip(*curve)
+        ax.plot(steps, losses, color=color_for(name), label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("MLM loss")
+    _legend_below(fig, [ax])
+    return fig
+
+
 def _student_frames(path: str | os.PathLike) -> list[tuple[str, pd.DataFrame]]:
     df = log_frame(path)
     if "step" not in df.columns:
@@ -452,13 +477,13 @@ def _student_frames(path: str | os.PathLike) -> list[tuple[str, pd.DataFrame]]:
 
 
 @_styled
-def plot_distill_log(path: str | os.PathLike, *, title: str = ""):
+def plot_distill_log(path: str | os.PathLike, *, title: str = "") -> Figure:
     """Loss curves of one distillation log.jsonl: a panel per loss term, a line per student."""
     return _loss_curves(_student_frames(path), title)
 
 
 @_styled
-def plot_all_logs(run_dir: str | os.PathLike):
+def plot_all_logs(run_dir: str | os.PathLike) -> Figure:
     """The loss curves of every student and the control of a run on shared panels (one per loss term)."""
     zoo = model_zoo(run_dir)
     frames = []
@@ -481,11 +506,11 @@ def speed_size(results: pd.DataFrame) -> pd.DataFrame:
 
 
 @_styled
-def plot_score_vs_speed_size(results: pd.DataFrame, bench: dict | None = None):
+def plot_score_vs_speed_size(results: pd.DataFrame, bench: dict | None = None) -> Figure:
     """The headline figure: mean score over tasks against size (parameters) and against speed, a marker per model.
 
-    `bench` (a kdlib.bench result) adds, under the panels, the speed-up and size reduction of a student at
-    the paper's real shapes, which the run's small models cannot show.
+    `bench` (a kdlib.bench result) adds, above the panels, the student's speed-up and size reduction at the
+    benchmark's shapes (the paper's), which the run's small models cannot show.
     """
     agg = speed_size(results)
     fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH, 3.8), sharey=True, layout="constrained")
@@ -508,15 +533,18 @@ def plot_score_vs_speed_size(results: pd.DataFrame, bench: dict | None = None):
 
 
 def _bench_note(bench: dict) -> str:
-    """'At the paper's shapes (kdlib.bench): the student is 1.9x faster (batch 32 x 128) and 35% smaller.'"""
-    pair = next((p for p in (bench.get("inference") or {}).get("pairs", []) if "speedup" in p), None)
+    """The benchmark in one sentence: 'kdlib.bench (cpu): the 6-layer student is 2.1x faster than the 12-layer
+    teacher (batch 32 x 128), 34% smaller.' ('' without timed latencies)."""
+    inf = bench.get("inference") or {}
+    pair = next((p for p in inf.get("pairs", []) if "speedup" in p), None)
     if pair is None:
         return ""
     setting = "b32_l128" if "b32_l128" in pair["speedup"]["encoder"] else next(iter(pair["speedup"]["encoder"]))
     batch, length = setting[1:].split("_l")
-    return (f"At the paper's shapes (kdlib.bench, {bench['device']['type']}): the student is "
-            f"{pair['speedup']['encoder'][setting]:.1f}x faster (batch {batch} x {length}) and "
-            f"{100 * pair['size_reduction']:.0f}% smaller.")
+    t, s = inf["models"][pair["teacher"]], inf["models"][pair["student"]]
+    return (f"kdlib.bench ({bench['device']['type']}): the {s['layers']}-layer student is "
+            f"{pair['speedup']['encoder'][setting]:.1f}x faster than the {t['layers']}-layer teacher "
+            f"(batch {batch} x {length}), {100 * pair['size_reduction']:.0f}% smaller.")
 
 
 # --------------------------------------------------------------------------- figures and tables of the benchmark
@@ -534,9 +562,12 @@ def _draw_latency(ax, result: dict) -> None:
                hatch=hatch, edgecolor="white")
     ax.set_xticks(range(len(keys)), [k[1:].replace("_l", " x ") for k in keys])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
     ax.set_xlabel("batch x length")
     ax.set_ylabel("median latency (ms)")
-    ax.set_title(f"Latency at the paper's shapes, vocabulary {t['vocab']} ({result['device']['type']})")
+    ax.set_title(f"Latency, {t['layers']}-layer teacher and {s['layers']}-layer student, vocabulary {t['vocab']} "
+                 f"({result['device']['type']})")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
@@ -544,10 +575,10 @@ def _draw_speedup(ax, result: dict) -> None:
     for p in result["inference"]["pairs"]:
         if "speedup" not in p:
             continue
-        for head, marker in (("encoder", "o"), ("mlm", "s")):
+        for head, marker, what in (("encoder", "o", "encoder"), ("mlm", "s", "MLM model")):
             keys = list(p["speedup"][head])
             ax.plot([k[1:].replace("_l", " x ") for k in keys], [p["speedup"][head][k] for k in keys],
-                    marker=marker, label=f"{head}, vocab {p['teacher'].split('-', 1)[1]}")
+                    marker=marker, label=f"{what}, vocab {p['teacher'].split('-', 1)[1]}")
     target, paper = result.get("target_values", {}), result.get("paper", {})
     if "speedup_b32_l128_cpu" in target:
         ax.axhline(target["speedup_b32_l128_cpu"], color="k", ls="--", lw=1,
@@ -556,36 +587,45 @@ def _draw_speedup(ax, result: dict) -> None:
         ax.axhline(paper["speedup"], color="#b2182b", ls=":", lw=1.2, label=f"paper ~{paper['speedup']:g}x (GPU)")
     ax.set_xlabel("batch x length")
     ax.set_ylabel("student / teacher speed-up")
-    ax.set_title("Speed-up of the 6-layer student")
+    models = result["inference"]["models"]
+    layers = {m["role"]: m["layers"] for m in models.values()}
+    ax.set_title(f"Speed-up of the {layers['student']}-layer student over the {layers['teacher']}-layer teacher")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _draw_throughput(ax, result: dict) -> None:
-    labels, values, colors = [], [], []
-    th, sh = result.get("throughput"), result.get("shared")
-    if th:
-        labels += ["reference loop", "kdlib loop"]
-        values += [th["reference"]["train_tokens_per_s"], th["kdlib"]["train_tokens_per_s"]]
-        colors += ["#9e9e9e", "#1f4e9c"]
-    if sh:
-        n_tok = sh["shared"].get("real_tokens") or 1.0
-        labels += ["3 students,\nseparate runs", "3 students,\none shared run"]
-        values += [n_tok / sh["separate_s"], n_tok / sh["shared_s"]]
-        colors += ["#9e9e9e", "#1b9e77"]
-    ax.barh(labels[::-1], values[::-1], color=colors[::-1])
-    ax.set_xlabel("real tokens per second" if (th or sh["shared"].get("real_tokens")) else "runs per second")
-    ax.set_title("Distillation throughput")
+    th = result["throughput"]
+    names = {"reference": "reference loop\n(DistilBERT recipe)", "kdlib": "kdlib loop"}
+    values = [th[k]["train_tokens_per_s"] for k in names]
+    ax.barh(list(names.values())[::-1], values[::-1], color=["#1f4e9c", "#9e9e9e"])
+    ax.set_xlabel("real (non-pad) tokens per second of the training loop")
+    ax.set_title(f"Distillation throughput: kdlib {th['ratio_tokens_per_s']:.2f}x the reference loop")
+
+
+def _draw_shared(ax, result: dict) -> None:
+    sh = result["shared"]
+    left = 0.0
+    for i, (name, run) in enumerate(sh["separate"].items()):
+        ax.barh("three separate runs", run["total_s"], left=left, color=EXTRA_COLORS[i], label=name)
+        left += run["total_s"]
+    ax.barh("one run, shared\nteacher passes", sh["shared_s"], color="#1f4e9c")
+    ax.set_xlabel("wall time (s): load, tokenize, train, save")
+    ax.set_title(f"Three students at once: {sh['speedup']:.2f}x faster than one by one")
+    ax.legend(title="student", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 @_styled
-def plot_bench(result: dict):
-    """The benchmark's figures stacked (one idea per panel): latency, the student's speed-up, throughput."""
+def plot_bench(result: dict) -> Figure:
+    """The benchmark's panels stacked, one idea each: latency, the student's speed-up, the distillation loop's
+    throughput against the reference loop, three students in one run against three runs."""
     inf = result.get("inference")
     panels = []
     if inf and any("speedup" in p for p in inf["pairs"]):
         panels += [_draw_latency, _draw_speedup]
-    if result.get("throughput") or result.get("shared"):
+    if result.get("throughput"):
         panels.append(_draw_throughput)
+    if result.get("shared"):
+        panels.append(_draw_shared)
     if not panels:
         raise ValueError("no inference, throughput or shared results")
     fig, axes = plt.subplots(len(panels), 1, figsize=(FIG_WIDTH, 2.9 * len(panels)), squeeze=False,

@@ -256,6 +256,72 @@ def _children_maxrss_mb() -> float:
 
 # --------------------------------------------------------------------------- the runner
 
+def _profile_steps(prof: dict, notebooks_dir: str | os.PathLike) -> list[Path]:
+    """The notebooks a profile runs: all NN-name.ipynb, or those its `steps:` list names."""
+    steps = list_steps(notebooks_dir)
+    if prof.get("steps"):
+        wanted = [_match_step(s, [p.stem for p in steps]) for s in prof["steps"]]
+        steps = [p for p in steps if p.stem in wanted]
+    return steps
+
+
+def _open_summary(run_dir: Path, profile: str) -> tuple[dict, Path]:
+    """The run's run_summary.json (kept across invocations), stamped with this invocation's profile."""
+    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    path = run_dir / "run_summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update({"profile": profile, "run_dir": str(run_dir), "python": sys.version.split()[0]})
+    summary.setdefault("steps", {})
+    return summary, path
+
+
+def _failure(nb: Path, error: dict, executed: Path) -> PipelineError:
+    """The error of a failed step: notebook, cell, exception and where the executed copy is kept."""
+    msg = (f"notebook {nb.name} failed in cell {error['cell_index']} "
+           f"(execution count {error['exec_count']}): {error['ename']}: {error['evalue']}\n"
+           f"executed copy kept for reading: {executed}")
+    log.error(msg)
+    return PipelineError(nb.stem, msg, executed)
+
+
+def _step_hashes(steps: list[Path], params: dict[str, dict]) -> dict[str, str]:
+    """A hash per step over its parameters, its notebook source and the hash of the step before it."""
+    chain, hashes = "", {}
+    for nb in steps:
+        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()])
+        hashes[nb.stem] = chain
+    return hashes
+
+
+def _up_to_date(run_dir: Path, nb: Path, step_hash: str) -> bool:
+    """The step's marker holds `step_hash` and its executed copy exists."""
+    marker = run_dir / ".done" / f"{nb.stem}.json"
+    return (marker.is_file() and (run_dir / "notebooks" / nb.name).is_file()
+            and json.loads(marker.read_text()).get("hash") == step_hash)
+
+
+def _execute(nb: Path, executed: Path, params: dict, *, run_dir: Path, kernel_name: str,
+             timeout: int | None) -> dict:
+    """Run one notebook with papermill; its summary entry (status, wall time, peak memory, error if any)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    t0 = time.perf_counter()
+    status, error = "ok", None
+    with _TreeMemorySampler() as sampler:
+        try:
+            papermill.execute_notebook(
+                str(nb), str(executed), parameters=params, kernel_name=kernel_name,
+                progress_bar=False, cwd=str(run_dir), execution_timeout=timeout)
+        except PapermillExecutionError as exc:
+            status = "failed"
+            error = {"cell_index": exc.cell_index, "exec_count": exc.exec_count,
+                     "ename": exc.ename, "evalue": exc.evalue}
+    return {"status": status, "wall_s": round(time.perf_counter() - t0, 2),
+            "peak_rss_mb": round(sampler.peak / 2**20, 1), "parameters": params, "skipped_last_run": False,
+            **({"error": error} if error else {})}
+
+
 def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike | None = None, *,
                  only: str | None = None, overrides: dict | None = None, force: bool = False,
                  notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS_DIR,
@@ -267,30 +333,17 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
     the hashes of the steps before it) is skipped. The first failure raises PipelineError naming the
     notebook and cell; out_dir/run_summary.json records wall time and peak memory per step.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
     from tqdm.auto import tqdm
 
+    # plan: profile, steps, parameters (all checked before anything runs), hashes
     prof = load_profile(profile)
     run_dir = Path(out_dir or REPO_ROOT / "runs" / prof["name"]).resolve()
-    steps = list_steps(notebooks_dir)
-    if prof.get("steps"):
-        wanted = [_match_step(s, [p.stem for p in steps]) for s in prof["steps"]]
-        steps = [p for p in steps if p.stem in wanted]
+    steps = _profile_steps(prof, notebooks_dir)
     params = resolve_parameters(prof, steps, run_dir, overrides)
     only_name = _match_step(only, [p.stem for p in steps]) if only else None
-
-    chain, hashes = "", {}
-    for nb in steps:
-        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()])
-        hashes[nb.stem] = chain
-
+    hashes = _step_hashes(steps, params)
     ensure_drive(run_dir, mount=False)  # on Colab: never create a local folder where Drive should be mounted
-    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    summary_path = run_dir / "run_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary.update({"profile": prof["name"], "run_dir": str(run_dir), "python": sys.version.split()[0]})
-    summary.setdefault("steps", {})
+    summary, summary_path = _open_summary(run_dir, prof["name"])
     todo = [nb for nb in steps if only_name in (None, nb.stem)]
     log.info("run %s: %d step(s) into %s", prof["name"], len(todo), run_dir)
     t_run = time.perf_counter()
@@ -298,49 +351,31 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
     for nb in bar:
         name = nb.stem
         bar.set_postfix_str(name)
-        marker = run_dir / ".done" / f"{name}.json"
-        executed = run_dir / "notebooks" / nb.name
-        if only_name is None and not force and marker.is_file() and executed.is_file():
-            if json.loads(marker.read_text()).get("hash") == hashes[name]:
-                log.info("[%s] up to date, skipped", name)
-                summary["steps"].setdefault(name, {})["skipped_last_run"] = True
-                continue
+        # skip a step that is up to date (never with --only or --force)
+        if only_name is None and not force and _up_to_date(run_dir, nb, hashes[name]):
+            log.info("[%s] up to date, skipped", name)
+            summary["steps"].setdefault(name, {})["skipped_last_run"] = True
+            continue
         if only_name is not None:
-            before = steps[: steps.index(nb)]
-            missing = [p.stem for p in before if not (run_dir / ".done" / f"{p.stem}.json").is_file()]
+            missing = [p.stem for p in steps[: steps.index(nb)]
+                       if not (run_dir / ".done" / f"{p.stem}.json").is_file()]
             if missing:
                 log.warning("[%s] steps before it have not completed in %s: %s", name, run_dir, missing)
-        marker.unlink(missing_ok=True)
-        for later in steps[steps.index(nb) + 1:]:  # their inputs are about to change: never skip them afterwards
+        # this step and every later one lose their markers: their inputs are about to change
+        for later in steps[steps.index(nb):]:
             (run_dir / ".done" / f"{later.stem}.json").unlink(missing_ok=True)
         log.info("[%s] running (%d parameters)", name, len(params[name]))
-        t0 = time.perf_counter()
-        status, error = "ok", None
-        with _TreeMemorySampler() as sampler:
-            try:
-                papermill.execute_notebook(
-                    str(nb), str(executed), parameters=params[name], kernel_name=kernel_name,
-                    progress_bar=False, cwd=str(run_dir), execution_timeout=timeout)
-            except PapermillExecutionError as exc:
-                status = "failed"
-                error = {"cell_index": exc.cell_index, "exec_count": exc.exec_count,
-                         "ename": exc.ename, "evalue": exc.evalue}
-        wall = time.perf_counter() - t0
-        summary["steps"][name] = {"status": status, "wall_s": round(wall, 2),
-                                  "peak_rss_mb": round(sampler.peak / 2**20, 1),
-                                  "parameters": params[name], "skipped_last_run": False,
-                                  **({"error": error} if error else {})}
+        executed = run_dir / "notebooks" / nb.name
+        summary["steps"][name] = entry = _execute(nb, executed, params[name], run_dir=run_dir,
+                                                  kernel_name=kernel_name, timeout=timeout)
         summary["children_maxrss_mb"] = round(_children_maxrss_mb(), 1)
         _finalise_summary(summary, steps, summary_path)
-        if error:
-            msg = (f"notebook {nb.name} failed in cell {error['cell_index']} "
-                   f"(execution count {error['exec_count']}): {error['ename']}: {error['evalue']}\n"
-                   f"executed copy kept for reading: {executed}")
-            log.error(msg)
-            raise PipelineError(name, msg, executed)
-        write_json(marker, {"hash": hashes[name], "parameters": params[name],
-                                    "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        log.info("[%s] done in %.1f s (peak %.0f MB)", name, wall, sampler.peak / 2**20)
+        if "error" in entry:
+            raise _failure(nb, entry["error"], executed)
+        write_json(run_dir / ".done" / f"{name}.json", {"hash": hashes[name], "parameters": params[name],
+                                                         "wall_s": entry["wall_s"],
+                                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        log.info("[%s] done in %.1f s (peak %.0f MB)", name, entry["wall_s"], entry["peak_rss_mb"])
     summary["last_invocation_wall_s"] = round(time.perf_counter() - t_run, 2)
     _finalise_summary(summary, steps, summary_path)
     return summary
