@@ -159,6 +159,7 @@ document.getElementById('f').onload = function () {
   Promise.all(imgs.map(function (i) { return i.decode().catch(function () {}); })).then(function () {
     var outputs = Array.prototype.map.call(main.querySelectorAll('.cell_output, .output'),
                                            function (e) { return e.innerText; });
+    var inputs = Array.prototype.map.call(main.querySelectorAll('.cell_input'), function (e) { return e.innerText; });
     var clone = main.cloneNode(true);   // the page's text without code (commands a reader types are fine)
     Array.prototype.forEach.call(clone.querySelectorAll('.cell_input, div.highlight, pre, code'),
                                  function (e) { e.remove(); });
@@ -171,6 +172,7 @@ document.getElementById('f').onload = function () {
       prose: prose,
       text: clone.innerText,
       outputs: outputs.join('\\n'),
+      inputs: inputs.join('\\n'),
       images: imgs.map(function (i) { return {src: (i.getAttribute('src') || '').slice(0, 80), complete: i.complete,
                                                natural: i.naturalWidth, width: i.getBoundingClientRect().width}; })
     };
@@ -222,10 +224,12 @@ def page_problems(page: str, seen: dict) -> list[str]:
     if seen["errors"]:
         problems.append(f"{seen['errors']} error output(s)")
     for what, pattern in NOISE.items():
-        for where in ("outputs", "text"):
+        # code cells may quote warnings or draw bars in their source, but never hold a machine's path
+        # (papermill's injected-parameters cell does, unless the book build hides it)
+        for where in ("outputs", "text", "inputs") if what == "an absolute path" else ("outputs", "text"):
             hit = pattern.search(seen[where])
             if hit:
-                problems.append(f"{what} in its {'cell outputs' if where == 'outputs' else 'text'}: "
+                problems.append(f"{what} in its {where}: "
                                 f"{seen[where][max(0, hit.start() - 60):hit.end() + 60]!r}")
                 break
     for img in seen["images"]:
@@ -254,13 +258,14 @@ def test_every_page_reads_clean(server, tmp_path):
 
 def test_page_checks_catch_noise():
     """The checks themselves: each kind of noise on a page is reported."""
-    clean = {"stderr": 0, "errors": 0, "prose": 2, "text": "A sentence.", "outputs": "0.95",
+    clean = {"stderr": 0, "errors": 0, "prose": 2, "text": "A sentence.", "outputs": "0.95", "inputs": "x = 1",
              "images": [{"src": "a.png", "complete": True, "natural": 1400, "width": 700}]}
     assert page_problems("p.html", clean) == []
     cases = {"stderr": {"stderr": 1}, "warning": {"outputs": "data.py:291: UserWarning: rebuilt copy"},
              "traceback": {"outputs": "Traceback (most recent call last):"},
              "progress": {"outputs": "distill:   7%|▋         | 1/15 [00:00<00:01, 48.90it/s]"},
-             "path": {"text": "run_dir = '/tmp/pytest-1/runs/smoke'"}, "venv": {"outputs": ".venv/lib/python3.11/x.py"},
+             "path": {"text": "run_dir = '/tmp/pytest-1/runs/smoke'"},
+             "injected cell": {"inputs": 'run_dir = "/work/main/runs/smoke"'}, "venv": {"outputs": ".venv/lib/python3.11/x.py"},
              "broken image": {"images": [{"src": "b.png", "complete": True, "natural": 0, "width": 0}]},
              "narrow image": {"images": [{"src": "c.png", "complete": True, "natural": 600, "width": 300}]},
              "no prose": {"prose": 0}}
