@@ -7,9 +7,12 @@ both the test examples drawn and the seed. Each bootstrap replicate (``n_resampl
 1. **test examples** with replacement, ONE draw shared by every model in the comparison (paired: the same
    resampled test set scores teacher, student and control). For tagging the unit is the *sentence*
    (prediction ids ``'<sentence>:<word>'``), so the words of a sentence move together; otherwise an example.
-2. **fine-tuning seeds** with replacement, independently for each model (seed ``s`` of two models are
-   different runs, not pairs); the replicate's score is the mean over the drawn seeds of the metric of each
-   drawn seed's predictions on the resampled test set.
+2. **fine-tuning seeds** with replacement; the replicate's score is the mean over the drawn seeds of the
+   metric of each drawn seed's predictions on the resampled test set. Two models compared with the same
+   number of seeds share the draw, paired by position (the k-th seed of both was fine-tuned with the same
+   seed: same data order and head initialisation), so identical predictions give exactly [0, 0];
+   otherwise each model's seeds are drawn independently. A teacher and a student in a loyalty are always
+   drawn independently (every teacher seed against every student seed).
 
 The statistic of a replicate is then the score, a difference of scores, a loyalty (teacher seeds and
 student seeds both drawn; the mean over all drawn teacher x student seed pairs) or a difference of
@@ -99,10 +102,12 @@ class Replicates:
 
 # ------------------------------------------------------------------------------------------- units
 def _units(pred: Predictions) -> np.ndarray:
-    """Resampling unit (int code) of every example: its sentence for tagging, itself otherwise."""
+    """Resampling unit of every example, numbered in file order: its sentence for tagging, itself otherwise."""
     keys = [i.rsplit(":", 1)[0] for i in pred.ids] if pred.kind == "tagging" else list(pred.ids)
-    _, codes = np.unique(np.asarray(keys), return_inverse=True)
-    return codes.reshape(-1)
+    _, first, codes = np.unique(np.asarray(keys), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[codes.reshape(-1)]
 
 
 def _check_runs(groups: Sequence[Sequence[Predictions]]) -> Predictions:
@@ -247,9 +252,14 @@ def _seed_weights(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> n
 
 
 def _combine(terms: Sequence[_Term], side_seeds: Sequence[int], n_units: int, n_resamples: int,
-             rng: np.random.Generator) -> Replicates:
-    """Estimate, full replicates and the seed-only / example-only variances of sum(coef x term)."""
+             rng: np.random.Generator, paired: Sequence[int] = ()) -> Replicates:
+    """Estimate, full replicates and the seed-only / example-only variances of sum(coef x term).
+
+    Sides listed in ``paired`` (same number of seeds) share one seed draw.
+    """
     draws = [_seed_weights(s, n_resamples, rng) for s in side_seeds]
+    for i in paired[1:]:
+        draws[i] = draws[paired[0]]
     uniform = [np.full((n_resamples, s), 1.0 / s) for s in side_seeds]
     est, full, seeds_only, examples_only = 0.0, 0.0, 0.0, 0.0
     for t in terms:
@@ -261,6 +271,11 @@ def _combine(terms: Sequence[_Term], side_seeds: Sequence[int], n_units: int, n_
         examples_only = examples_only + t.coef * _contract(resampled, [uniform[i] for i in t.sides])
     return Replicates(est, np.asarray(full), float(np.var(seeds_only, ddof=1)), float(np.var(examples_only, ddof=1)),
                       min(side_seeds), n_units)
+
+
+def _paired(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], first: int) -> tuple[int, ...]:
+    """Sides (first, first + 1) share the seed draw when both models have the same number of seeds."""
+    return (first, first + 1) if len(runs_a) == len(runs_b) else ()
 
 
 def _setup(groups: Sequence[Sequence[Predictions]], n_resamples: int, seed: int):
@@ -294,7 +309,7 @@ def difference_replicates(runs_a: Sequence[Predictions], runs_b: Sequence[Predic
     va = np.stack([_metric_rows(r, m, units, w, idx) for r in runs_a])
     vb = np.stack([_metric_rows(r, m, units, w, idx) for r in runs_b])
     terms = [_Term(1.0, (0,), va), _Term(-1.0, (1,), vb)]
-    return _combine(terms, [len(runs_a), len(runs_b)], w.shape[1], n_resamples, rng)
+    return _combine(terms, [len(runs_a), len(runs_b)], w.shape[1], n_resamples, rng, _paired(runs_a, runs_b, 0))
 
 
 def default_measures(kind: str) -> tuple[str, ...]:
@@ -322,7 +337,8 @@ def loyalty_difference_replicates(teacher_runs: Sequence[Predictions], runs_a: S
         return np.stack([np.stack([_loyalty_rows(t, s, measure, units, w) for s in runs]) for t in teacher_runs])
 
     terms = [_Term(1.0, (0, 1), table(runs_a)), _Term(-1.0, (0, 2), table(runs_b))]
-    return _combine(terms, [len(teacher_runs), len(runs_a), len(runs_b)], w.shape[1], n_resamples, rng)
+    return _combine(terms, [len(teacher_runs), len(runs_a), len(runs_b)], w.shape[1], n_resamples, rng,
+                    _paired(runs_a, runs_b, 1))
 
 
 # ------------------------------------------------------------------------------------- intervals
