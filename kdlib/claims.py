@@ -163,7 +163,7 @@ class RunResults:
             if (self.run / "distill" / f"{part}.json").is_file():
                 registry.update(read_json(self.run / "distill" / f"{part}.json"))
         self.kind = {n: registry.get(n, {}).get("kind", "teacher") for n in self.zoo}
-        self.init = {n: registry.get(n, {}).get("init", "teacher") for n in self.zoo}
+        self.init = {n: self._init_of(n) for n in self.zoo}
         have = [n for n in self.zoo if any((self.run / "evaluate" / self.zoo[n]["key"]).glob("*/summary.json"))]
         self.models = have
         self.tasks = [t for t in TASK_ORDER
@@ -171,6 +171,14 @@ class RunResults:
                                       for n in have)]
         self._runs: dict[tuple[str, str], list[Predictions]] = {}
         self._reps: dict[tuple, Replicates] = {}
+
+    def _init_of(self, model: str) -> str:
+        """"random" or "teacher": how the student was initialised (kdlib.students records it in config.json)."""
+        info = self.zoo[model]
+        for folder in (Path(info["path"]), self.run / "students" / info["key"]):
+            if (folder / "config.json").is_file():
+                return read_json(folder / "config.json").get("kdlib_init", "teacher")
+        return "teacher"
 
     def _pick(self, kinds: tuple[str, ...], *, random: bool) -> list[str]:
         return [n for n in self.models if self.kind[n].startswith(kinds) and (self.init[n] == "random") == random]
@@ -197,7 +205,8 @@ class RunResults:
 
     @property
     def random_pair(self) -> tuple[str, str] | None:
-        students = [n for n in self._pick(("",), random=True) if self.kind[n] != "control"]
+        """(distilled, MLM-only control), both initialised from random weights, when the run has them."""
+        students = self._pick(("single-teacher",), random=True)
         controls = self._pick(("control",), random=True)
         return (students[0], controls[0]) if students and controls else None
 
