@@ -30,10 +30,21 @@ import numpy as np
 import pandas as pd
 
 from kdlib.loyalty import Predictions
-from kdlib.metrics import ALTERNATES, majority_baseline, prediction_collapse, task_kind_and_metric
+from kdlib.metrics import (
+    ALTERNATES,
+    majority_baseline,
+    prediction_collapse,
+    task_kind_and_metric,
+)
 from kdlib.runner import TASK_ORDER, model_zoo, read_json
-from kdlib.stats import (Interval, Replicates, default_measures, difference_replicates, load_runs,
-                         loyalty_difference_replicates, required_n, score_replicates)
+from kdlib.stats import (
+    Interval,
+    Replicates,
+    TaskBootstrap,
+    default_measures,
+    load_runs,
+    required_n,
+)
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE = "supported", "contradicted", "inconclusive", "not testable here"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
@@ -170,7 +181,8 @@ class RunResults:
                       if have and all((self.run / "evaluate" / self.zoo[n]["key"] / t / "summary.json").is_file()
                                       for n in have)]
         self._runs: dict[tuple[str, str], list[Predictions]] = {}
-        self._reps: dict[tuple, Replicates] = {}
+        self._reps: dict[tuple, Any] = {}
+        self._boots: dict[str, TaskBootstrap] = {}
 
     def _init_of(self, model: str) -> str:
         """"random" or "teacher": how the student was initialised (kdlib.students records it in config.json)."""
@@ -218,20 +230,24 @@ class RunResults:
             self._runs[model, task] = load_runs(self.run, self.zoo[model]["key"], task)
         return self._runs[model, task]
 
-    def _opts(self) -> dict[str, int]:
-        return {"n_resamples": self.n_resamples, "seed": self.seed}
+    def boot(self, task: str) -> TaskBootstrap:
+        """The task's resampled test sets, shared by every comparison on it (kdlib.stats.TaskBootstrap)."""
+        if task not in self._boots:
+            self._boots[task] = TaskBootstrap(self.runs(self.models[0], task)[0], n_resamples=self.n_resamples,
+                                              seed=self.seed)
+        return self._boots[task]
 
     def score(self, model: str, task: str) -> Replicates:
         key = ("score", model, task)
         if key not in self._reps:
-            self._reps[key] = score_replicates(self.runs(model, task), **self._opts())
+            self._reps[key] = self.boot(task).score(self.runs(model, task))
         return self._reps[key]
 
     def diff(self, a: str, b: str) -> dict[str, Replicates]:
         """score(a) - score(b) per task and for the mean over tasks (key "mean")."""
         key = ("diff", a, b)
         if key not in self._reps:
-            per = {t: difference_replicates(self.runs(a, t), self.runs(b, t), **self._opts()) for t in self.tasks}
+            per = {t: self.boot(t).difference(self.runs(a, t), self.runs(b, t)) for t in self.tasks}
             self._reps[key] = {**per, "mean": Replicates.mean(list(per.values()))}
         return self._reps[key]
 
@@ -240,8 +256,8 @@ class RunResults:
         key = ("loyalty", a, b, teacher, measure)
         if key not in self._reps:
             tasks = [t for t in self.tasks if measure in default_measures(task_kind_and_metric(t)[0])]
-            per = {t: loyalty_difference_replicates(self.runs(teacher, t), self.runs(a, t), self.runs(b, t), measure,
-                                                    **self._opts()) for t in tasks}
+            per = {t: self.boot(t).loyalty_difference(self.runs(teacher, t), self.runs(a, t), self.runs(b, t), measure)
+                   for t in tasks}
             self._reps[key] = {**per, "mean": Replicates.mean(list(per.values()))} if per else {}
         return self._reps[key]
 

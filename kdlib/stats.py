@@ -24,7 +24,10 @@ from per-sentence sufficient statistics (macro-F1: true positives, gold and pred
 accuracy; Pearson moments), identical to :func:`kdlib.metrics.compute_metrics` on the resampled set, and
 other metrics (Spearman, seqeval entity-F1) by calling ``compute_metrics`` on each replicate.
 
-The mean over tasks resamples each task's test set independently (different data) and averages the
+:class:`TaskBootstrap` holds one task's resampled test sets and caches each run's metric (and each
+teacher-student pair's loyalty) on them, so that the many comparisons of a run on one task are paired and
+cheap; the module-level functions (:func:`score_interval`, :func:`difference_interval`, ...) build one for a
+single comparison. The mean over tasks resamples each task's test set independently (different data) and averages the
 replicates. Two more bootstrap runs isolate the variance due to seeds (examples fixed) and to examples
 (seeds averaged); :func:`required_n` turns them into the seeds or test examples an inconclusive
 comparison would need (normal approximation, ``scipy.stats.norm``).
@@ -278,38 +281,91 @@ def _paired(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], first:
     return (first, first + 1) if len(runs_a) == len(runs_b) else ()
 
 
-def _setup(groups: Sequence[Sequence[Predictions]], n_resamples: int, seed: int):
-    if not isinstance(n_resamples, int) or n_resamples < MIN_RESAMPLES:
-        raise ValueError(f"n_resamples must be an integer >= {MIN_RESAMPLES}, got {n_resamples!r}")
-    ref = _check_runs(groups)
-    units = _units(ref)
-    rng = np.random.default_rng([seed, zlib.crc32(ref.task.encode())])
-    w, idx = _draws(units, n_resamples, rng)
-    return ref, units, w, idx, rng
+class TaskBootstrap:
+    """The resampled test sets of one task, shared by every comparison on it, with per-run caches.
+
+    ``reference``: any run of the task (its ids define the test examples and the resampling units). The
+    example draws depend only on (``seed``, task, ``n_resamples``), so every comparison on a task sees the
+    same resampled test sets (paired across models); each run's metric and each teacher-student pair's
+    loyalty on them is computed once. Seed draws are made afresh (from the same seed) in each call, so a
+    result does not depend on the order of calls.
+    """
+
+    def __init__(self, reference: Predictions, *, n_resamples: int = 1000, seed: int = 0) -> None:
+        if not isinstance(n_resamples, int) or n_resamples < MIN_RESAMPLES:
+            raise ValueError(f"n_resamples must be an integer >= {MIN_RESAMPLES}, got {n_resamples!r}")
+        self.reference, self.n_resamples = reference, n_resamples
+        self._seed = [seed, zlib.crc32(reference.task.encode())]
+        self.units = _units(reference)
+        self.w, self.idx = _draws(self.units, n_resamples, np.random.default_rng(self._seed))
+        self._cache: dict[tuple, tuple[tuple[Predictions, ...], np.ndarray]] = {}
+
+    @property
+    def n_units(self) -> int:
+        return self.w.shape[1]
+
+    def _cached(self, key: tuple, runs: tuple[Predictions, ...], compute: Callable[[], np.ndarray]) -> np.ndarray:
+        full = key + tuple(id(r) for r in runs)
+        hit = self._cache.get(full)
+        if hit is None or any(a is not b for a, b in zip(hit[0], runs)):  # keep the runs: ids stay unique
+            hit = self._cache[full] = (runs, compute())
+        return hit[1]
+
+    def _metric_table(self, runs: Sequence[Predictions], metric: str | None) -> np.ndarray:
+        _check_runs([[self.reference], runs])
+        m = metric or task_kind_and_metric(self.reference.task)[1]
+        return np.stack([self._cached(("metric", m), (r,), lambda r=r: _metric_rows(r, m, self.units, self.w, self.idx))
+                         for r in runs])
+
+    def _loyalty_table(self, teachers: Sequence[Predictions], students: Sequence[Predictions], measure: str) -> np.ndarray:
+        _check_runs([[self.reference], teachers, students])
+        return np.stack([np.stack([self._cached(("loyalty", measure), (t, s),
+                                                lambda t=t, s=s: _loyalty_rows(t, s, measure, self.units, self.w))
+                                   for s in students]) for t in teachers])
+
+    def _combine(self, terms: Sequence[_Term], side_seeds: Sequence[int], paired: Sequence[int] = ()) -> Replicates:
+        rng = np.random.default_rng(self._seed + [1])
+        return _combine(terms, side_seeds, self.n_units, self.n_resamples, rng, paired)
+
+    def score(self, runs: Sequence[Predictions], metric: str | None = None) -> Replicates:
+        """One model's score x100; ``runs``: one Predictions per fine-tuning seed."""
+        return self._combine([_Term(1.0, (0,), self._metric_table(runs, metric))], [len(runs)])
+
+    def difference(self, runs_a: Sequence[Predictions], runs_b: Sequence[Predictions],
+                   metric: str | None = None) -> Replicates:
+        """score(a) - score(b) x100, on the same resampled test sets."""
+        terms = [_Term(1.0, (0,), self._metric_table(runs_a, metric)),
+                 _Term(-1.0, (1,), self._metric_table(runs_b, metric))]
+        return self._combine(terms, [len(runs_a), len(runs_b)], _paired(runs_a, runs_b, 0))
+
+    def loyalty(self, teacher_runs: Sequence[Predictions], student_runs: Sequence[Predictions],
+                measure: str) -> Replicates:
+        """A loyalty x100: teacher and student seeds both drawn, averaged over all drawn pairs."""
+        values = self._loyalty_table(teacher_runs, student_runs, measure)
+        return self._combine([_Term(1.0, (0, 1), values)], [len(teacher_runs), len(student_runs)])
+
+    def loyalty_difference(self, teacher_runs: Sequence[Predictions], runs_a: Sequence[Predictions],
+                           runs_b: Sequence[Predictions], measure: str) -> Replicates:
+        """loyalty(a -> teacher) - loyalty(b -> teacher) x100: examples and teacher seeds shared."""
+        terms = [_Term(1.0, (0, 1), self._loyalty_table(teacher_runs, runs_a, measure)),
+                 _Term(-1.0, (0, 2), self._loyalty_table(teacher_runs, runs_b, measure))]
+        return self._combine(terms, [len(teacher_runs), len(runs_a), len(runs_b)], _paired(runs_a, runs_b, 1))
 
 
-def _metric_of(ref: Predictions, metric: str | None) -> str:
-    return metric or task_kind_and_metric(ref.task)[1]
+def _first(*groups: Sequence[Predictions]) -> Predictions:
+    return _check_runs(groups)
 
 
 def score_replicates(runs: Sequence[Predictions], *, metric: str | None = None, n_resamples: int = 1000,
                      seed: int = 0) -> Replicates:
     """Bootstrap replicates of one model's score (x100): runs = one Predictions per fine-tuning seed."""
-    ref, units, w, idx, rng = _setup([runs], n_resamples, seed)
-    m = _metric_of(ref, metric)
-    values = np.stack([_metric_rows(r, m, units, w, idx) for r in runs])
-    return _combine([_Term(1.0, (0,), values)], [len(runs)], w.shape[1], n_resamples, rng)
+    return TaskBootstrap(_first(runs), n_resamples=n_resamples, seed=seed).score(runs, metric)
 
 
 def difference_replicates(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], *,
                           metric: str | None = None, n_resamples: int = 1000, seed: int = 0) -> Replicates:
     """Replicates of score(a) - score(b) (x100), the test examples drawn once for both (paired)."""
-    ref, units, w, idx, rng = _setup([runs_a, runs_b], n_resamples, seed)
-    m = _metric_of(ref, metric)
-    va = np.stack([_metric_rows(r, m, units, w, idx) for r in runs_a])
-    vb = np.stack([_metric_rows(r, m, units, w, idx) for r in runs_b])
-    terms = [_Term(1.0, (0,), va), _Term(-1.0, (1,), vb)]
-    return _combine(terms, [len(runs_a), len(runs_b)], w.shape[1], n_resamples, rng, _paired(runs_a, runs_b, 0))
+    return TaskBootstrap(_first(runs_a, runs_b), n_resamples=n_resamples, seed=seed).difference(runs_a, runs_b, metric)
 
 
 def default_measures(kind: str) -> tuple[str, ...]:
@@ -320,25 +376,16 @@ def default_measures(kind: str) -> tuple[str, ...]:
 def loyalty_replicates(teacher_runs: Sequence[Predictions], student_runs: Sequence[Predictions], measure: str, *,
                        n_resamples: int = 1000, seed: int = 0) -> Replicates:
     """Replicates of a loyalty (x100): teacher and student seeds both drawn, averaged over all drawn pairs."""
-    _, units, w, _, rng = _setup([teacher_runs, student_runs], n_resamples, seed)
-    values = np.stack([np.stack([_loyalty_rows(t, s, measure, units, w) for s in student_runs])
-                       for t in teacher_runs])
-    return _combine([_Term(1.0, (0, 1), values)], [len(teacher_runs), len(student_runs)], w.shape[1],
-                    n_resamples, rng)
+    boot = TaskBootstrap(_first(teacher_runs, student_runs), n_resamples=n_resamples, seed=seed)
+    return boot.loyalty(teacher_runs, student_runs, measure)
 
 
 def loyalty_difference_replicates(teacher_runs: Sequence[Predictions], runs_a: Sequence[Predictions],
                                   runs_b: Sequence[Predictions], measure: str, *, n_resamples: int = 1000,
                                   seed: int = 0) -> Replicates:
     """Replicates of loyalty(a -> teacher) - loyalty(b -> teacher): examples and teacher seeds shared."""
-    _, units, w, _, rng = _setup([teacher_runs, runs_a, runs_b], n_resamples, seed)
-
-    def table(runs):
-        return np.stack([np.stack([_loyalty_rows(t, s, measure, units, w) for s in runs]) for t in teacher_runs])
-
-    terms = [_Term(1.0, (0, 1), table(runs_a)), _Term(-1.0, (0, 2), table(runs_b))]
-    return _combine(terms, [len(teacher_runs), len(runs_a), len(runs_b)], w.shape[1], n_resamples, rng,
-                    _paired(runs_a, runs_b, 1))
+    boot = TaskBootstrap(_first(teacher_runs, runs_a, runs_b), n_resamples=n_resamples, seed=seed)
+    return boot.loyalty_difference(teacher_runs, runs_a, runs_b, measure)
 
 
 # ------------------------------------------------------------------------------------- intervals

@@ -8,7 +8,12 @@ from seqeval.metrics import f1_score as seqeval_f1
 from sklearn.metrics import accuracy_score, f1_score
 
 from kdlib.data import TASKS, load_task
-from kdlib.metrics import ALTERNATES, compute_metrics, majority_baseline, prediction_collapse
+from kdlib.metrics import (
+    ALTERNATES,
+    compute_metrics,
+    majority_baseline,
+    prediction_collapse,
+)
 
 
 def test_headline_metric_follows_the_paper():
