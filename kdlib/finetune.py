@@ -516,10 +516,14 @@ def cli(argv: list[str]) -> int:
         kw = {"config": config, "data_dir": args.data_dir, "reuse": args.reuse, "progress": not args.no_progress}
         if args.seeds:
             result = finetune_seeds(args.model, args.task, args.out, args.seeds, **kw)
-            print(json.dumps(result["test"], indent=2))
+            collapsed = result["collapsed_seeds"]
         else:
             result = finetune(args.model, args.task, args.out, **kw)
-            print(json.dumps(result["test"], indent=2))
+            collapsed = [config.seed] if result["collapse"]["collapsed"] else []
+        print(json.dumps(result["test"], indent=2))
+        if collapsed:
+            print(f"kdlib finetune: seed(s) {collapsed} collapsed to one class or a constant output "
+                  "(see 'collapse' in their metrics.json)", file=sys.stderr)
     except (ValueError, FileNotFoundError) as exc:
         print(f"kdlib finetune: {exc}", file=sys.stderr)
         return 2
