@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdlib.data import load_task
 from kdlib.loyalty import Predictions
 from kdlib.metrics import (
     ALTERNATES,
@@ -165,8 +166,10 @@ def explain(claim: Claim) -> str:
 class RunResults:
     """The models, tasks and test predictions of one run, with the bootstrap of every comparison (cached)."""
 
-    def __init__(self, run_dir: str | os.PathLike, *, n_resamples: int = 1000, seed: int = 0) -> None:
+    def __init__(self, run_dir: str | os.PathLike, *, n_resamples: int = 1000, seed: int = 0,
+                 data_dir: str | os.PathLike | None = None) -> None:
         self.run = Path(run_dir)
+        self.data_dir = data_dir
         self.zoo = model_zoo(self.run)
         self.n_resamples, self.seed = n_resamples, seed
         registry: dict[str, dict] = {}
@@ -261,6 +264,15 @@ class RunResults:
             self._reps[key] = {**per, "mean": Replicates.mean(list(per.values()))} if per else {}
         return self._reps[key]
 
+    def test_split_size(self, task: str) -> int | None:
+        """Examples (sentences for tagging) in the task's whole test split; None for the mean or unreadable data."""
+        if task == "mean":
+            return None
+        try:
+            return len(load_task(task, self.data_dir)["test"])
+        except (OSError, ValueError):
+            return None
+
     def unit_name(self, task: str) -> str:
         if task == "mean":
             return "test units (sentences for tagging, examples otherwise, over all tasks)"
@@ -283,7 +295,9 @@ def _budget(results: RunResults, rep: Replicates, threshold: float, what: str, t
     if need["seeds"] is not None:
         parts.append(f"about {need['seeds']} fine-tuning seeds (now {rep.n_seeds}) at today's test size")
     if need["test_units"] is not None:
-        parts.append(f"about {need['test_units']:,} {units} (now {rep.n_units:,}) with today's seeds")
+        size = results.test_split_size(task)
+        over = f", more than the test split's {size:,}" if size is not None and need["test_units"] > size else ""
+        parts.append(f"about {need['test_units']:,} {units} (now {rep.n_units:,}{over}) with today's seeds")
     if not parts:
         parts.append(f"about {need['scale_both']:.1f} times both the seeds and the {units}")
     return (f"To settle {what} (80% power, if the measured effect is the true one) would take "
@@ -444,8 +458,6 @@ def comparisons(run_dir: str | os.PathLike | None = None, *, results: RunResults
 
 
 def _train_labels(task: str, data_dir: str | os.PathLike | None) -> list[Any]:
-    from kdlib.data import load_task
-
     train = load_task(task, data_dir)["train"]
     return train["tags"] if task_kind_and_metric(task)[0] == "tagging" else train["label"]
 
@@ -457,7 +469,8 @@ def task_table(run_dir: str | os.PathLike | None = None, *, results: RunResults 
     predictor (most frequent train label / mean train value, kdlib.metrics.majority_baseline) on the same
     test examples. Long format: model, role, task, metric, estimate, low, high, then one column per alternate.
     """
-    r = results or RunResults(run_dir, n_resamples=n_resamples, seed=seed)
+    r = results or RunResults(run_dir, n_resamples=n_resamples, seed=seed, data_dir=data_dir)
+    data_dir = data_dir if data_dir is not None else r.data_dir
     rows = []
     for task in r.tasks:
         kind, metric = task_kind_and_metric(task)
