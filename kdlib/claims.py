@@ -300,8 +300,10 @@ def _budget(results: RunResults, rep: Replicates, threshold: float, what: str, t
         parts.append(f"about {need['test_units']:,} {units} (now {rep.n_units:,}{over}) with today's seeds")
     if not parts:
         parts.append(f"about {need['scale_both']:.1f} times both the seeds and the {units}")
+    caveat = " With one fine-tuning seed the seed-to-seed spread is not measured, so this is a lower bound." \
+        if rep.n_seeds == 1 else ""
     return (f"To settle {what} (80% power, if the measured effect is the true one) would take "
-            + " or ".join(parts) + ".")
+            + " or ".join(parts) + "." + caveat)
 
 
 def _items_claim(results: RunResults, cid: str, text: str, source: str, items: list[tuple[str, str, Replicates]],

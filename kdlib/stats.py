@@ -440,8 +440,8 @@ def required_n(rep: Replicates, threshold: float, *, level: float = 0.95, power:
     vs, ve = rep.var_seeds, rep.var_examples
     seeds = math.ceil(rep.n_seeds * vs / (target - ve)) if target > ve else None
     units = math.ceil(rep.n_units * ve / (target - vs)) if target > vs else None
-    return {"target_se": gap / z, "seeds": max(seeds, rep.n_seeds) if seeds else seeds,
-            "test_units": max(units, rep.n_units) if units else units, "scale_both": (vs + ve) / target}
+    return {"target_se": gap / z, "seeds": None if seeds is None else max(seeds, rep.n_seeds),
+            "test_units": None if units is None else max(units, rep.n_units), "scale_both": (vs + ve) / target}
 
 
 # ------------------------------------------------------------------------------------------ loading
