@@ -15,7 +15,8 @@ truncation="longest_first")``; only inputs the encoder's ``forward`` accepts are
 ``token_type_ids``). Training: AdamW (no decay on biases and LayerNorm), linear warmup then decay, gradient
 clipping; validation after every epoch; the best epoch's weights (headline metric on validation, ties ->
 earliest) are kept in memory and scored on test. ``out_dir`` receives ``predictions.npz`` (test predictions,
-format in :mod:`kdlib.loyalty`) and then ``metrics.json`` (written last, atomically: its presence marks a
+format in :mod:`kdlib.loyalty`) and then ``metrics.json`` (with a collapse check of the test predictions,
+:func:`kdlib.metrics.prediction_collapse`; written last, atomically: its presence marks a
 finished run).
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 
 from kdlib.device import AMP_MODES, amp_settings, autocast, grad_scaler, pick_device
 from kdlib.loyalty import PREDICTIONS_FILE, Predictions, save_predictions
-from kdlib.metrics import compute_metrics, task_kind_and_metric
+from kdlib.metrics import compute_metrics, prediction_collapse, task_kind_and_metric
 
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
@@ -441,8 +442,8 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     outs = predict(model, feats["test"], len(test), desc=f"{task} test", **pkw)
     test_metrics = _score(task, kind, outs, gold["test"], label_names)
     t_test = time.perf_counter() - te
-    save_predictions(_to_predictions(task, model_name_or_path, kind, test, outs, label_names),
-                     out_dir / PREDICTIONS_FILE)
+    test_pred = _to_predictions(task, model_name_or_path, kind, test, outs, label_names)
+    save_predictions(test_pred, out_dir / PREDICTIONS_FILE)
     result = {
         "model": model_name_or_path, "task": task, "kind": kind, "metric": metric,
         "config": dataclasses.asdict(config), "device": str(device),
@@ -451,6 +452,7 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
         "examples": {"train": len(train), "validation": len(val), "test": len(test),
                      "train_features": len(feats["train"])},
         "epochs": history, "best_epoch": best["epoch"], "validation": best["validation"], "test": test_metrics,
+        "collapse": prediction_collapse(kind, test_pred.gold, test_pred.pred),
         "timing": {"train_seconds": t_train, "test_seconds": t_test, "total_seconds": time.perf_counter() - t0},
         "predictions": PREDICTIONS_FILE,
     }
@@ -462,8 +464,10 @@ def finetune_seeds(model_name_or_path: str, task: str, out_dir: str | Path, seed
                    *, config: FinetuneConfig | None = None, **kwargs: Any) -> dict[str, Any]:
     """Run :func:`finetune` once per seed into ``out_dir/seed-<s>`` and summarise test/validation metrics.
 
-    ``summary.json`` holds, per numeric metric, the mean, the sample standard deviation (ddof=1; 0 for
-    one seed) and the per-seed values.
+    ``summary.json`` holds, per numeric metric (the headline ``score`` and the alternates of
+    kdlib.metrics.ALTERNATES), the mean, the sample standard deviation (ddof=1; 0 for one seed) and the
+    per-seed values, and ``collapsed_seeds``: the seeds whose test predictions collapsed to one class or a
+    constant (kdlib.metrics.prediction_collapse; each run's metrics.json holds the evidence under "collapse").
     """
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -485,7 +489,8 @@ def finetune_seeds(model_name_or_path: str, task: str, out_dir: str | Path, seed
     summary = {"model": model_name_or_path, "task": task, "metric": runs[0]["metric"], "seeds": seeds,
                "runs": [str(out_dir / f"seed-{s}") for s in seeds],
                "test": summarise("test"), "validation": summarise("validation"),
-               "best_epochs": [r["best_epoch"] for r in runs]}
+               "best_epochs": [r["best_epoch"] for r in runs],
+               "collapsed_seeds": [s for s, r in zip(seeds, runs) if r.get("collapse", {}).get("collapsed")]}
     _write_json(summary, out_dir / SUMMARY_FILE)
     return summary
 
@@ -511,10 +516,14 @@ def cli(argv: list[str]) -> int:
         kw = {"config": config, "data_dir": args.data_dir, "reuse": args.reuse, "progress": not args.no_progress}
         if args.seeds:
             result = finetune_seeds(args.model, args.task, args.out, args.seeds, **kw)
-            print(json.dumps(result["test"], indent=2))
+            collapsed = result["collapsed_seeds"]
         else:
             result = finetune(args.model, args.task, args.out, **kw)
-            print(json.dumps(result["test"], indent=2))
+            collapsed = [config.seed] if result["collapse"]["collapsed"] else []
+        print(json.dumps(result["test"], indent=2))
+        if collapsed:
+            print(f"kdlib finetune: seed(s) {collapsed} collapsed to one class or a constant output "
+                  "(see 'collapse' in their metrics.json)", file=sys.stderr)
     except (ValueError, FileNotFoundError) as exc:
         print(f"kdlib finetune: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,15 @@ Pearson for STS. :func:`compute_metrics` returns it under ``"score"`` (a fractio
 * classification: ``macro_f1``, ``accuracy``;
 * regression: ``pearson``, ``spearman`` (scipy). A constant prediction has no defined correlation; it is
   scored 0.0 (no association), which is also what the mean predictor gets.
+
+:data:`ALTERNATES` names, per task, the metrics readers usually quote beside the headline one (token
+accuracy for UPOS/XPOS, seqeval entity-F1 for NER, Spearman for STS, ...). :func:`prediction_collapse`
+flags a fine-tuning run that collapsed to (nearly) one class or a constant output: a predicted class
+holding at least :data:`COLLAPSE_SHARE` of the examples while the gold labels are spread out (the most
+frequent gold class below that share), or a regression output whose spread is under
+:data:`COLLAPSE_SPREAD` of the gold values' spread. It also lists the *missing labels*: gold labels
+holding at least :data:`MISSING_SHARE` of the examples that the run predicts for under a tenth of them
+(a partial collapse, e.g. SAR predicted as only its two majority ratings).
 """
 from __future__ import annotations
 
@@ -24,6 +33,11 @@ from sklearn.metrics import accuracy_score, f1_score
 
 KINDS = ("tagging", "classification", "regression")
 METRICS = ("macro_f1", "accuracy", "pearson")
+ALTERNATES = {"upos": ("accuracy",), "xpos": ("accuracy",), "ner": ("entity_f1", "accuracy"),
+              "sapn": ("macro_f1",), "sar": ("accuracy",), "di": ("accuracy",), "sts": ("spearman",)}
+COLLAPSE_SHARE = 0.95
+COLLAPSE_SPREAD = 0.05
+MISSING_SHARE = 0.05
 _DEFAULT_METRIC = {"tagging": "macro_f1", "classification": "macro_f1", "regression": "pearson"}
 
 
@@ -139,3 +153,24 @@ def majority_baseline(task: str, train_labels: Sequence[Any], test_gold: Sequenc
     top = values[np.argmax(counts)].item()
     pred = [[top] * len(s) for s in test_gold] if kind == "tagging" else [top] * len(test_gold)
     return compute_metrics(task, test_gold, pred)
+
+
+def prediction_collapse(kind: str, gold: Sequence[Any], pred: Sequence[Any]) -> dict[str, Any]:
+    """Did one run collapse to the majority class / a constant? Flat per-example labels or values.
+
+    Returns ``collapsed`` (bool) with the evidence: for labels ``top_label``, ``top_share`` (share of the
+    most predicted label), ``gold_top_share`` and ``missing_labels``; for regression ``spread_ratio`` (std(pred) / std(gold)).
+    """
+    if kind == "regression":
+        g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+        ratio = float(np.std(p) / np.std(g)) if np.std(g) > 0 else 0.0
+        return {"collapsed": bool(ratio < COLLAPSE_SPREAD), "spread_ratio": ratio}
+    values, counts = np.unique(np.asarray(pred), return_counts=True)
+    gold_values, gold_counts = np.unique(np.asarray(gold), return_counts=True)
+    top = float(counts.max() / counts.sum())
+    gold_top = float(gold_counts.max() / gold_counts.sum())
+    predicted = dict(zip(values.tolist(), counts.tolist()))
+    missing = [v for v, c in zip(gold_values.tolist(), gold_counts.tolist())
+               if c >= MISSING_SHARE * gold_counts.sum() and predicted.get(v, 0) < 0.1 * c]
+    return {"collapsed": bool(top >= COLLAPSE_SHARE > gold_top), "top_label": values[np.argmax(counts)].item(),
+            "top_share": top, "gold_top_share": gold_top, "missing_labels": missing}

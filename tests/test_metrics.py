@@ -8,7 +8,12 @@ from seqeval.metrics import f1_score as seqeval_f1
 from sklearn.metrics import accuracy_score, f1_score
 
 from kdlib.data import TASKS, load_task
-from kdlib.metrics import compute_metrics, majority_baseline
+from kdlib.metrics import (
+    ALTERNATES,
+    compute_metrics,
+    majority_baseline,
+    prediction_collapse,
+)
 
 
 def test_headline_metric_follows_the_paper():
@@ -80,3 +85,27 @@ def test_bad_inputs_refused():
         compute_metrics("sts", [1.0, 2.0], [np.nan, 1.0])
     with pytest.raises(ValueError, match="no examples"):
         compute_metrics("sts", [], [])
+
+
+def test_collapse_detected_on_real_sar(data_dir):
+    gold = np.asarray(load_task("sar", data_dir)["test"]["label"])
+    top = int(np.bincount(gold).argmax())
+    collapsed = prediction_collapse("classification", gold, np.full(len(gold), top))
+    assert collapsed["collapsed"] and collapsed["top_label"] == top and collapsed["top_share"] == 1.0
+    assert sorted(collapsed["missing_labels"]) == sorted(set(range(4)) - {top})
+    healthy = prediction_collapse("classification", gold, gold)
+    assert not healthy["collapsed"] and healthy["missing_labels"] == []
+    # the partial collapse of a small model: only the two extreme ratings (1 and 5 stars) predicted
+    two = np.where(gold <= 1, 0, 3)
+    partial = prediction_collapse("classification", gold, two)
+    assert not partial["collapsed"] and partial["missing_labels"] == [1, 2]
+
+
+def test_collapse_of_regression_and_alternates(data_dir):
+    gold = np.asarray(load_task("sts", data_dir)["test"]["label"], dtype=np.float64)
+    rng = np.random.default_rng(0)
+    assert prediction_collapse("regression", gold, np.full(len(gold), 2.6) + rng.normal(0, 0.01, len(gold)))["collapsed"]
+    assert not prediction_collapse("regression", gold, gold + rng.normal(0, 1, len(gold)))["collapsed"]
+    m = compute_metrics("sts", gold, gold + rng.normal(0, 1, len(gold)))
+    assert set(ALTERNATES) == set(TASKS)
+    assert all(a in m for a in ALTERNATES["sts"])

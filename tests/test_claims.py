@@ -1,0 +1,231 @@
+"""kdlib.claims: verdicts, the claims file, and the main claims computed from a run folder built here.
+
+The run folder is synthetic but made of real test sets (LaRoSeDa SAPN, RO-STS) with predictions whose
+differences are known by construction, so each claim's verdict is known in advance.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdlib import claims
+from kdlib.data import load_task
+from kdlib.loyalty import Predictions, save_predictions
+from kdlib.metrics import compute_metrics, majority_baseline
+from kdlib.stats import Interval
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 600
+TEACHERS = ("BERT-base-ro", "RoBERT-base")
+
+
+def test_verdict_and_combine():
+    assert claims.verdict(Interval(1, 0.5, 2), 0.0) == claims.SUPPORTED
+    assert claims.verdict(Interval(-1, -2, -0.5), 0.0) == claims.CONTRADICTED
+    assert claims.verdict(Interval(0.1, -1, 1), 0.0) == claims.INCONCLUSIVE
+    assert claims.verdict(Interval(0, 0, 0), 0.0) == claims.INCONCLUSIVE  # on the threshold: not above it
+    assert claims.verdict(Interval(-1, -2, -0.5), 0.0, above=False) == claims.SUPPORTED
+    assert claims.combine([claims.SUPPORTED, claims.SUPPORTED]) == claims.SUPPORTED
+    assert claims.combine([claims.SUPPORTED, claims.INCONCLUSIVE]) == claims.INCONCLUSIVE
+    assert claims.combine([claims.INCONCLUSIVE, claims.CONTRADICTED]) == claims.CONTRADICTED
+    assert claims.combine([]) == claims.NOT_TESTABLE
+    with pytest.raises(ValueError, match="verdict 'maybe'"):
+        claims.Claim("x", "c", "s", "f", None, "t", "maybe")
+
+
+def test_claims_file_round_trip(tmp_path):
+    cs = [claims.Claim("a", "claim", "paper", "2.0x", Interval(2.0, 1.9, 2.1), "above 1.8", claims.SUPPORTED),
+          claims.Claim("b", "claim b", "paper", "", None, "t", claims.NOT_TESTABLE, "no bench")]
+    path = claims.write_claims(tmp_path / "claims" / "main.json", cs)
+    data = json.loads(path.read_text())
+    assert data[0]["interval"] == {"estimate": 2.0, "low": 1.9, "high": 2.1} and data[1]["interval"] is None
+    assert claims.read_claims(path) == cs
+    assert [p.name for p in path.parent.iterdir()] == ["main.json"]  # no temporary file left
+    frame = claims.claims_frame(cs)
+    assert list(frame.columns) == ["claim", "this run", "95% interval", "threshold", "verdict"]
+    assert frame.loc["a", "95% interval"] == "[1.90, 2.10]"
+
+
+# ------------------------------------------------------------------------------ a synthetic run
+def _flip(gold: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    pred = gold.copy()
+    pred[wrong] = 1 - gold[wrong]
+    return pred
+
+
+def _sapn(gold: np.ndarray, pred: np.ndarray) -> Predictions:
+    probs = np.where(np.eye(2)[pred] > 0, 0.8, 0.2)
+    return Predictions("sapn", "m", "classification", "test", ["negative", "positive"],
+                       [f"r{i}" for i in range(len(gold))], gold, pred, probs=probs)
+
+
+def _sts(gold: np.ndarray, out: np.ndarray) -> Predictions:
+    return Predictions("sts", "m", "regression", "test", None, [f"p{i}" for i in range(len(gold))], gold,
+                       out.astype(np.float32), outputs=out.astype(np.float32))
+
+
+def _write_model(run: Path, key: str, task: str, runs: list[Predictions]) -> None:
+    folder = run / "evaluate" / key / task
+    test: dict[str, dict] = {}
+    for seed, p in enumerate(runs):
+        save_predictions(p, folder / f"seed-{seed}" / "predictions.npz")
+        gold, pred = p.gold, p.outputs if p.kind == "regression" else p.pred
+        for k, v in compute_metrics(task, gold.tolist(), pred.tolist()).items():
+            if isinstance(v, float):
+                test.setdefault(k, {"values": []})["values"].append(v)
+    for v in test.values():
+        v["mean"] = float(np.mean(v["values"]))
+    (folder / "summary.json").write_text(json.dumps({"seeds": list(range(len(runs))), "test": test}))
+
+
+def _registry(run: Path, name: str, key: str, kind: str, teachers: list[str], init: str = "teacher") -> dict:
+    (run / "students" / key).mkdir(parents=True)
+    (run / "students" / key / "config.json").write_text(json.dumps({"kdlib_init": init}))
+    return {name: {"path": str(run / "students" / key), "teachers": teachers, "kind": kind, "key": key}}
+
+
+def _bench(speedup: float, reduction: float) -> dict:
+    def lat(median):
+        return {"encoder": {"b32_l128": {"median_s": median, "min_s": median * 0.98, "max_s": median * 1.02}}}
+
+    return {"device": {"type": "cpu"},
+            "inference": {"models": {"teacher-50000": {"latency": lat(1.0)}, "student-50000": {"latency": lat(1 / speedup)}},
+                          "pairs": [{"teacher": "teacher-50000", "student": "student-50000",
+                                     "size_reduction": reduction}]}}
+
+
+@pytest.fixture(scope="module")
+def real_gold(data_dir):
+    sapn = np.asarray(load_task("sapn", data_dir)["test"]["label"][:N])
+    sts = np.asarray(load_task("sts", data_dir)["test"]["label"][:N], dtype=np.float64)
+    return sapn, sts
+
+
+def build_run(root: Path, real_gold, *, student_gap: int = 6, control: str = "worse", collapse_control: bool = False,
+              random_pair: bool = True) -> Path:
+    """Teachers wrong on 60 of 600 SAPN reviews, each student on `student_gap` more. The control is "worse"
+    (120 more wrong, STS noise 2.5: far worse and far less loyal) or "same" (the student's SAPN errors with 6
+    of them fixed and 5 new ones, the student's STS outputs: a difference of +1 review, within the noise).
+    STS outputs = gold + noise of growing size."""
+    sapn, sts = real_gold
+    rng = np.random.default_rng(0)
+    order = rng.permutation(N)
+    base_wrong, extra = order[:60], order[60:]
+    noise = rng.normal(0, 1, (4, N))
+    run = root / "run"
+    (run / "teachers").mkdir(parents=True)
+    (run / "teachers" / "teachers.json").write_text(json.dumps({t: {"path": str(run / t)} for t in TEACHERS}))
+    single = {**_registry(run, "Distil-BERT-base-ro", "distil-bert-base-ro", "single-teacher", ["BERT-base-ro"]),
+              **_registry(run, "Distil-RoBERT-base", "distil-robert-base", "single-teacher", ["RoBERT-base"])}
+    ensemble = {**_registry(run, "DistilMulti-BERT-base-ro (average)", "distilmulti-bert-base-ro-average",
+                            "ensemble (average)", list(TEACHERS)),
+                **_registry(run, "Control (MLM only)", "control-mlm-only", "control", ["BERT-base-ro"])}
+    if random_pair:
+        ensemble.update(_registry(run, "Random-init Distil-BERT-base-ro", "random-init-distil-bert-base-ro",
+                                  "single-teacher", ["BERT-base-ro"], init="random"))
+        ensemble.update(_registry(run, "Random-init control (MLM only)", "random-init-control-mlm-only", "control",
+                                  ["BERT-base-ro"], init="random"))
+    (run / "distill").mkdir()
+    (run / "distill" / "single.json").write_text(json.dumps(single))
+    (run / "distill" / "ensemble.json").write_text(json.dumps(ensemble))
+
+    def wrong(more: int, seed: int) -> np.ndarray:
+        return np.concatenate([base_wrong, extra[seed:seed + more]])
+
+    student = (lambda seed: wrong(student_gap, seed), 0.55)
+    same = (lambda seed: np.concatenate([base_wrong, extra[seed + 6:seed + student_gap + 5]]), 0.55)
+    models = {"bert-base-ro": (lambda seed: base_wrong, 0.5), "robert-base": (lambda seed: base_wrong, 0.5),
+              "distil-bert-base-ro": student, "distil-robert-base": student,
+              "distilmulti-bert-base-ro-average": student,
+              "control-mlm-only": same if control == "same" else (lambda seed: wrong(120, seed), 2.5)}
+    if random_pair:
+        models["random-init-distil-bert-base-ro"] = (lambda seed: wrong(30, seed), 1.0)
+        models["random-init-control-mlm-only"] = (lambda seed: wrong(120, seed), 2.5)
+    for key, (wrong_of, sd) in models.items():
+        runs_sapn, runs_sts = [], []
+        for seed in range(2):
+            pred = _flip(sapn, wrong_of(seed))
+            if collapse_control and key == "control-mlm-only" and seed == 1:
+                pred = np.ones_like(sapn)
+            runs_sapn.append(_sapn(sapn, pred))
+            runs_sts.append(_sts(sts, sts + noise[seed] * 0.5 + noise[2 + seed] * np.sqrt(max(sd**2 - 0.25, 0))))
+        _write_model(run, key, "sapn", runs_sapn)
+        _write_model(run, key, "sts", runs_sts)
+    (run / "bench").mkdir()
+    (run / "bench" / "bench.json").write_text(json.dumps(_bench(2.1, 0.35)))
+    return run
+
+
+def _by_id(cs: list[claims.Claim]) -> dict[str, claims.Claim]:
+    return {c.id: c for c in cs}
+
+
+def test_main_claims_follow_the_data(tmp_path, real_gold):
+    run = build_run(tmp_path, real_gold)
+    got = _by_id(claims.main_claims(run))
+    assert got["a"].verdict == claims.SUPPORTED
+    assert got["b"].verdict == claims.SUPPORTED, got["b"].reason  # 1 point behind on SAPN, < 3 on STS
+    assert got["c"].verdict == claims.SUPPORTED  # the two-teacher student equals the single ones
+    assert got["d"].verdict == claims.SUPPORTED  # the control is far less loyal
+    assert got["e"].verdict == claims.SUPPORTED  # and far worse
+    assert got["e-random"].verdict == claims.SUPPORTED
+    assert got["b"].interval.estimate == pytest.approx(min(d["estimate"] for d in got["b"].details))
+    assert all(d["verdict"] == claims.SUPPORTED for d in got["b"].details)
+
+
+def test_claims_turn_when_the_data_do(tmp_path, real_gold):
+    run = build_run(tmp_path, real_gold, student_gap=90, control="same", random_pair=False)
+    got = _by_id(claims.main_claims(run))
+    assert got["b"].verdict == claims.CONTRADICTED  # 15 points behind on SAPN
+    assert "sapn" in got["b"].figure
+    assert got["e"].verdict == claims.INCONCLUSIVE  # student and control one review apart
+    assert "To settle" in got["e"].reason
+    assert got["e-random"].verdict == claims.NOT_TESTABLE and "random-initialisation pair" in got["e-random"].reason
+    (run / "bench" / "bench.json").write_text(json.dumps(_bench(1.2, 0.5)))
+    assert claims.claim_speed_size(run).verdict == claims.CONTRADICTED
+    (run / "bench" / "bench.json").unlink()
+    assert claims.claim_speed_size(run).verdict == claims.NOT_TESTABLE
+
+
+def test_tables_baseline_and_collapse(tmp_path, real_gold, data_dir):
+    run = build_run(tmp_path, real_gold, collapse_control=True, random_pair=False)
+    results = claims.RunResults(run)
+    table = claims.task_table(results=results, data_dir=data_dir)
+    base = table[(table["model"] == "majority-class baseline") & (table["task"] == "sapn")].iloc[0]
+    want = majority_baseline("sapn", load_task("sapn", data_dir)["train"]["label"], real_gold[0].tolist())
+    assert base["estimate"] == pytest.approx(100 * want["score"])
+    teacher = table[(table["model"] == "BERT-base-ro") & (table["task"] == "sts")].iloc[0]
+    assert teacher["low"] < teacher["estimate"] < teacher["high"] and not np.isnan(teacher["spearman"])
+    wide = claims.wide_task_table(table)
+    assert "spearman" in wide.loc["BERT-base-ro", "sts"] and "[" in wide.loc["BERT-base-ro", "sapn"]
+    collapsed = claims.collapsed_runs(results=results)
+    assert collapsed[["model", "task", "seed"]].values.tolist() == [["Control (MLM only)", "sapn", 1]]
+    comps = claims.comparisons(results=results)
+    assert {"student - teacher", "student - control", "two-teacher - single-teacher"} <= set(comps["comparison"])
+    assert set(comps[comps["comparison"].str.startswith("loyalty")]["measure"]) == {"L-L", "P-L", "R-L"}
+
+
+def test_notebook_writes_the_claims(tmp_path, real_gold, data_dir):
+    papermill = pytest.importorskip("papermill")
+    run = build_run(tmp_path, real_gold)
+    out = tmp_path / "09-claims.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "09-claims.ipynb"), str(out), kernel_name="python3",
+                               parameters={"run_dir": str(run), "data_dir": str(data_dir)}, progress_bar=False)
+    written = claims.read_claims(run / "claims" / "main.json")
+    assert [c.id for c in written] == ["a", "b", "c", "d", "e", "e-random"]
+    assert all(c.verdict in claims.VERDICTS for c in written)
+    executed = json.loads(out.read_text())
+    outputs = json.dumps([c.get("outputs", []) for c in executed["cells"]])
+    assert str(tmp_path) not in outputs  # no absolute paths on the page
+    assert '"name": "stderr"' not in outputs and '"output_type": "error"' not in outputs
+    assert "supported" in outputs and "majority-class baseline" in outputs
+
+
+def test_source_notebook_is_clean():
+    nb = json.loads((ROOT / "notebooks" / "09-claims.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
