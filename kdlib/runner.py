@@ -8,6 +8,7 @@ so that the notebooks only call them; ``build_book`` renders a run's executed no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from kdlib import data
+from kdlib import tasks as tasks_mod
 
 log = logging.getLogger("kdlib.runner")
 
@@ -75,11 +79,37 @@ def _profile_path(name_or_path: str | os.PathLike) -> Path:
     return candidate
 
 
+PROFILE_KEYS = ("name", "description", "extends", "language", "tasks", "params", "notebooks", "steps")
+
+
+def _declared_tasks(raw: dict, where: str, *, own_tasks: bool, own_params: dict, own_notebooks: dict) -> None:
+    """Validate ``language`` and ``tasks``; a profile's own declared tasks become its task list."""
+    if raw.get("language") is not None:
+        tasks_mod.check_language(raw["language"], f"profile {where}")
+    if raw.get("tasks") is None:
+        raw.pop("tasks", None)
+        return
+    specs = tasks_mod.parse_declarations(raw["tasks"], language=raw.get("language"), where=f"profile {where}: tasks")
+    params = raw["params"] = dict(raw.get("params") or {})
+    if own_tasks and "tasks" not in own_params:
+        params["tasks"] = list(specs)
+        for nb, nb_params in (raw.get("notebooks") or {}).items():   # inherited per-notebook task lists
+            if isinstance(nb_params, dict) and "tasks" not in (own_notebooks.get(nb) or {}):
+                nb_params.pop("tasks", None)
+    unknown = [t for t in params.get("tasks") or [] if t not in specs and t not in tasks_mod.BUILTIN]
+    if unknown:
+        raise ValueError(f"profile {where}: params.tasks names {unknown}, which are neither declared under "
+                         f"`tasks` ({', '.join(specs)}) nor built in")
+
+
 def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] = ()) -> dict:
     """Load a profile by name (kdlib/profiles/NAME.yaml), path or dict, resolving `extends:` chains.
 
     Returns a dict with keys ``name``, ``description``, ``params`` (common to every notebook) and
-    ``notebooks`` (per-notebook parameters, keyed by notebook stem such as ``04-evaluate``).
+    ``notebooks`` (per-notebook parameters, keyed by notebook stem such as ``04-evaluate``), plus
+    ``language`` and ``tasks`` when the profile (or one it extends) sets them: ``tasks`` maps task
+    names to declarations (kdlib.tasks, validated here) and its names become ``params.tasks``, the
+    task list of every notebook, unless the same profile sets ``params.tasks`` itself.
     """
     if isinstance(name_or_path, dict):
         raw, where = copy.deepcopy(name_or_path), "<dict>"
@@ -97,10 +127,13 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
         if not isinstance(raw, dict):
             raise ValueError(f"profile {path}: expected a mapping at the top level, got {type(raw).__name__}")
         raw.setdefault("name", path.stem)
-    unknown = set(raw) - {"name", "description", "extends", "params", "notebooks", "steps"}
+    own_params = dict(raw.get("params") or {}) if isinstance(raw.get("params"), dict) else {}
+    own_notebooks = raw.get("notebooks") if isinstance(raw.get("notebooks"), dict) else {}
+    own_tasks = raw.get("tasks") is not None
+    unknown = set(raw) - set(PROFILE_KEYS)
     if unknown:
         raise ValueError(f"profile {where}: unknown top-level keys {sorted(unknown)}; "
-                         "expected name, description, extends, params, notebooks, steps")
+                         f"expected {', '.join(PROFILE_KEYS)}")
     for key in ("params", "notebooks"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ValueError(f"profile {where}: `{key}` must be a mapping")
@@ -112,7 +145,10 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
         base_dir = Path(where).parent if where != "<dict>" else PROFILES_DIR
         parent_ref = parent if not str(parent).endswith((".yaml", ".yml", ".json")) else base_dir / parent
         base = load_profile(parent_ref, _seen + (where,))
+        if raw.get("tasks") is not None:   # declared tasks replace the parent's, never merge with them
+            base.pop("tasks", None)
         raw = _deep_merge({k: v for k, v in base.items() if k not in ("name", "description")}, raw)
+    _declared_tasks(raw, where, own_tasks=own_tasks, own_params=own_params, own_notebooks=own_notebooks)
     raw.setdefault("description", "")
     raw["params"] = dict(raw.get("params") or {})
     raw["notebooks"] = {k: dict(v or {}) for k, v in (raw.get("notebooks") or {}).items()}
@@ -121,6 +157,57 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
     except TypeError as exc:
         raise ValueError(f"profile {where}: parameters must be JSON-friendly: {exc}") from exc
     return raw
+
+
+# --------------------------------------------------------------------------- declared tasks for the notebooks
+
+TASKS_FILE = "tasks.json"
+
+
+def task_declarations(profile: dict) -> dict:
+    """``{"language": ..., "tasks": {...}}`` of a loaded profile (only the keys it sets; {} for none)."""
+    return {k: profile[k] for k in ("language", "tasks") if profile.get(k) is not None}
+
+
+def check_declared_tasks(declared: dict, data_dir: str | None = None) -> None:
+    """Read every declared task once, so that a malformed file fails before the first notebook runs."""
+    specs = tasks_mod.parse_declarations(declared["tasks"], language=declared.get("language"))
+    for spec in specs.values():
+        data.load_task(spec, data_dir)
+
+
+def write_task_declarations(run_dir: Path, declared: dict) -> Path | None:
+    """Write ``run_dir/tasks.json`` (the file ``$KDLIB_TASKS`` names for the notebooks); None without any.
+
+    A stale file of an earlier profile is removed, so a run without declarations uses the seven tasks.
+    """
+    path = run_dir / TASKS_FILE
+    if not declared:
+        path.unlink(missing_ok=True)
+        return None
+    write_json(path, declared)
+    return path
+
+
+@contextlib.contextmanager
+def tasks_environment(tasks_file: Path | None):
+    """Set (or, without declarations, unset) ``$KDLIB_TASKS`` while a notebook kernel starts and runs.
+
+    The kernel inherits this process's environment, so ``kdlib.tasks`` there resolves the profile's
+    task names and language through the run's ``tasks.json``.
+    """
+    old = os.environ.get(tasks_mod.TASKS_ENV)
+    if tasks_file is None:
+        os.environ.pop(tasks_mod.TASKS_ENV, None)
+    else:
+        os.environ[tasks_mod.TASKS_ENV] = str(tasks_file)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(tasks_mod.TASKS_ENV, None)
+        else:
+            os.environ[tasks_mod.TASKS_ENV] = old
 
 
 # --------------------------------------------------------------------------- steps and parameters
@@ -277,13 +364,18 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
         steps = [p for p in steps if p.stem in wanted]
     params = resolve_parameters(prof, steps, run_dir, overrides)
     only_name = _match_step(only, [p.stem for p in steps]) if only else None
+    declared = task_declarations(prof)
+    if declared.get("tasks"):
+        check_declared_tasks(declared, prof["params"].get("data_dir"))
 
     chain, hashes = "", {}
     for nb in steps:
-        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()])
+        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()]
+                      + ([declared] if declared else []))
         hashes[nb.stem] = chain
 
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    tasks_file = write_task_declarations(run_dir, declared)
     summary_path = run_dir / "run_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary.update({"profile": prof["name"], "run_dir": str(run_dir), "python": sys.version.split()[0]})
@@ -313,7 +405,7 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
         log.info("[%s] running (%d parameters)", name, len(params[name]))
         t0 = time.perf_counter()
         status, error = "ok", None
-        with _TreeMemorySampler() as sampler:
+        with _TreeMemorySampler() as sampler, tasks_environment(tasks_file):
             try:
                 papermill.execute_notebook(
                     str(nb), str(executed), parameters=params[name], kernel_name=kernel_name,
@@ -372,6 +464,12 @@ POSTER_LOYALTY = {  # rows read as the three students (paper-spec section 7.0)
 }
 
 
+def task_columns(present) -> list[str]:
+    """Tasks in table order: the paper's seven in its order, then any declared task in order of appearance."""
+    present = list(dict.fromkeys(present))
+    return [t for t in TASK_ORDER if t in present] + [t for t in present if t not in TASK_ORDER]
+
+
 def base_model(name: str) -> str:
     """Paper model name without a variant suffix: 'DistilMulti-BERT-base-ro (sum)' -> 'DistilMulti-BERT-base-ro'."""
     return name.split(" (", 1)[0]
@@ -405,7 +503,7 @@ def paper_table(results: "pandas.DataFrame", *, with_poster: bool = True) -> "pa
     """
     import pandas as pd
 
-    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
+    tasks = task_columns(results["task"])
     ours = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")[tasks]
     order = sorted(ours.index, key=lambda m: (PAPER_MODELS.index(base_model(m)) if base_model(m) in PAPER_MODELS
                                               else len(PAPER_MODELS), m))
@@ -435,7 +533,7 @@ def relative_drop(results: "pandas.DataFrame", teacher_of: dict[str, str | list[
             raise KeyError(f"relative_drop: no results for {missing}; have {list(wide.index)}")
         ref = wide.loc[teachers].mean(axis=0)
         rows[student] = 100.0 * (ref - wide.loc[student]) / ref.abs()
-    cols = [t for t in TASK_ORDER if t in wide.columns]
+    cols = task_columns(wide.columns)
     return pd.DataFrame(rows).T[cols].round(2)
 
 
