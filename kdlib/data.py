@@ -532,7 +532,7 @@ def _assemble(spec: TaskSpec, records: dict, names: list[str] | None, files: _Fi
     """One Dataset per split with the kdlib.data features (a declared task's source in ``info.description``)."""
     pair = spec.kind != "tagging" and any("text_b" in r for r in records["train"])
     features = _features(spec.kind, names, pair=pair)
-    info = None if spec.builtin else datasets.DatasetInfo(description=source)
+    info = None if spec.builtin else datasets.DatasetInfo(description=source, features=features)
     out = {}
     for split in SPLITS:
         if not records[split]:

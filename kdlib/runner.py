@@ -359,10 +359,10 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
     prof = load_profile(profile)
     run_dir = Path(out_dir or REPO_ROOT / "runs" / prof["name"]).resolve()
     steps = list_steps(notebooks_dir)
+    params = resolve_parameters(prof, steps, run_dir, overrides)  # every step's, so inherited settings are checked
     if prof.get("steps"):
         wanted = [_match_step(s, [p.stem for p in steps]) for s in prof["steps"]]
         steps = [p for p in steps if p.stem in wanted]
-    params = resolve_parameters(prof, steps, run_dir, overrides)
     only_name = _match_step(only, [p.stem for p in steps]) if only else None
     declared = task_declarations(prof)
     if declared.get("tasks"):
