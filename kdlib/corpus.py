@@ -271,7 +271,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=MODES, default="shuffled")
     parser.add_argument("--merge-p", type=float, default=0.5, help="merge probability (mode merged)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tasks", default=None, help="comma-separated tasks whose train splits are used (default all)")
+    parser.add_argument("--tasks", default=None, help="comma-separated tasks whose train splits are used (default: the active tasks, "
+                             "see kdlib.tasks)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--max-sentences", type=int, default=None)
     parser.add_argument("--source", default=None,

@@ -2,8 +2,11 @@
 
 A *profile* (YAML in ``kdlib/profiles/``) holds the parameters of every notebook in ``notebooks/``;
 ``run_pipeline`` executes the notebooks in order into one run folder, each reading the JSON its
-predecessors wrote there. The results helpers (``collect_results``, ``paper_table``, ...) live here
-so that the notebooks only call them; ``build_book`` renders a run's executed notebooks.
+predecessors wrote there. A profile may declare its own tasks and language (top-level ``tasks`` and
+``language``, see kdlib.tasks): the run reads every declared file first, writes them to
+``<run>/tasks.json`` and points ``$KDLIB_TASKS`` at it for the notebook kernels, so that every task
+name a notebook passes to kdlib resolves to the profile's declaration. The results helpers
+(``collect_results``, ``paper_table``, ...) live here so that the notebooks only call them; ``build_book`` renders a run's executed notebooks.
 """
 from __future__ import annotations
 

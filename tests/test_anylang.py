@@ -10,9 +10,9 @@ from pathlib import Path
 
 import datasets
 import pytest
+import synthetic
 import yaml
 
-import synthetic
 from kdlib import corpus, data, metrics, runner, tasks
 
 
@@ -187,15 +187,17 @@ def test_tasks_file_from_the_environment(tmp_path, monkeypatch, decls):
 
 def test_profile_with_language_and_tasks(tmp_path, decls):
     path = tmp_path / "dutch.yaml"
-    path.write_text(yaml.safe_dump({"extends": "smoke", "name": "dutch-smoke", "language": "nl", "tasks": decls}))
+    news = {"kind": "classification", "format": "datasets", "name": "some/dataset", "text": "text", "label": "label"}
+    path.write_text(yaml.safe_dump({"extends": "smoke", "name": "dutch-smoke", "language": "nl",
+                                    "tasks": {**decls, "news": news}}, sort_keys=False))
     prof, smoke = runner.load_profile(path), runner.load_profile("smoke")
     assert prof["name"] == "dutch-smoke" and prof["language"] == "nl"
-    assert prof["params"]["tasks"] == ["pos", "sent", "sim"]           # the declared tasks, for every notebook
-    assert prof["notebooks"] == smoke["notebooks"]                        # settings kept
-    assert runner.task_declarations(prof) == {"language": "nl", "tasks": decls}
+    assert prof["params"]["tasks"] == ["pos", "sent", "sim", "news"]   # the declared tasks, for every notebook
+    assert prof["notebooks"] == smoke["notebooks"] and prof["params"]["seed"] == 0   # settings kept
+    assert runner.task_declarations(prof) == {"language": "nl", "tasks": {**decls, "news": news}}
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {path}\nparams: {{seed: 4}}\n")
-    assert runner.load_profile(child)["params"]["tasks"] == ["pos", "sent", "sim"]
+    assert runner.load_profile(child)["params"]["tasks"] == ["pos", "sent", "sim", "news"]
     subset = tmp_path / "subset.yaml"
     subset.write_text(yaml.safe_dump({"extends": "smoke", "tasks": decls, "params": {"tasks": ["pos", "nope"]}}))
     with pytest.raises(ValueError, match=r"params.tasks names \['nope'\], which are neither declared"):
