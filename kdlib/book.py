@@ -81,7 +81,7 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
     best = kept.idxmax()
     fig = reporting.plot_score_vs_speed_size(results)
     reporting.save_figure(fig, gen_dir / "summary.png")
-    tasks = [t for t in reporting.TASK_ORDER if t in set(results["task"])]
+    tasks = reporting.task_columns(results["task"])
     prof = runner.read_json(run / "run_summary.json").get("profile", run.name)
     return (f"## This run's headline (profile `{prof}`)\n\n"
             f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "

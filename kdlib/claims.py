@@ -37,7 +37,8 @@ from kdlib.metrics import (
     prediction_collapse,
     task_kind_and_metric,
 )
-from kdlib.runner import TASK_ORDER, model_zoo, read_json
+from kdlib.reporting import model_zoo, task_columns
+from kdlib.runner import read_json
 from kdlib.stats import (
     Interval,
     Replicates,
@@ -180,7 +181,8 @@ class RunResults:
         self.init = {n: self._init_of(n) for n in self.zoo}
         have = [n for n in self.zoo if any((self.run / "evaluate" / self.zoo[n]["key"]).glob("*/summary.json"))]
         self.models = have
-        self.tasks = [t for t in TASK_ORDER
+        found = [p.parent.name for n in have for p in (self.run / "evaluate" / self.zoo[n]["key"]).glob("*/summary.json")]
+        self.tasks = [t for t in task_columns(sorted(found))
                       if have and all((self.run / "evaluate" / self.zoo[n]["key"] / t / "summary.json").is_file()
                                       for n in have)]
         self._runs: dict[tuple[str, str], list[Predictions]] = {}
@@ -503,7 +505,7 @@ def wide_task_table(table: pd.DataFrame) -> pd.DataFrame:
     out = table.assign(cell=table.apply(cell, axis=1))
     wide = out.pivot(index="model", columns="task", values="cell")
     order = list(dict.fromkeys(table["model"]))
-    return wide.reindex(index=order, columns=[t for t in TASK_ORDER if t in wide.columns]).fillna("")
+    return wide.reindex(index=order, columns=task_columns(wide.columns)).fillna("")
 
 
 def collapsed_runs(run_dir: str | os.PathLike | None = None, *, results: RunResults | None = None) -> pd.DataFrame:

@@ -9,8 +9,12 @@
 * DI (MOROCO or VarDial, whichever ``load_task('di')`` uses): a text is a document, split into sentences;
 * RO-STS: each sentence of each pair, split into sentences, is its own document.
 
+A declared task (kdlib.tasks) is its own source: tagging sentences as one document, each text of a
+classification or regression task as a document (each text of a pair on its own).
+
 Validation and test texts never enter: units come from train splits only, and any unit that equals a
-validation/test text or one of its sentences (of any of the seven tasks) is dropped as well, since the
+validation/test text or one of its sentences (of any active task: the seven, or the profile's declared
+tasks) is dropped as well, since the
 datasets share common short sentences ("Recomand!"). Units are de-duplicated (first occurrence kept).
 
 Modes (after RobBERTje, Delobelle et al. 2022): ``ordered`` (task order, then file order), ``shuffled``
@@ -33,7 +37,8 @@ import datasets
 from datasets import Dataset
 
 from kdlib import data
-from kdlib.text import normalize_romanian, split_sentences
+from kdlib import tasks as tasks_mod
+from kdlib.text import normalizer, split_sentences
 
 __all__ = ["MODES", "build_corpus", "corpus_stats", "load_text_corpus", "detokenize", "heldout_texts",
            "write_corpus", "cli"]
@@ -68,6 +73,21 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
+def _source_key(task: str | data.TaskSpec) -> str:
+    """One corpus source per underlying dataset: a built-in source name, or a declared task's declaration."""
+    spec = data.get_task(task)
+    if spec.builtin:
+        return _SOURCE_OF[spec.name]
+    return json.dumps({"name": spec.name, "declaration": spec.declaration()}, sort_keys=True)
+
+
+def _source_task(key: str) -> data.TaskSpec:
+    if key in _TASK_OF:
+        return data.TASKS[_TASK_OF[key]]
+    content = json.loads(key)
+    return tasks_mod.parse_declaration(content["name"], content["declaration"])
+
+
 @lru_cache(maxsize=32)
 def _documents_cached(source: str, split: str, data_dir: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(doc) for doc in _documents(source, split, data_dir))
@@ -75,22 +95,23 @@ def _documents_cached(source: str, split: str, data_dir: str) -> tuple[tuple[str
 
 def _documents(source: str, split: str, data_dir: str) -> list[list[str]]:
     """Sentence units of one split of one dataset, grouped by document."""
-    ds = data.load_task(_TASK_OF[source], data_dir)[split]
-    if source in {"rrt", "ronec"}:
+    spec = _source_task(source)
+    ds = data.load_task(spec, data_dir)[split]
+    if spec.kind == "tagging":
         return [[u for u in (_clean(detokenize(toks)) for toks in _column(ds, "tokens")) if u]]
     if source == "laroseda":
         titles, contents = _column(ds, "text_a"), _column(ds, "text_b")
         return [[u for u in [_clean(a)] + split_sentences(b) if u] for a, b in zip(titles, contents)]
-    if source == "di":
+    if "text_b" not in ds.column_names:   # DI, or any single-text task: a text is a document
         return [split_sentences(t) for t in _column(ds, "text_a")]
     return [split_sentences(t) for pair in zip(_column(ds, "text_a"), _column(ds, "text_b")) for t in pair]
 
 
 @lru_cache(maxsize=8)
-def _heldout(data_dir: str) -> frozenset[str]:
+def _heldout(sources: tuple[str, ...], data_dir: str) -> frozenset[str]:
     blocked: set[str] = set()
-    for source, task in _TASK_OF.items():
-        ds = data.load_task(task, data_dir)
+    for source in sources:
+        ds = data.load_task(_source_task(source), data_dir)
         for split in ("validation", "test"):
             for doc in _documents_cached(source, split, data_dir):
                 blocked.update(doc)
@@ -104,29 +125,35 @@ def _heldout(data_dir: str) -> frozenset[str]:
     return frozenset(blocked)
 
 
+def _active_sources(extra: list[str] = ()) -> tuple[str, ...]:
+    """Sources of every active task (the seven, or the profile's declared tasks) and of ``extra`` tasks."""
+    return tuple(dict.fromkeys(_source_key(t) for t in [*tasks_mod.task_names(), *extra]))
+
+
 def heldout_texts(data_dir=None) -> frozenset[str]:
-    """Every validation/test text of the seven tasks, whole and split into sentence units."""
-    return _heldout(str(data.resolve_data_dir(data_dir)))
+    """Every validation/test text of the active tasks (the seven, or the declared ones), whole and split
+    into sentence units."""
+    return _heldout(_active_sources(), str(data.resolve_data_dir(data_dir)))
 
 
 def build_corpus(mode: str = "shuffled", *, merge_p: float = 0.5, seed: int = 0, tasks=None, data_dir=None,
                  max_sentences: int | None = None) -> Dataset:
-    """Distillation corpus (column ``text``) from the train splits of ``tasks`` (default: all seven)."""
+    """Distillation corpus (column ``text``) from the train splits of ``tasks``: names (or declarations) of
+    kdlib.tasks; default: the active tasks (the profile's declared tasks, else all seven)."""
     if mode not in MODES:
         raise ValueError(f"unknown corpus mode {mode!r}; valid modes: {', '.join(MODES)}")
     if not 0.0 <= merge_p <= 1.0:
         raise ValueError(f"merge_p must be a probability in [0, 1], got {merge_p}")
     if max_sentences is not None and max_sentences <= 0:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
-    tasks = list(data.TASK_NAMES if tasks is None else ([tasks] if isinstance(tasks, str) else tasks))
+    tasks = list(tasks_mod.task_names() if tasks is None else ([tasks] if isinstance(tasks, str) else tasks))
     for task in tasks:
-        if task not in data.TASKS:
-            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(data.TASK_NAMES)}")
+        data.get_task(task)  # ValueError naming the valid tasks
     root = str(data.resolve_data_dir(data_dir))
-    blocked = _heldout(root)
+    blocked = _heldout(_active_sources(tasks), root)
     seen: set[str] = set()
     docs: list[list[str]] = []
-    for source in dict.fromkeys(_SOURCE_OF[t] for t in tasks):
+    for source in dict.fromkeys(_source_key(t) for t in tasks):
         for doc in _documents_cached(source, "train", root):
             kept = []
             for unit in doc:
@@ -165,8 +192,9 @@ def corpus_stats(ds: Dataset) -> dict:
 
 def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: str = "text",
                      max_sentences: int | None = None, config: str | None = None,
-                     normalize: bool = True) -> Dataset:
-    """Any text corpus as a Dataset with one column ``text`` (empty lines dropped, Romanian-normalised).
+                     normalize: bool = True, language: str | None = None) -> Dataset:
+    """Any text corpus as a Dataset with one column ``text`` (empty lines dropped, normalised for
+    ``language``: default the active profile's, else Romanian; see kdlib.text.normalizer).
 
     ``name_or_path``: a text file, a folder of ``*.txt`` files, a folder written by ``save_to_disk``, or a
     hub dataset name (``"name:config"`` or ``config=``; e.g. ``"wikimedia/wikipedia:20231101.ro"``), which
@@ -198,7 +226,8 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
         raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
     texts = [t.strip() for t in _column(ds, text_column) if isinstance(t, str) and t.strip()]
     if normalize:
-        texts = [normalize_romanian(t) for t in texts]
+        norm = normalizer(language or tasks_mod.active()[0])
+        texts = [norm(t) for t in texts]
     if max_sentences is not None:
         texts = texts[:max_sentences]
     if not texts:
@@ -242,7 +271,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=MODES, default="shuffled")
     parser.add_argument("--merge-p", type=float, default=0.5, help="merge probability (mode merged)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tasks", default=None, help="comma-separated tasks whose train splits are used (default all)")
+    parser.add_argument("--tasks", default=None, help="comma-separated tasks whose train splits are used (default: the active tasks, "
+                             "see kdlib.tasks)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--max-sentences", type=int, default=None)
     parser.add_argument("--source", default=None,

@@ -1,4 +1,11 @@
-"""The seven Romanian evaluation tasks of the paper, loaded as ``datasets.DatasetDict``.
+"""Evaluation tasks loaded as ``datasets.DatasetDict``: the paper's seven Romanian tasks and any declared task.
+
+A task is named (one of the seven below, or a task declared in the active profile) or given as a
+declaration mapping (``load_task({"kind": "tagging", "format": "conllu", ...})``); the registry and the
+declaration keys are in :mod:`kdlib.tasks`, the generic readers in :mod:`kdlib.readers`. A declared
+task without a validation file gets one carved from train (seeded ``SPLIT_SEED``, stratified by label
+for classification when every class has two examples; the note is in ``task_sources``, in
+``info.description`` and logged); its test file stays whole.
 
 Every task has ``train``, ``validation`` and ``test`` splits. Columns:
 
@@ -27,30 +34,34 @@ Sources and the splits made here (fixed seed ``SPLIT_SEED``, stratified by label
   Labels: ``moldavian`` / ``romanian``. A warning says which source is used.
 * ``sts``: RO-STS TSVs ``score<TAB>sentence1<TAB>sentence2`` (5,749 / 1,500 / 1,379 pairs).
 
-Text is normalised with ``kdlib.text.normalize_romanian`` (cedilla -> comma-below, NFC) unless
-``normalize=False``. Bad input raises ``ValueError`` naming the file, the line and what was expected.
+Text is normalised with ``kdlib.text.normalizer(task language)`` unless ``normalize=False``: for the
+seven (Romanian) tasks ``normalize_romanian`` (cedilla -> comma-below, NFC); for a declared task of
+another language only NFC. Bad input raises ``ValueError`` naming the file, the line and what was expected.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import io
 import json
+import logging
 import os
 import sys
 import warnings
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import datasets
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-from kdlib import sources
-from kdlib.text import normalize_romanian
+from kdlib import readers, sources
+from kdlib import tasks as tasks_mod
+from kdlib.tasks import TaskSpec, get_task
+from kdlib.text import normalizer
 
 __all__ = [
     "TaskSpec", "TASKS", "TASK_NAMES", "SPLITS", "SPLIT_SEED", "UPOS_TAGS", "RONEC_V1_CLASSES",
@@ -63,30 +74,11 @@ SPLIT_SEED = 42
 LAROSEDA_VALIDATION_FRACTION = 0.10
 VARDIAL_FRACTIONS = (0.8, 0.1, 0.1)
 RONEC_V2_CARVE_VALIDATION = 0.2
+log = logging.getLogger("kdlib.data")
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a task is: its name, head type, the paper's metric, dataset and a one-line description."""
-
-    name: str
-    kind: str      # "tagging" | "classification" | "regression"
-    metric: str    # "macro_f1" | "accuracy" | "pearson"
-    dataset: str
-    description: str
-
-
-TASKS: dict[str, TaskSpec] = {
-    "upos": TaskSpec("upos", "tagging", "macro_f1", "UD Romanian-RRT", "universal part-of-speech tag per token"),
-    "xpos": TaskSpec("xpos", "tagging", "macro_f1", "UD Romanian-RRT", "MULTEXT-East (MSD) tag per token"),
-    "ner": TaskSpec("ner", "tagging", "macro_f1", "RONEC v1 (v2 optional)", "BIO named-entity tag per token"),
-    "sapn": TaskSpec("sapn", "classification", "accuracy", "LaRoSeDa", "review polarity: negative / positive"),
-    "sar": TaskSpec("sar", "classification", "macro_f1", "LaRoSeDa", "review star rating: 1, 2, 4, 5"),
-    "di": TaskSpec("di", "classification", "macro_f1", "MOROCO / VarDial 2019 MRC",
-                   "dialect: Moldavian / Romanian"),
-    "sts": TaskSpec("sts", "regression", "pearson", "RO-STS", "sentence-pair similarity, 0-5"),
-}
-TASK_NAMES = tuple(TASKS)
+TASKS: dict[str, TaskSpec] = tasks_mod.BUILTIN   # the seven Romanian tasks (kdlib.tasks)
+TASK_NAMES = tasks_mod.BUILTIN_NAMES
 
 UPOS_TAGS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
              "PUNCT", "SCONJ", "SYM", "VERB", "X"]
@@ -100,7 +92,6 @@ SAPN_NAMES = ["negative", "positive"]
 SAR_NAMES = ["1", "2", "4", "5"]
 DI_NAMES = ["moldavian", "romanian"]
 
-_RRT = "ud_romanian_rrt/ro_rrt-ud-{}.conllu"
 _RONEC1 = "ronec/ronec_v1/ronec/conllup/raw/{}.conllu"
 _RONEC2 = "ronec/data/{}.json"
 _LAROSEDA = "laroseda/data_splitted/laroseda_{}.json"
@@ -143,80 +134,11 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     return path
 
 
-# --- parsing -------------------------------------------------------------------------------------------
+# --- parsing (the generic readers live in kdlib.readers) ------------------------------------------------
 
-def _fail(path: Path | str, line: int | None, what: str) -> ValueError:
-    where = f"{path}, line {line}" if line is not None else str(path)
-    return ValueError(f"{where}: {what}")
-
-
-@dataclass
-class _Sentence:
-    sent_id: str
-    text: str | None
-    doc: str | None
-    forms: list[str]
-    columns: list[list[str]]  # every token's full column list
-    lines: list[int]          # line number of each token
-
-
-def _read_conllu(path: Path, n_columns: int) -> list[_Sentence]:
-    """CoNLL-U(-Plus) sentences; skip comments, multiword ranges and empty nodes; check column counts."""
-    sentences: list[_Sentence] = []
-    meta: dict[str, str] = {}
-    doc: str | None = None
-    cur: list[tuple[int, list[str]]] = []
-
-    def close() -> None:
-        if cur:
-            sent_id = meta.get("sent_id", str(len(sentences) + 1))
-            sentences.append(_Sentence(sent_id, meta.get("text"), doc, [c[1] for _, c in cur],
-                                       [c for _, c in cur], [n for n, _ in cur]))
-        cur.clear()
-        meta.clear()
-
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                close()
-                continue
-            if line.startswith("#"):
-                key, sep, value = line[1:].partition("=")
-                key = key.strip()
-                if sep and key in {"sent_id", "text"}:
-                    meta[key] = value.strip()
-                elif sep and key == "newdoc id":
-                    doc = value.strip()
-                continue
-            cols = line.split("\t")
-            if len(cols) != n_columns:
-                raise _fail(path, lineno, f"expected {n_columns} tab-separated columns (CoNLL-U token line), "
-                                          f"found {len(cols)}: {line[:80]!r}")
-            token_id = cols[0]
-            if "-" in token_id or "." in token_id:   # multiword-token range or empty node
-                continue
-            if not token_id.isdigit():
-                raise _fail(path, lineno, f"expected an integer token ID in column 1, found {token_id!r}")
-            cur.append((lineno, cols))
-    close()
-    return sentences
-
-
-def _tagging_split(path: Path, n_columns: int, tag_column: int, names: list[str] | None,
-                   norm: Callable[[str], str], bio: bool = False) -> list[dict]:
-    """Records ``{id, tokens, tags}`` (tags as strings, validated against ``names`` when given)."""
-    allowed = set(names) if names is not None else None
-    records = []
-    for sent in _read_conllu(path, n_columns):
-        tags = [cols[tag_column] for cols in sent.columns]
-        for tag, line in zip(tags, sent.lines):
-            if tag == "" or (tag == "_" and allowed is not None) or (allowed is not None and tag not in allowed):
-                expected = "a BIO tag (O, B-CLASS, I-CLASS)" if bio else "one of the known tags"
-                raise _fail(path, line, f"column {tag_column + 1}: expected {expected}, found {tag!r}"
-                            + (f"; known: {', '.join(names)}" if names and len(names) < 40 else ""))
-        records.append({"id": sent.sent_id, "tokens": [norm(t) for t in sent.forms], "tags": tags})
-    return records
+_fail = readers.fail
+_read_conllu = readers.read_conllu
+_tagging_split = readers.conllu_records
 
 
 def _load_json(path: Path):
@@ -300,14 +222,6 @@ def _stratified_split(labels: list, fraction: float, seed: int) -> tuple[list[in
     idx = list(range(len(labels)))
     keep, carved = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
     return sorted(keep), sorted(carved)
-
-
-def _build_ud(files: _Files, tag_column: int, names: list[str] | None, norm) -> tuple[dict, list[str]]:
-    out = {s: _tagging_split(files.get(_RRT.format(_UD_FILE_SPLIT[s]), s), 10, tag_column, names, norm)
-           for s in SPLITS}
-    if names is None:  # XPOS: inventory of all three files
-        names = sorted({t for recs in out.values() for r in recs for t in r["tags"]})
-    return out, names
 
 
 def _build_ner(files: _Files, norm, version: int = 1, v2_train: str = "download") -> tuple[dict, list[str]]:
@@ -441,6 +355,126 @@ def _warn_source(name: str, source: str) -> None:
                       "set carved 80/10/10 (pass source='moroco' to download MOROCO)", stacklevel=3)
 
 
+# --- declared tasks: generic formats (kdlib.readers), validation carved from train -----------------------
+
+def _declared_file(files: _Files, spec: TaskSpec, split: str) -> Path:
+    """A declared split's file: absolute, a pinned data-folder file (fetched), or data-folder relative."""
+    value = spec.options[split]
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        if value in sources.REGISTRY:
+            return files.get(value, split)
+        path = files.data_dir / value
+    if not path.is_file():
+        raise FileNotFoundError(f"task {spec.name!r}: {split} file {path} does not exist (expected a {spec.format} "
+                                f"file; a relative path is read from the data folder {files.data_dir})")
+    files.used[split].append(str(path))
+    return path
+
+
+def _fixed_names(spec: TaskSpec) -> list[str] | None:
+    """The label inventory known before reading: declared ``labels``, or the 17 UPOS tags."""
+    if spec.options.get("labels"):
+        return [str(x) for x in spec.options["labels"]]
+    if spec.format == "conllu" and spec.options.get("column", "upos") == "upos":
+        return UPOS_TAGS
+    return None
+
+
+def _read_declared_file(spec: TaskSpec, path: Path, split: str, names: list[str] | None, norm) -> list[dict]:
+    allowed = set(names) if names is not None else None
+    if spec.format == "conllu":
+        column = tasks_mod.CONLLU_COLUMNS[spec.options.get("column", "upos")]
+        return readers.conllu_records(path, 10, column, names, norm)
+    if spec.format == "conll":
+        return readers.conll_records(path, names, norm, split)
+    if spec.format == "jsonl":
+        return readers.jsonl_records(path, spec.options, spec.kind, norm, split, allowed)
+    delimiter = "," if spec.format == "csv" else "\t"
+    return readers.table_records(path, delimiter, spec.options, spec.kind, norm, split, allowed)
+
+
+def _read_hf_dataset(spec: TaskSpec, names: list[str] | None, norm) -> dict[str, list[dict]]:
+    """The splits of a ``datasets`` dataset (hub name or saved folder); validation may be absent."""
+    name, opts = spec.options["name"], spec.options
+    path = Path(name).expanduser()
+    try:
+        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(name, opts.get("config"))
+    except (FileNotFoundError, ValueError, ConnectionError) as exc:
+        raise FileNotFoundError(f"task {spec.name!r}: cannot load dataset {name!r}"
+                                f"{' config ' + repr(opts['config']) if opts.get('config') else ''}: {exc}") from None
+    if not isinstance(ds, DatasetDict):
+        raise ValueError(f"task {spec.name!r}: dataset {name!r} is a single split; expected splits "
+                         f"(a DatasetDict with train and test)")
+    out = {}
+    for split in SPLITS:
+        split_name = opts.get(split, split)
+        if split_name not in ds:
+            if split == "validation" and "validation" not in opts:
+                continue
+            raise ValueError(f"task {spec.name!r}: dataset {name!r} has no split {split_name!r} (used as {split}); "
+                             f"its splits: {', '.join(ds)}")
+        out[split] = readers.dataset_records(ds[split_name], ds[split_name].features, f"{name} [{split_name}]",
+                                             opts, spec.kind, norm, set(names) if names else None)
+    return out
+
+
+def _carve_validation(spec: TaskSpec, train: list[dict]) -> tuple[list[dict], list[dict], str]:
+    """(train, validation, note): a seeded share of train, stratified by label where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    fraction = spec.options.get("validation_fraction", tasks_mod.DEFAULT_VALIDATION_FRACTION)
+    n = len(train)
+    n_val = max(1, round(n * fraction))
+    if n < 2 or n_val >= n:
+        raise ValueError(f"task {spec.name!r}: train has {n} example(s), too few to carve a validation split "
+                         f"({fraction:.0%}); declare a validation file")
+    labels = [r["label"] for r in train] if spec.kind == "classification" else None
+    counts = collections.Counter(labels or [])
+    stratify = labels if labels and min(counts.values()) >= 2 and len(counts) <= min(n_val, n - n_val) else None
+    keep, carved = train_test_split(list(range(n)), test_size=n_val, random_state=SPLIT_SEED, stratify=stratify)
+    note = (f"validation carved from train: {n_val} of {n} examples ({fraction:.0%}, seed {SPLIT_SEED}, "
+            f"{'stratified by label' if stratify else 'not stratified'})")
+    return [train[i] for i in sorted(keep)], [train[i] for i in sorted(carved)], note
+
+
+def _inventory(records: dict[str, list[dict]], spec: TaskSpec) -> list[str]:
+    """Sorted label inventory of all splits (BIO: O, then B-/I- of each sorted class; numbers by value)."""
+    if spec.kind == "tagging":
+        seen = {t for recs in records.values() for r in recs for t in r["tags"]}
+        if spec.format == "conll":
+            return bio_names(sorted({t[2:] for t in seen if t != "O"}))
+    else:
+        seen = {r["label"] for recs in records.values() for r in recs}
+
+    def key(label: str):
+        try:
+            return (0, float(label), label)
+        except ValueError:
+            return (1, 0.0, label)
+
+    return sorted(seen, key=key)
+
+
+def _build_declared(spec: TaskSpec, files: _Files, norm) -> tuple[dict, list[str] | None, str]:
+    """Records of a task of a generic format, its label names and a description of the source."""
+    names = _fixed_names(spec)
+    if spec.format == "datasets":
+        records = _read_hf_dataset(spec, names, norm)
+    else:
+        records = {s: _read_declared_file(spec, _declared_file(files, spec, s), s, names, norm)
+                   for s in SPLITS if spec.options.get(s)}
+    source = spec.dataset
+    if "validation" not in records:
+        records["train"], records["validation"], note = _carve_validation(spec, records["train"])
+        files.used["validation"] = list(files.used["train"])
+        source += f" ({note})"
+        log.info("task %s: %s", spec.name, note)
+    if names is None and spec.kind != "regression":
+        names = _inventory(records, spec)
+    return records, names, source
+
+
 # --- assembling datasets ------------------------------------------------------------------------------------
 
 def _features(kind: str, names: list[str] | None, pair: bool) -> Features:
@@ -469,91 +503,150 @@ def _check_options(name: str, options: dict) -> dict:
     return {**_DEFAULTS.get(name, {}), **options}
 
 
-def _check_task(name: str) -> None:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
+def _check_task(name) -> TaskSpec:
+    """The spec of a task name or declaration (ValueError listing the valid names for an unknown one)."""
+    return get_task(name)
+
+
+def _build_builtin(spec: TaskSpec, files: _Files, norm, opts: dict) -> tuple[dict, list[str] | None, str]:
+    """The registered builder of one of the seven Romanian tasks (UPOS/XPOS: the generic CoNLL-U reader)."""
+    name = spec.name
+    if spec.format == "conllu":
+        return _build_declared(spec, files, norm)
+    if spec.format == "ronec":
+        records, names = _build_ner(files, norm, **opts)
+        return records, names, f"RONEC v{opts.get('version', 1)}" + (
+            " (train/validation carved from v2 valid)" if opts.get("v2_train") == "carve" else "")
+    if spec.format == "laroseda":
+        records, names = _build_laroseda(files, norm, name)
+        return records, names, "LaRoSeDa (validation carved from train, 10%, stratified)"
+    if spec.format == "moroco":
+        records, names, used = _build_di(files, norm, **opts)
+        source = "MOROCO (official splits)" if used == "moroco" else "VarDial 2019 MRC (carved 80/10/10, stratified)"
+        return records, names, source + (_DI_FALLBACK if used == "vardial-auto" else "")
+    records = {s: _sts_split(files.get(_STS.format(_UD_FILE_SPLIT[s]), s), norm, s) for s in SPLITS}
+    return records, None, spec.dataset
+
+
+def _assemble(spec: TaskSpec, records: dict, names: list[str] | None, files: _Files, source: str) -> DatasetDict:
+    """One Dataset per split with the kdlib.data features (a declared task's source in ``info.description``)."""
+    pair = spec.kind != "tagging" and any("text_b" in r for r in records["train"])
+    features = _features(spec.kind, names, pair=pair)
+    info = None if spec.builtin else datasets.DatasetInfo(description=source, features=features)
+    out = {}
+    for split in SPLITS:
+        if not records[split]:
+            raise ValueError(f"task {spec.name!r}: split {split!r} is empty (read from {', '.join(files.used[split])})")
+        out[split] = Dataset.from_list(records[split], features=features, info=copy.deepcopy(info),
+                                       split=datasets.NamedSplit(split))
+    return DatasetDict(out)
+
+
+def _identity(text: str) -> str:
+    return text
 
 
 @lru_cache(maxsize=32)
 def _load_cached(name: str, data_dir: str, normalize: bool, options: tuple) -> tuple[DatasetDict, dict, str]:
-    opts = dict(options)
+    spec = TASKS[name]
     files = _Files(Path(data_dir))
-    norm = normalize_romanian if normalize else (lambda s: s)
-    source = TASKS[name].dataset
-    if name in {"upos", "xpos"}:
-        records, names = _build_ud(files, 3 if name == "upos" else 4, UPOS_TAGS if name == "upos" else None, norm)
-    elif name == "ner":
-        records, names = _build_ner(files, norm, **opts)
-        source = f"RONEC v{opts.get('version', 1)}" + (" (train/validation carved from v2 valid)"
-                                                       if opts.get("v2_train") == "carve" else "")
-    elif name in {"sapn", "sar"}:
-        records, names = _build_laroseda(files, norm, name)
-        source = "LaRoSeDa (validation carved from train, 10%, stratified)"
-    elif name == "di":
-        records, names, used = _build_di(files, norm, **opts)
-        source = "MOROCO (official splits)" if used == "moroco" else "VarDial 2019 MRC (carved 80/10/10, stratified)"
-        if used == "vardial-auto":
-            source += _DI_FALLBACK
-    else:
-        records = {s: _sts_split(files.get(_STS.format(_UD_FILE_SPLIT[s]), s), norm, s) for s in SPLITS}
-        names = None
-    kind = TASKS[name].kind
-    features = _features(kind, names, pair=name in {"sapn", "sar", "sts"})
-    out = {}
-    for split in SPLITS:
-        if not records[split]:
-            raise ValueError(f"task {name!r}: split {split!r} is empty (read from {', '.join(files.used[split])})")
-        out[split] = Dataset.from_list(records[split], features=features, split=datasets.NamedSplit(split))
-    return DatasetDict(out), {s: list(v) for s, v in files.used.items()}, source
+    norm = normalizer(spec.language) if normalize else _identity
+    records, names, source = _build_builtin(spec, files, norm, dict(options))
+    return _assemble(spec, records, names, files, source), {s: list(v) for s, v in files.used.items()}, source
 
 
-def _cached(name: str, data_dir, normalize: bool, options: dict):
-    _check_task(name)
-    options = _check_options(name, options)
+@lru_cache(maxsize=32)
+def _load_declared_cached(name: str, declaration: str, data_dir: str, normalize: bool,
+                          stamps: tuple) -> tuple[DatasetDict, dict, str]:
+    spec = tasks_mod.parse_declaration(name, json.loads(declaration))
+    files = _Files(Path(data_dir))
+    norm = normalizer(spec.language) if normalize else _identity
+    try:
+        records, names, source = _build_declared(spec, files, norm)
+        ds = _assemble(spec, records, names, files, source)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(message if message.startswith("task ") else f"task {name!r}: {message}") from None
+    return ds, {s: list(v) for s, v in files.used.items()}, source
+
+
+def _stamps(spec: TaskSpec, root: Path) -> tuple:
+    """(path, mtime, size) of a declared task's files, so that an edited file is read again."""
+    values = [spec.options.get("name")] if spec.format == "datasets" else [spec.options.get(s) for s in SPLITS]
+    out = []
+    for value in filter(None, values):
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else root / value
+        stat = path.stat() if path.exists() else None
+        out.append((str(path), stat.st_mtime_ns if stat else None, stat.st_size if stat else None))
+    return tuple(out)
+
+
+def _cached(name, data_dir, normalize: bool, options: dict):
+    spec = _check_task(name)
     root = resolve_data_dir(data_dir)
-    return _load_cached(name, str(root), bool(normalize), tuple(sorted(options.items())))
+    if spec.builtin:
+        options = _check_options(spec.name, options)
+        return _load_cached(spec.name, str(root), bool(normalize), tuple(sorted(options.items())))
+    if options:
+        raise TypeError(f"load_task({spec.name!r}): a declared task takes no options (got {sorted(options)}); "
+                        f"put them in its declaration")
+    declaration = json.dumps(spec.declaration(), sort_keys=True)
+    return _load_declared_cached(spec.name, declaration, str(root), bool(normalize), _stamps(spec, root))
 
 
-def load_task(name: str, data_dir: str | Path | None = None, *, normalize: bool = True, **options) -> DatasetDict:
-    """Load one of ``TASK_NAMES`` as a DatasetDict with train/validation/test (see the module docstring).
+def load_task(name: str | Mapping | TaskSpec, data_dir: str | Path | None = None, *, normalize: bool = True,
+              **options) -> DatasetDict:
+    """Load a task as a DatasetDict with train/validation/test (see the module docstring).
 
-    Options: ``ner``: ``version`` (1 | 2), ``v2_train`` ("download" | "carve"); ``di``: ``source``
-    ("auto" | "moroco" | "vardial"). Parsed results are cached in memory; each call returns a copy.
+    ``name``: one of the seven Romanian tasks, a task declared in the active profile (kdlib.tasks), or a
+    declaration mapping such as ``{"kind": "tagging", "format": "conllu", "column": "upos", "train": ...,
+    "test": ...}``. Options of the built-in tasks: ``ner``: ``version`` (1 | 2), ``v2_train``
+    ("download" | "carve"); ``di``: ``source`` ("auto" | "moroco" | "vardial"). Parsed results are
+    cached in memory (declared files: until they change); each call returns a copy.
     """
     ds, _, source = _cached(name, data_dir, normalize, options)
-    _warn_source(name, source)
+    _warn_source(name if isinstance(name, str) else "", source)
     return copy.deepcopy(ds)
 
 
-def load_split(name: str, split: str, data_dir: str | Path | None = None, **kwargs) -> Dataset:
+def load_split(name: str | Mapping, split: str, data_dir: str | Path | None = None, **kwargs) -> Dataset:
     """One split of a task; an unknown split name raises with the valid ones."""
-    _check_task(name)
+    spec = _check_task(name)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for task {name!r}; valid splits: {', '.join(SPLITS)}")
+        raise ValueError(f"unknown split {split!r} for task {spec.name!r}; valid splits: {', '.join(SPLITS)}")
     return load_task(name, data_dir, **kwargs)[split]
 
 
-def task_sources(name: str, data_dir: str | Path | None = None, *, normalize: bool = True,
+def task_sources(name: str | Mapping, data_dir: str | Path | None = None, *, normalize: bool = True,
                  **options) -> tuple[dict[str, list[str]], str]:
-    """({split: [data-folder relpaths read]}, description of the source) for one task."""
+    """({split: [files read: data-folder relpaths or paths]}, description of the source) for one task."""
     _, used, source = _cached(name, data_dir, normalize, options)
     return used, source
 
 
-def label_names(ds_dict: DatasetDict | Dataset, task: str) -> list[str] | None:
-    """Label names of a loaded task (None for the regression task ``sts``)."""
-    _check_task(task)
+def label_names(ds_dict: DatasetDict | Dataset, task: str | Mapping) -> list[str] | None:
+    """Label names of a loaded task (None for a regression task such as ``sts``)."""
+    spec = _check_task(task)
     ds = ds_dict["train"] if isinstance(ds_dict, DatasetDict) else ds_dict
-    feature = ds.features["tags"].feature if TASKS[task].kind == "tagging" else ds.features["label"]
+    feature = ds.features["tags"].feature if spec.kind == "tagging" else ds.features["label"]
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
 # --- `python -m kdlib data --check` ---------------------------------------------------------------------
 
+def _file_note(path: str, root: Path) -> str:
+    """A file read by a task: a pinned data file with its origin and checksum state, or the path itself."""
+    if path not in sources.REGISTRY:
+        return f"{path} [declared]"
+    status = sources.file_status(path, root)
+    return f"{status['relpath']} [{status['origin']}, {status['checksum']}]"
+
+
 def check(data_dir: str | Path | None = None, tasks: list[str] | None = None) -> tuple[list[dict], bool]:
     """Load every task; rows {task, split, examples, tokens, source, files}; ok=False if anything failed."""
     rows, ok = [], True
-    for name in tasks or TASK_NAMES:
+    for name in tasks or tasks_mod.task_names():
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -561,10 +654,9 @@ def check(data_dir: str | Path | None = None, tasks: list[str] | None = None) ->
                 used, source = task_sources(name, data_dir)
             root = resolve_data_dir(data_dir)
             for split in SPLITS:
-                statuses = [sources.file_status(r, root) for r in dict.fromkeys(used[split])]
-                files = "; ".join(f"{s['relpath']} [{s['origin']}, {s['checksum']}]" for s in statuses)
+                files = "; ".join(_file_note(r, root) for r in dict.fromkeys(used[split]))
                 tokens = (pc.sum(pc.list_value_length(ds[split].data.column("tokens"))).as_py()
-                          if TASKS[name].kind == "tagging" else None)
+                          if get_task(name).kind == "tagging" else None)
                 rows.append({"task": name, "split": split, "examples": len(ds[split]), "tokens": tokens,
                              "source": source, "files": files})
             for w in caught:
@@ -596,7 +688,8 @@ def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib data", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="load every task and print split sizes and sources")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR)")
-    parser.add_argument("--task", action="append", choices=TASK_NAMES, help="only these tasks (repeatable)")
+    parser.add_argument("--task", action="append",
+                        help="only these tasks (repeatable; default: the active tasks, see kdlib.tasks)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = parser.parse_args(argv)
     if not args.check:

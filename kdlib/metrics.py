@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
+
+from kdlib.tasks import get_task
 
 KINDS = ("tagging", "classification", "regression")
 METRICS = ("macro_f1", "accuracy", "pearson")
@@ -41,15 +43,15 @@ MISSING_SHARE = 0.05
 _DEFAULT_METRIC = {"tagging": "macro_f1", "classification": "macro_f1", "regression": "pearson"}
 
 
-def task_kind_and_metric(task: str) -> tuple[str, str]:
-    """(kind, headline metric) of a task name from kdlib.data.TASKS, or of a bare kind name."""
-    if task in KINDS:
+def task_kind_and_metric(task: str | Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, headline metric) of a task: a bare kind name, a task name resolved by kdlib.tasks (the
+    declarations of the active profile, then the seven Romanian tasks) or a declaration mapping."""
+    if isinstance(task, str) and task in KINDS:
         return task, _DEFAULT_METRIC[task]
-    from kdlib.data import TASKS  # the single source of task -> kind/metric
-
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)} or a kind {KINDS}")
-    spec = TASKS[task]
+    try:
+        spec = get_task(task)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or a kind {KINDS}") from None
     return spec.kind, spec.metric
 
 

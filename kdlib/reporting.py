@@ -56,6 +56,12 @@ POSTER_LOYALTY = {  # rows read as the three students (paper-spec section 7.0)
 MISSING = "—"
 
 
+def task_columns(present) -> list[str]:
+    """Tasks in table order: the paper's seven in its order, then any declared task in order of appearance."""
+    present = list(dict.fromkeys(present))
+    return [t for t in TASK_ORDER if t in present] + [t for t in present if t not in TASK_ORDER]
+
+
 def base_model(name: str) -> str:
     """Paper model name without a variant suffix: 'DistilMulti-BERT-base-ro (sum)' -> 'DistilMulti-BERT-base-ro'."""
     return name.split(" (", 1)[0]
@@ -149,7 +155,7 @@ def paper_table(results: pd.DataFrame, *, with_poster: bool = True) -> pd.DataFr
     With `with_poster`, each model row carries the poster's number beside ours ("ours"/"paper"); a model
     the poster does not have gets NaN there (:func:`render` shows it as '—').
     """
-    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
+    tasks = task_columns(results["task"])
     ours = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")[tasks]
     order = _model_order(ours.index)
     ours = ours.loc[order]
@@ -176,7 +182,7 @@ def relative_drop(results: pd.DataFrame, teacher_of: dict[str, str | list[str]])
             raise KeyError(f"relative_drop: no results for {missing}; have {list(wide.index)}")
         ref = wide.loc[teachers].mean(axis=0)
         rows[student] = 100.0 * (ref - wide.loc[student]) / ref.abs()
-    cols = [t for t in TASK_ORDER if t in wide.columns]
+    cols = task_columns(wide.columns)
     return pd.DataFrame(rows).T[cols].round(2)
 
 

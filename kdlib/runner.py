@@ -5,10 +5,15 @@ A *profile* (YAML in ``kdlib/profiles/``) holds the parameters of every notebook
 predecessors wrote there (``read_json``; ``write_json`` writes atomically) and recording wall time and
 peak memory in ``run_summary.json`` (``summary_table``). ``kdlib.book.build_book`` renders a run's
 executed notebooks. The tables and figures the notebooks show live in :mod:`kdlib.reporting`.
+A profile may declare its own tasks and language (top-level ``tasks`` and ``language``, see
+kdlib.tasks): the run reads every declared file first, writes them to ``<run>/tasks.json`` and points
+``$KDLIB_TASKS`` at it for the notebook kernels, so that every task name a notebook passes to kdlib
+resolves to the profile's declaration.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -24,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from kdlib import data
+from kdlib import tasks as tasks_mod
 from kdlib.colab import ensure_drive
 from kdlib.registry import slug  # noqa: F401  (runner.slug: the one slug, defined with the registry)
 
@@ -77,11 +84,37 @@ def _profile_path(name_or_path: str | os.PathLike) -> Path:
     return candidate
 
 
+PROFILE_KEYS = ("name", "description", "extends", "language", "tasks", "params", "notebooks", "steps")
+
+
+def _declared_tasks(raw: dict, where: str, *, own_tasks: bool, own_params: dict, own_notebooks: dict) -> None:
+    """Validate ``language`` and ``tasks``; a profile's own declared tasks become its task list."""
+    if raw.get("language") is not None:
+        tasks_mod.check_language(raw["language"], f"profile {where}")
+    if raw.get("tasks") is None:
+        raw.pop("tasks", None)
+        return
+    specs = tasks_mod.parse_declarations(raw["tasks"], language=raw.get("language"), where=f"profile {where}: tasks")
+    params = raw["params"] = dict(raw.get("params") or {})
+    if own_tasks and "tasks" not in own_params:
+        params["tasks"] = list(specs)
+        for nb, nb_params in (raw.get("notebooks") or {}).items():   # inherited per-notebook task lists
+            if isinstance(nb_params, dict) and "tasks" not in (own_notebooks.get(nb) or {}):
+                nb_params.pop("tasks", None)
+    unknown = [t for t in params.get("tasks") or [] if t not in specs and t not in tasks_mod.BUILTIN]
+    if unknown:
+        raise ValueError(f"profile {where}: params.tasks names {unknown}, which are neither declared under "
+                         f"`tasks` ({', '.join(specs)}) nor built in")
+
+
 def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] = ()) -> dict:
     """Load a profile by name (kdlib/profiles/NAME.yaml), path or dict, resolving `extends:` chains.
 
     Returns a dict with keys ``name``, ``description``, ``params`` (common to every notebook) and
-    ``notebooks`` (per-notebook parameters, keyed by notebook stem such as ``04-evaluate``).
+    ``notebooks`` (per-notebook parameters, keyed by notebook stem such as ``04-evaluate``), plus
+    ``language`` and ``tasks`` when the profile (or one it extends) sets them: ``tasks`` maps task
+    names to declarations (kdlib.tasks, validated here) and its names become ``params.tasks``, the
+    task list of every notebook, unless the same profile sets ``params.tasks`` itself.
     """
     if isinstance(name_or_path, dict):
         raw, where = copy.deepcopy(name_or_path), "<dict>"
@@ -99,10 +132,13 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
         if not isinstance(raw, dict):
             raise ValueError(f"profile {path}: expected a mapping at the top level, got {type(raw).__name__}")
         raw.setdefault("name", path.stem)
-    unknown = set(raw) - {"name", "description", "extends", "params", "notebooks", "steps"}
+    own_params = dict(raw.get("params") or {}) if isinstance(raw.get("params"), dict) else {}
+    own_notebooks = raw.get("notebooks") if isinstance(raw.get("notebooks"), dict) else {}
+    own_tasks = raw.get("tasks") is not None
+    unknown = set(raw) - set(PROFILE_KEYS)
     if unknown:
         raise ValueError(f"profile {where}: unknown top-level keys {sorted(unknown)}; "
-                         "expected name, description, extends, params, notebooks, steps")
+                         f"expected {', '.join(PROFILE_KEYS)}")
     for key in ("params", "notebooks"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ValueError(f"profile {where}: `{key}` must be a mapping")
@@ -114,7 +150,10 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
         base_dir = Path(where).parent if where != "<dict>" else PROFILES_DIR
         parent_ref = parent if not str(parent).endswith((".yaml", ".yml", ".json")) else base_dir / parent
         base = load_profile(parent_ref, _seen + (where,))
+        if raw.get("tasks") is not None:   # declared tasks replace the parent's, never merge with them
+            base.pop("tasks", None)
         raw = _deep_merge({k: v for k, v in base.items() if k not in ("name", "description")}, raw)
+    _declared_tasks(raw, where, own_tasks=own_tasks, own_params=own_params, own_notebooks=own_notebooks)
     raw.setdefault("description", "")
     raw["params"] = dict(raw.get("params") or {})
     raw["notebooks"] = {k: dict(v or {}) for k, v in (raw.get("notebooks") or {}).items()}
@@ -123,6 +162,57 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
     except TypeError as exc:
         raise ValueError(f"profile {where}: parameters must be JSON-friendly: {exc}") from exc
     return raw
+
+
+# --------------------------------------------------------------------------- declared tasks for the notebooks
+
+TASKS_FILE = "tasks.json"
+
+
+def task_declarations(profile: dict) -> dict:
+    """``{"language": ..., "tasks": {...}}`` of a loaded profile (only the keys it sets; {} for none)."""
+    return {k: profile[k] for k in ("language", "tasks") if profile.get(k) is not None}
+
+
+def check_declared_tasks(declared: dict, data_dir: str | None = None) -> None:
+    """Read every declared task once, so that a malformed file fails before the first notebook runs."""
+    specs = tasks_mod.parse_declarations(declared["tasks"], language=declared.get("language"))
+    for spec in specs.values():
+        data.load_task(spec, data_dir)
+
+
+def write_task_declarations(run_dir: Path, declared: dict) -> Path | None:
+    """Write ``run_dir/tasks.json`` (the file ``$KDLIB_TASKS`` names for the notebooks); None without any.
+
+    A stale file of an earlier profile is removed, so a run without declarations uses the seven tasks.
+    """
+    path = run_dir / TASKS_FILE
+    if not declared:
+        path.unlink(missing_ok=True)
+        return None
+    write_json(path, declared)
+    return path
+
+
+@contextlib.contextmanager
+def tasks_environment(tasks_file: Path | None):
+    """Set (or, without declarations, unset) ``$KDLIB_TASKS`` while a notebook kernel starts and runs.
+
+    The kernel inherits this process's environment, so ``kdlib.tasks`` there resolves the profile's
+    task names and language through the run's ``tasks.json``.
+    """
+    old = os.environ.get(tasks_mod.TASKS_ENV)
+    if tasks_file is None:
+        os.environ.pop(tasks_mod.TASKS_ENV, None)
+    else:
+        os.environ[tasks_mod.TASKS_ENV] = str(tasks_file)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(tasks_mod.TASKS_ENV, None)
+        else:
+            os.environ[tasks_mod.TASKS_ENV] = old
 
 
 # --------------------------------------------------------------------------- steps and parameters
@@ -284,11 +374,13 @@ def _failure(nb: Path, error: dict, executed: Path) -> PipelineError:
     return PipelineError(nb.stem, msg, executed)
 
 
-def _step_hashes(steps: list[Path], params: dict[str, dict]) -> dict[str, str]:
-    """A hash per step over its parameters, its notebook source and the hash of the step before it."""
+def _step_hashes(steps: list[Path], params: dict[str, dict], declared: dict) -> dict[str, str]:
+    """A hash per step over its parameters, its notebook source, the profile's declared tasks and the hash
+    of the step before it."""
     chain, hashes = "", {}
     for nb in steps:
-        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()])
+        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()]
+                      + ([declared] if declared else []))
         hashes[nb.stem] = chain
     return hashes
 
@@ -301,14 +393,14 @@ def _up_to_date(run_dir: Path, nb: Path, step_hash: str) -> bool:
 
 
 def _execute(nb: Path, executed: Path, params: dict, *, run_dir: Path, kernel_name: str,
-             timeout: int | None) -> dict:
+             timeout: int | None, tasks_file: Path | None) -> dict:
     """Run one notebook with papermill; its summary entry (status, wall time, peak memory, error if any)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     t0 = time.perf_counter()
     status, error = "ok", None
-    with _TreeMemorySampler() as sampler:
+    with _TreeMemorySampler() as sampler, tasks_environment(tasks_file):
         try:
             papermill.execute_notebook(
                 str(nb), str(executed), parameters=params, kernel_name=kernel_name,
@@ -338,12 +430,16 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
     # plan: profile, steps, parameters (all checked before anything runs), hashes
     prof = load_profile(profile)
     run_dir = Path(out_dir or REPO_ROOT / "runs" / prof["name"]).resolve()
+    params = resolve_parameters(prof, list_steps(notebooks_dir), run_dir, overrides)  # all: inherited ones checked
     steps = _profile_steps(prof, notebooks_dir)
-    params = resolve_parameters(prof, steps, run_dir, overrides)
     only_name = _match_step(only, [p.stem for p in steps]) if only else None
-    hashes = _step_hashes(steps, params)
+    declared = task_declarations(prof)
+    if declared.get("tasks"):
+        check_declared_tasks(declared, prof["params"].get("data_dir"))
+    hashes = _step_hashes(steps, params, declared)
     ensure_drive(run_dir, mount=False)  # on Colab: never create a local folder where Drive should be mounted
     summary, summary_path = _open_summary(run_dir, prof["name"])
+    tasks_file = write_task_declarations(run_dir, declared)
     todo = [nb for nb in steps if only_name in (None, nb.stem)]
     log.info("run %s: %d step(s) into %s", prof["name"], len(todo), run_dir)
     t_run = time.perf_counter()
@@ -367,7 +463,8 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
         log.info("[%s] running (%d parameters)", name, len(params[name]))
         executed = run_dir / "notebooks" / nb.name
         summary["steps"][name] = entry = _execute(nb, executed, params[name], run_dir=run_dir,
-                                                  kernel_name=kernel_name, timeout=timeout)
+                                                  kernel_name=kernel_name, timeout=timeout,
+                                                  tasks_file=tasks_file)
         summary["children_maxrss_mb"] = round(_children_maxrss_mb(), 1)
         _finalise_summary(summary, steps, summary_path)
         if "error" in entry:

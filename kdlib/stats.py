@@ -48,7 +48,8 @@ from scipy.spatial.distance import jensenshannon
 
 from kdlib.loyalty import PREDICTIONS_FILE, Predictions, load_predictions
 from kdlib.metrics import compute_metrics, task_kind_and_metric
-from kdlib.runner import model_zoo, slug
+from kdlib.registry import slug
+from kdlib.reporting import model_zoo
 
 MIN_RESAMPLES = 1000
 SCALE = 100.0

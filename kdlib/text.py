@@ -1,4 +1,8 @@
-"""Romanian text normalisation, applied to every task and corpus text by default.
+"""Text normalisation per language, applied to every task and corpus text by default.
+
+:func:`normalizer` picks it: for Romanian (``ro``, ``ro-MD``, ...) :func:`normalize_romanian` below;
+for any other language only Unicode NFC (:func:`normalize_nfc`), so that no language-specific
+replacement touches, e.g., Turkish ş (which is correct with a cedilla).
 
 Romanian writes ș and ț with a comma below (U+0219/U+021B, U+0218/U+021A), but much older text
 (typed with legacy keyboards/encodings) uses the look-alike cedilla letters ş ţ Ş Ţ (U+015F/U+0163,
@@ -11,8 +15,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
-__all__ = ["CEDILLA_TO_COMMA", "normalize_romanian", "split_sentences"]
+__all__ = ["CEDILLA_TO_COMMA", "normalize_romanian", "normalize_nfc", "normalizer", "split_sentences"]
 
 CEDILLA_TO_COMMA = str.maketrans({"ş": "ș", "ţ": "ț", "Ş": "Ș", "Ţ": "Ț"})
 
@@ -29,6 +34,19 @@ def normalize_romanian(text: str) -> str:
         raise TypeError(f"normalize_romanian expects a str, got {type(text).__name__}")
     text = _DECOMPOSED_CEDILLA.sub(lambda m: m.group(1) + "\u0326", text)  # to combining comma below
     return unicodedata.normalize("NFC", text).translate(CEDILLA_TO_COMMA)
+
+
+def normalize_nfc(text: str) -> str:
+    """Return ``text`` in Unicode NFC (the generic normalisation of every language but Romanian)."""
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_nfc expects a str, got {type(text).__name__}")
+    return unicodedata.normalize("NFC", text)
+
+
+def normalizer(language: str) -> Callable[[str], str]:
+    """The normalisation of a language code: Romanian fixes for ``ro`` (and ``ro-*``), else NFC."""
+    primary = re.split(r"[-_]", language or "", maxsplit=1)[0].lower()
+    return normalize_romanian if primary in {"ro", "ron", "rum"} else normalize_nfc
 
 
 # --- a deliberately simple sentence splitter, for reviews, news texts and STS sentences ---------------

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from datasets import ClassLabel
 
 from kdlib import data, sources
 from kdlib.text import normalize_romanian, split_sentences
@@ -41,6 +40,16 @@ def test_task_registry():
     assert data.TASK_NAMES == ("upos", "xpos", "ner", "sapn", "sar", "di", "sts")
     assert {t.kind for t in data.TASKS.values()} == {"tagging", "classification", "regression"}
     assert data.TASKS["sapn"].metric == "accuracy" and data.TASKS["sts"].metric == "pearson"
+
+
+def test_builtin_tasks_are_registry_entries():
+    from kdlib import tasks
+
+    assert data.TASKS is tasks.BUILTIN and data.TASK_NAMES == tasks.task_names()
+    assert all(tasks.get_task(name) is spec and spec.builtin and spec.language == "ro" for name, spec in data.TASKS.items())
+    # UPOS/XPOS are plain CoNLL-U declarations on the pinned RRT files; the others keep their own readers
+    assert tasks.get_task("xpos").declaration()["validation"] == f"{RRT_DIR}/ro_rrt-ud-dev.conllu"
+    assert {s.format for s in data.TASKS.values()} == {"conllu", "ronec", "laroseda", "moroco", "ro-sts"}
 
 
 @pytest.mark.parametrize("task", ["upos", "xpos"])
