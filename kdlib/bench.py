@@ -832,7 +832,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# parts run by their own module with their own options: `python -m kdlib bench --only align [--json]`
+SEPARATE_PARTS = {"align": "kdlib.align_bench"}
+
+
 def cli(argv: list[str]) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--only", help=f"one part: {','.join(PARTS + tuple(SEPARATE_PARTS))} (same as --parts)")
+    known, argv = pre.parse_known_args(argv)
+    if known.only in SEPARATE_PARTS:
+        import importlib
+        return importlib.import_module(SEPARATE_PARTS[known.only]).cli(argv)
+    if known.only:
+        argv = [*argv, "--parts", known.only]
     args = build_parser().parse_args(argv)
     try:
         parse_parts(args.parts)
