@@ -332,3 +332,47 @@ class EnsembleTarget:
         """(keep, target): the rows that received any weight, and their averaged distributions."""
         keep = self.wsum > 0
         return keep, self.acc[keep] / self.wsum[keep, None]
+
+
+# ------------------------------------------------------------------------------ teacher agreement
+@torch.inference_mode()
+def word_hidden_states(model, tokenizer, words: list[list[str]], *, max_len: int = 128,
+                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first_pos (B, W) of every word, last hidden state at each word's first piece (B, W, H), 0 where absent)."""
+    from kdlib.mlm import logits_at
+
+    view = encode_words(tokenizer, words, max_len)
+    hidden = torch.zeros(*view.first_pos.shape, model.config.hidden_size)
+    for i in range(0, len(words), batch_size):
+        sl = slice(i, i + batch_size)
+        length = int(view.attention_mask[sl].sum(1).max())
+        empty = torch.zeros(0, dtype=torch.long)
+        _, h = logits_at(model, view.input_ids[sl, :length], view.attention_mask[sl, :length], empty, empty,
+                         output_hidden=True)
+        fp = view.first_pos[sl]
+        hidden[sl] = h.float().gather(1, fp.clamp(min=0)[..., None].expand(-1, -1, h.shape[-1]))
+    return view.first_pos, hidden
+
+
+def hidden_agreement(model_a, tok_a, model_b, tok_b, words: list[list[str]], *, max_len: int = 128) -> dict:
+    """How alike two models' last hidden states are at the first pieces of the same words.
+
+    "cosine": mean cosine of the raw vectors (meaningful only when both live in one coordinate
+    system, e.g. two models grown from the same initialisation); "cosine_linear": mean cosine after
+    the least-squares linear map a -> b, fitted on one half of the words and measured on the other
+    (cross-fitted, both ways averaged): the agreement a learned linear map can reach. Needs equal
+    hidden sizes for "cosine" (NaN otherwise).
+    """
+    fa, ha = word_hidden_states(model_a, tok_a, words, max_len=max_len)
+    fb, hb = word_hidden_states(model_b, tok_b, words, max_len=max_len)
+    b, w, _, _ = aligned_words(fa, fb)
+    xa, xb = ha[b, w], hb[b, w]
+    cos = lambda x, y: float(torch.nn.functional.cosine_similarity(x, y, dim=-1).mean())
+    raw = cos(xa, xb) if xa.shape[-1] == xb.shape[-1] else float("nan")
+    half = torch.arange(len(b)) % 2 == 0
+    lin = []
+    for fit, test in ((half, ~half), (~half, half)):
+        ones = torch.ones(int(fit.sum()), 1)
+        coef = torch.linalg.lstsq(torch.cat([xa[fit], ones], 1), xb[fit]).solution
+        lin.append(cos(torch.cat([xa[test], torch.ones(int(test.sum()), 1)], 1) @ coef, xb[test]))
+    return {"words": len(b), "cosine": raw, "cosine_linear": sum(lin) / 2}

@@ -237,6 +237,19 @@ class TeacherConfig:
         return cls.from_dict(data)
 
 
+def teacher_seeds(seed: int, names: Sequence[str]) -> dict[str, int]:
+    """A distinct pretraining seed per local teacher: ``seed + 1000 * i`` for the i-th name.
+
+    `TeacherConfig.seed` drives the weight initialisation, the held-out split (so each tokenizer and
+    model sees a slightly different training set), the batch order over the corpus and the MLM
+    masks, so teachers with different seeds are as independent as two pretraining runs on one corpus
+    can be (two teachers from one seed start from nearly the same weights and stay close).
+    """
+    if len(set(names)) != len(names):
+        raise ValueError(f"teacher_seeds: names must be distinct, got {list(names)}")
+    return {name: seed + 1000 * i for i, name in enumerate(names)}
+
+
 def _split_heldout(texts: list[str], config: TeacherConfig) -> tuple[list[str], list[str]]:
     """Deterministic train / held-out split of the corpus (seeded shuffle of indices)."""
     order = list(range(len(texts)))

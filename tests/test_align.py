@@ -183,3 +183,26 @@ def test_first_piece_mismatch_on_real_words(sentences, toks):
     assert torch.all(mass[mismatch] == 0) and torch.all(mass[~mismatch] > 0)
     q, unmapped = project_distribution(torch.softmax(torch.randn(5, len(uncased)), -1), vm)
     assert torch.allclose(q.sum(-1), torch.ones(5), atol=1e-5)
+
+
+def test_teachers_from_different_seeds_are_independent(sentences, tmp_path):
+    from datasets import Dataset
+
+    from kdlib.align import hidden_agreement
+    from kdlib.teachers import TeacherConfig, load_teacher, pretrain_teacher, teacher_seeds
+
+    seeds = teacher_seeds(0, ["cased", "uncased"])
+    assert len(set(seeds.values())) == 2
+    corpus = Dataset.from_dict({"text": sentences[:400]})
+    shape = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=400, max_len=32,
+                 steps=3, batch_size=8, heldout_max=20, pppl_texts=2, pppl_max_len=16)
+    models = {}
+    for tag, seed in (("a", seeds["cased"]), ("a_again", seeds["cased"]), ("b", seeds["uncased"])):
+        pretrain_teacher(corpus, tmp_path / tag, lowercase=False, config=TeacherConfig(**shape, seed=seed),
+                         progress=False, device="cpu")
+        models[tag] = load_teacher(str(tmp_path / tag), device="cpu")
+    words = split_words(sentences[400:440])
+    same = hidden_agreement(*models["a"], *models["a_again"], words, max_len=32)
+    other = hidden_agreement(*models["a"], *models["b"], words, max_len=32)
+    assert same["cosine"] > 0.95                   # one seed: (nearly) the same teacher twice
+    assert other["cosine"] < 0.5 < other["cosine_linear"]  # other seed: unrelated coordinates, linearly related
