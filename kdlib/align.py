@@ -189,7 +189,7 @@ def _case_groups(student_tokenizer) -> dict[tuple[bool, str], list[int]]:
 
 def _shares(targets: list[int], case: str, counts: torch.Tensor | None) -> list[float]:
     """How one teacher token's mass is split over its student `targets` by the static part of the map."""
-    if case in ("prior", "count") and len(targets) > 1:
+    if case in ("prior", "count") and counts is not None and len(targets) > 1:
         c = [float(counts[s]) + 1.0 for s in targets]  # add-one: an unseen variant keeps a little mass
         return [x / sum(c) for x in c]
     return [1.0 / len(targets)] * len(targets)
@@ -204,17 +204,18 @@ def build_vocab_map(teacher_tokenizer, student_tokenizer, *, case: str = "split"
     continuation piece), NFC, cedilla ş/ţ -> comma-below ș/ț, lowercase. Special tokens map by role
     ([CLS]->[CLS], ...). `case` (see the module docstring) decides how the mass of a teacher token is
     shared when several student tokens have its form: "prior" and "count" in proportion to
-    `student_counts` (`token_counts` of the student tokenizer on the distillation corpus, required for
-    them; "prior" is further re-weighted per row by `project_distribution(prior=...)`), "split"
+    `student_counts` (`token_counts` of the student tokenizer on the distillation corpus; required for
+    "count", and "prior" without them falls back to even shares), "prior" further re-weighted per row
+    by `project_distribution(prior=...)`; "split"
     evenly, "exact_first" to the identically spelled one when it exists. Teacher tokens with no
     counterpart are unmapped. `n_teacher` / `n_student` are the models' output sizes when they exceed
     the tokenizers' lengths (padded vocabularies).
     """
     if case not in VOCAB_CASES:
         raise ValueError(f"vocab_case={case!r}: expected one of {VOCAB_CASES}")
-    if case in ("prior", "count") and student_counts is None:
-        raise ValueError(f"vocab_case={case!r} needs student_counts (kdlib.align.token_counts of the student "
-                         f"tokenizer on the distillation corpus)")
+    if case == "count" and student_counts is None:
+        raise ValueError("vocab_case='count' needs student_counts (kdlib.align.token_counts of the student "
+                         "tokenizer on the distillation corpus)")
     t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     t_special = {getattr(teacher_tokenizer, r): r for r in SPECIAL_ROLES if getattr(teacher_tokenizer, r, None)}
     s_special = {r: getattr(student_tokenizer, r) for r in SPECIAL_ROLES if getattr(student_tokenizer, r, None)}

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import yaml
 
+from kdlib.align import VOCAB_CASES
+
 STRATEGIES = ("average", "sum")
 KL_ON = ("masked", "all")
 CROSS_TOKENIZER = ("word", "none")
+CROSS_MISMATCH = ("skip", "keep")
+CROSS_COSINE = ("linear", "raw", "off")
 # settings that fix the data order and the loss: a resumed run must use the checkpoint's values
 RESUME_KEYS = ("seed", "batch_size", "grad_accum", "bucket_pool", "max_len", "mask_prob", "kl_on", "strategy",
-               "temperature", "alpha_ce", "alpha_mlm", "alpha_cos", "max_steps")
+               "temperature", "alpha_ce", "alpha_mlm", "alpha_cos", "max_steps", "vocab_case", "cross_mismatch",
+               "cross_cosine")
 
 
 @dataclass
@@ -53,13 +58,21 @@ class DistillConfig:
     weight * (alpha_ce * KL_t + alpha_cos * cos_t); weights used as given). MLM counts once in both.
     cross_tokenizer: "word" aligns a teacher with another tokenizer by whitespace words (first
     sub-tokens) and projects its vocabulary; "none" refuses such a teacher.
+    vocab_case: how an uncased token's mass is shared among cased variants (kdlib.align: "prior" =
+    the co-teacher's probabilities, else corpus counts; "count"; "split"; "exact_first").
+    cross_mismatch: "skip" gives words whose first pieces differ between the two tokenizations no
+    cross-teacher KL; "keep" keeps them. cross_cosine: the cosine towards a teacher with another
+    vocabulary (another model) through a learned linear map ("linear"), raw ("raw") or none ("off");
+    a same-vocabulary teacher always has the plain cosine.
     """
 
     teachers: list[TeacherSpec]
     students: list[StudentSpec]
     strategy: str = "average"
     cross_tokenizer: str = "word"
-    vocab_case: str = "split"          # see kdlib.align.build_vocab_map
+    vocab_case: str = "prior"          # see kdlib.align.build_vocab_map
+    cross_mismatch: str = "skip"
+    cross_cosine: str = "linear"
     alpha_ce: float = 5.0
     alpha_mlm: float = 2.0
     alpha_cos: float = 1.0
@@ -88,7 +101,7 @@ class DistillConfig:
     corpus_max_sentences: int | None = None
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DistillConfig":
+    def from_dict(cls, data: dict) -> DistillConfig:
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -102,7 +115,7 @@ class DistillConfig:
         return cls(**data)
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: dict | list[str] | None = None) -> "DistillConfig":
+    def from_file(cls, path: str | Path, overrides: dict | list[str] | None = None) -> DistillConfig:
         """Load a JSON or YAML config, then apply overrides ({key: value} or ["key=value", ...])."""
         path = Path(path)
         if not path.is_file():
@@ -134,6 +147,10 @@ class DistillConfig:
         need(self.kl_on in KL_ON, f"kl_on={self.kl_on!r}; expected one of {KL_ON}")
         need(self.cross_tokenizer in CROSS_TOKENIZER,
              f"cross_tokenizer={self.cross_tokenizer!r}; expected one of {CROSS_TOKENIZER}")
+        need(self.vocab_case in VOCAB_CASES, f"vocab_case={self.vocab_case!r}; expected one of {VOCAB_CASES}")
+        need(self.cross_mismatch in CROSS_MISMATCH,
+             f"cross_mismatch={self.cross_mismatch!r}; expected one of {CROSS_MISMATCH}")
+        need(self.cross_cosine in CROSS_COSINE, f"cross_cosine={self.cross_cosine!r}; expected one of {CROSS_COSINE}")
         need(0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), got {self.mask_prob}")
         need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")

@@ -44,16 +44,55 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from kdlib import checkpoint as ckpt
-from kdlib.batching import BatchStream, corpus_info, corpus_texts, load_corpus, make_batch, word_weights
-from kdlib.config import RESUME_KEYS, DistillConfig, StudentSpec, TeacherSpec, parse_overrides
-from kdlib.device import AmpSettings, DistEnv, amp_settings, autocast, cleanup, grad_scaler, init_distributed
+from kdlib.batching import (
+    BatchStream,
+    corpus_info,
+    corpus_texts,
+    load_corpus,
+    make_batch,
+    word_weights,
+)
+from kdlib.config import (
+    RESUME_KEYS,
+    DistillConfig,
+    StudentSpec,
+    TeacherSpec,
+    parse_overrides,
+)
+from kdlib.device import (
+    AmpSettings,
+    DistEnv,
+    amp_settings,
+    autocast,
+    cleanup,
+    grad_scaler,
+    init_distributed,
+)
 from kdlib.mlm import SelectedMLM
-from kdlib.models import Student, Teacher, build_students, load_teachers, tokenizer_views
+from kdlib.models import (
+    Student,
+    Teacher,
+    build_students,
+    load_teachers,
+    tokenizer_views,
+)
 from kdlib.objective import count_only, student_losses, student_plan, teacher_outputs
 
 # the public names of the distillation API, wherever they are defined
-__all__ = ["DistillConfig", "TeacherSpec", "StudentSpec", "parse_overrides", "distill", "read_log", "load_corpus",
-           "make_batch", "student_plan", "teacher_outputs", "student_losses", "cli"]
+__all__ = [
+    "DistillConfig",
+    "StudentSpec",
+    "TeacherSpec",
+    "cli",
+    "distill",
+    "load_corpus",
+    "make_batch",
+    "parse_overrides",
+    "read_log",
+    "student_losses",
+    "student_plan",
+    "teacher_outputs",
+]
 
 
 # -------------------------------------------------------------------------------------------- output
@@ -119,17 +158,20 @@ def read_log(log_path: str | Path) -> list[dict]:
 
 
 def _summarise(log_path: Path, students: list[Student], last: int = 10) -> dict[str, dict]:
-    """Final losses (mean over the last `last` logged steps) and mean unmapped mass per student."""
+    """Final losses (mean over the last `last` logged steps) and, per cross-vocabulary teacher, the mean
+    unmapped mass and share of first-piece mismatches over the run, per student."""
     rows = read_log(log_path)
     out = {}
     for s in students:
         tail = [r["students"][s.spec.name] for r in rows[-last:]]
         keys = tail[0].keys() if tail else []
-        final = {k: float(np.mean([t[k] for t in tail])) for k in keys if not k.startswith("unmapped/")}
-        all_unm = {k: float(np.mean([r["students"][s.spec.name][k] for r in rows]))
-                   for k in keys if k.startswith("unmapped/")}
+        whole = ("unmapped/", "mismatch/")
+        final = {k: float(np.mean([t[k] for t in tail])) for k in keys if not k.startswith(whole)}
+        run_mean = {k: float(np.mean([r["students"][s.spec.name][k] for r in rows])) for k in keys if k.startswith(whole)}
         first = rows[0]["students"][s.spec.name] if rows else {}
-        out[s.spec.name] = {"final_losses": final, "first_losses": first, "unmapped": all_unm}
+        out[s.spec.name] = {"final_losses": final, "first_losses": first,
+                            "unmapped": {k: v for k, v in run_mean.items() if k.startswith("unmapped/")},
+                            "mismatch": {k: v for k, v in run_mean.items() if k.startswith("mismatch/")}}
     return out
 
 
@@ -193,9 +235,9 @@ def seed_everything(seed: int) -> None:
 def make_optimizers(students: list[Student], config: DistillConfig, device: torch.device, amp: AmpSettings) -> None:
     """AdamW (no decay on biases and norm weights) + linear warmup/decay + GradScaler, per student."""
     for s in students:
-        s.model.train()
-        decay = [p for p in s.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in s.model.parameters() if p.ndim < 2]
+        s.trainable.train()  # the student and its cross-model linear maps
+        decay = [p for p in s.trainable.parameters() if p.ndim >= 2]
+        no_decay = [p for p in s.trainable.parameters() if p.ndim < 2]
         s.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                          {"params": no_decay, "weight_decay": 0.0}],
                                         lr=config.lr, betas=(0.9, 0.98), eps=config.adam_eps)
@@ -253,10 +295,10 @@ def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str
     gviews, gmasked = make_batch(texts, run.views, config, g, run.token_weights)
     lo, hi = env.rank * config.batch_size, (env.rank + 1) * config.batch_size
     lviews = {k: v.rows(lo, hi) for k, v in gviews.items()}
-    plans = {s.spec.name: student_plan(s, run.teachers, lviews, gmasked[lo:hi], config.kl_on) for s in run.students}
+    plans = {s.spec.name: student_plan(s, run.teachers, lviews, gmasked[lo:hi], config.kl_on, config.cross_mismatch) for s in run.students}
     # counts over the global micro-batch (identical on every rank): the loss normalisers
     counts = {s.spec.name: count_only(plans[s.spec.name] if not env.distributed else
-                                      student_plan(s, run.teachers, gviews, gmasked, config.kl_on))
+                                      student_plan(s, run.teachers, gviews, gmasked, config.kl_on, config.cross_mismatch))
               for s in run.students}
     # each teacher runs once; its outputs are shared by every student that uses it
     t_out = teacher_outputs(run.teachers, run.used_teachers, lviews, config, device, run.amp)
@@ -296,11 +338,22 @@ def check_finite(sums: dict[str, dict[str, float]], step: int, out_dir: Path) ->
                 f"stopped, last good checkpoint: {last or 'none written yet'}")
 
 
+def sync_map_gradients(students: list[Student], env: DistEnv) -> None:
+    """Average the cross-model linear maps' gradients over ranks (DDP wraps only the student itself)."""
+    if not env.distributed:
+        return
+    for s in students:
+        for p in s.cross_maps.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= env.world_size
+
+
 def optimizer_step(students: list[Student], config: DistillConfig) -> None:
     """Unscale, clip, step, zero the gradients and advance the schedule of every student."""
     for s in students:
         s.scaler.unscale_(s.optimizer)
-        torch.nn.utils.clip_grad_norm_(s.model.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(s.trainable.parameters(), config.max_grad_norm)
         s.scaler.step(s.optimizer)
         s.scaler.update()
         s.optimizer.zero_grad(set_to_none=True)
@@ -386,7 +439,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     # models: frozen teachers grouped into tokenizer views, students, their optimizers
     seed_everything(config.seed)
     tmap = load_teachers(config, device, teachers)
-    studs = build_students(config, tmap, device, students)
+    studs = build_students(config, tmap, device, students, texts=texts)
     make_optimizers(studs, config, device, amp)
     weights = word_weights(texts, studs[0].tokenizer, config.mlm_smoothing)
     run = Run(config, env, device, amp, tmap, studs, tokenizer_views(tmap),
@@ -407,6 +460,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
             tokens = sum(micro_step(run, stream.next(), step, m, sums) for m in range(config.grad_accum))
             reduce(sums, env, device)
             check_finite(sums, step, Path(config.out_dir))
+            sync_map_gradients(studs, env)
             optimizer_step(studs, config)
             step += 1
             now = time.perf_counter()

@@ -1,15 +1,22 @@
 """Word alignment across tokenizers and vocabulary projection, on real Romanian sentences (RO-STS)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-
 from helpers import make_tokenizer, ro_sentences
 
-from kdlib.align import (EnsembleTarget, aligned_words, build_vocab_map, encode_words, first_piece_mismatch,
-                         oracle_mass, project_distribution, split_words, token_counts, token_key)
+from kdlib.align import (
+    EnsembleTarget,
+    aligned_words,
+    build_vocab_map,
+    encode_words,
+    first_piece_mismatch,
+    oracle_mass,
+    project_distribution,
+    split_words,
+    token_counts,
+    token_key,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +119,7 @@ def test_count_prior_shares_mass_by_corpus_counts():
     assert dense[5, 9] == 0 and dense[6, 8] == 1.0                            # never a '##' piece; single target
     assert torch.allclose(dense[5:7].sum(-1), torch.ones(2)) and dense[7].sum() == 0   # zzz unmapped
     with pytest.raises(ValueError, match="student_counts"):
-        build_vocab_map(teacher, student, case="prior")
+        build_vocab_map(teacher, student, case="count")
 
 
 def test_co_teacher_prior_overrides_counts_per_row():
@@ -181,7 +188,7 @@ def test_first_piece_mismatch_on_real_words(sentences, toks):
     # the oracle is zero exactly on mismatched words, and rows sum to one where mapped
     mass = oracle_mass(t_ids, s_ids, vm)
     assert torch.all(mass[mismatch] == 0) and torch.all(mass[~mismatch] > 0)
-    q, unmapped = project_distribution(torch.softmax(torch.randn(5, len(uncased)), -1), vm)
+    q, _ = project_distribution(torch.softmax(torch.randn(5, len(uncased)), -1), vm)
     assert torch.allclose(q.sum(-1), torch.ones(5), atol=1e-5)
 
 
@@ -189,13 +196,18 @@ def test_teachers_from_different_seeds_are_independent(sentences, tmp_path):
     from datasets import Dataset
 
     from kdlib.align import hidden_agreement
-    from kdlib.teachers import TeacherConfig, load_teacher, pretrain_teacher, teacher_seeds
+    from kdlib.teachers import (
+        TeacherConfig,
+        load_teacher,
+        pretrain_teacher,
+        teacher_seeds,
+    )
 
     seeds = teacher_seeds(0, ["cased", "uncased"])
     assert len(set(seeds.values())) == 2
     corpus = Dataset.from_dict({"text": sentences[:400]})
-    shape = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=400, max_len=32,
-                 steps=3, batch_size=8, heldout_max=20, pppl_texts=2, pppl_max_len=16)
+    shape = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400,
+             "max_len": 32, "steps": 3, "batch_size": 8, "heldout_max": 20, "pppl_texts": 2, "pppl_max_len": 16}
     models = {}
     for tag, seed in (("a", seeds["cased"]), ("a_again", seeds["cased"]), ("b", seeds["uncased"])):
         pretrain_teacher(corpus, tmp_path / tag, lowercase=False, config=TeacherConfig(**shape, seed=seed),

@@ -104,24 +104,29 @@ def test_ensemble_target_is_weighted_average(setup):
     assert torch.allclose(comps_sum["mlm"], comps["mlm"])
 
 
+@pytest.mark.parametrize("cross", [("prior", "skip", "linear"), ("split", "keep", "raw")], ids=["defaults", "plain"])
 @pytest.mark.parametrize("kl_on", ["masked", "all"])
 @pytest.mark.parametrize("strategy", ["average", "sum"])
-def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on):
+def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cross):
     """One step's kl/mlm/cos with logits at the needed rows only equal the same terms computed from the
-    full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher."""
+    full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher: the projection (case
+    prior from the co-teacher, or split), mass-weighted rows, first-piece mismatches skipped or kept, and
+    the cosine through the linear map or raw."""
+    from kdlib.align import first_piece_mismatch
     from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    vocab_case, mismatch, cross_cosine = cross
     names = ["cased", "uncased"]
     cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}],
-                 strategy=strategy, kl_on=kl_on)
+                 strategy=strategy, kl_on=kl_on, vocab_case=vocab_case, cross_mismatch=mismatch, cross_cosine=cross_cosine)
     cfg.teachers[0].weight, cfg.teachers[1].weight = 2.0, 1.0
     cpu = torch.device("cpu")
     tm = _load_teachers(cfg, cpu, None)
-    [st] = _build_students(cfg, tm, cpu, None)
+    [st] = _build_students(cfg, tm, cpu, None, texts=setup["sents"])
     st.model.eval()  # no dropout: the selected and the full forward see the same activations
     bv, masked = make_batch(setup["sents"][8:24], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
                             torch.Generator().manual_seed(1))
     sv, tv = bv[tm["cased"].view], bv[tm["uncased"].view]
-    plan = student_plan(st, tm, bv, masked, kl_on)
+    plan = student_plan(st, tm, bv, masked, kl_on, mismatch)
     with torch.no_grad():
         s_sel = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
         comps = student_losses(st, tm, cfg, plan, plan, sv, s_sel, teacher_outputs(tm, names, bv, cfg, cpu,
@@ -129,25 +134,35 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on):
         s = st.model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
         t1 = tm["cased"].model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
         t2 = tm["uncased"].model(input_ids=tv.input_ids, attention_mask=tv.attention_mask, output_hidden_states=True)
-    # dense reference: full logits, KL rows as a (B, L) mask
-    T, w1, w2 = cfg.temperature, 2.0, 1.0
-    rows = (sv.labels != -100) if kl_on == "masked" else sv.attention_mask.bool()
-    b, w, sp, tp = aligned_words(sv.first_pos, tv.first_pos)
-    sel = masked[b, w] if kl_on == "masked" else torch.ones_like(b, dtype=torch.bool)
-    p1 = soft_probs(t1.logits, T)                                        # (B, L, V)
-    p2, _ = project_distribution(soft_probs(t2.logits[b[sel], tp[sel]], T), st.cross["uncased"])
-    if strategy == "average":
-        acc, wsum = w1 * p1, torch.full(rows.shape, w1)
-        acc[b[sel], sp[sel]] += w2 * p2
-        wsum[b[sel], sp[sel]] += w2
-        kl = kd_kl_loss(s.logits[rows], acc[rows] / wsum[rows][:, None], T)
-    else:
-        kl = w1 * kd_kl_loss(s.logits[rows], p1[rows], T) + w2 * kd_kl_loss(s.logits[b[sel], sp[sel]], p2, T)
-    am = sv.attention_mask.bool()
-    hs, h1, h2 = s.hidden_states[-1], t1.hidden_states[-1], t2.hidden_states[-1]
-    cos = w1 * cosine_loss(hs[am], h1[am]) + w2 * cosine_loss(hs[b, sp], h2[b, tp])
-    if strategy == "average":
-        cos = cos / (w1 + w2)
+        # dense reference: full logits, KL rows as a (B, L) mask
+        T, w1, w2 = cfg.temperature, 2.0, 1.0
+        rows = (sv.labels != -100) if kl_on == "masked" else sv.attention_mask.bool()
+        b, w, sp, tp = aligned_words(sv.first_pos, tv.first_pos)
+        sel = masked[b, w] if kl_on == "masked" else torch.ones_like(b, dtype=torch.bool)
+        true_s, true_t = (torch.where(v.labels != -100, v.labels, v.input_ids) for v in (sv, tv))
+        bad = first_piece_mismatch(true_s[b, sp], true_t[b, tp], st.cross["uncased"])
+        if mismatch == "skip":
+            sel = sel & ~bad
+        bs, ss, ts = b[sel], sp[sel], tp[sel]
+        p1 = soft_probs(t1.logits, T)                                        # (B, L, V)
+        prior = torch.softmax(t1.logits[bs, ss], -1) if vocab_case == "prior" else None
+        p2, unmapped = project_distribution(soft_probs(t2.logits[bs, ts], T), st.cross["uncased"], prior=prior)
+        m = 1 - unmapped                                                      # mapped mass of each projected row
+        if strategy == "average":
+            acc, wsum = w1 * p1, torch.full(rows.shape, w1)
+            acc[bs, ss] += w2 * m[:, None] * p2
+            wsum[bs, ss] += w2 * m
+            kl = kd_kl_loss(s.logits[rows], acc[rows] / wsum[rows][:, None], T)
+        else:
+            log_q = torch.log_softmax(s.logits[bs, ss] / T, -1)
+            kl2 = (m * (p2 * (torch.log(p2.clamp(min=1e-30)) - log_q)).sum(-1)).sum() * T**2 / len(bs)
+            kl = w1 * kd_kl_loss(s.logits[rows], p1[rows], T) + w2 * kl2
+        am = sv.attention_mask.bool()
+        hs, h1, h2 = s.hidden_states[-1], t1.hidden_states[-1], t2.hidden_states[-1]
+        hs2 = st.cross_maps["uncased"](hs[b, sp]) if cross_cosine == "linear" else hs[b, sp]
+        cos = w1 * cosine_loss(hs[am], h1[am]) + w2 * cosine_loss(hs2, h2[b, tp])
+        if strategy == "average":
+            cos = cos / (w1 + w2)
     assert int(sel.sum()) > 0 and int(rows.sum()) > int(sel.sum()) // 2
     torch.testing.assert_close(comps["kl"], kl, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(comps["mlm"], mlm_loss(s.logits, sv.labels), atol=1e-5, rtol=1e-5)
@@ -356,3 +371,74 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
     assert [r["step"] for r in read_records(out / "log.jsonl")] == [1, 2, 3, 4]
     summary = distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2), setup["sents"], resume=True)
     assert summary["s"]["steps"] == 4
+
+
+# ------------------------------------------------------------------ the two-tokenizer ensemble (issue 10)
+def _cross_setup(setup, **kw):
+    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    names = ["cased", "uncased"]
+    cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}], **kw)
+    cpu = torch.device("cpu")
+    tm = _load_teachers(cfg, cpu, None)
+    [st] = _build_students(cfg, tm, cpu, None, texts=setup["sents"])
+    bv, masked = make_batch(setup["sents"][8:40], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
+                            torch.Generator().manual_seed(1))
+    return cfg, tm, st, bv, masked
+
+
+def test_first_piece_mismatches_get_no_cross_kl(setup):
+    from kdlib.align import token_key
+    _, tm, st, bv, masked = _cross_setup(setup, cross_mismatch="keep", kl_on="all")
+    keep = student_plan(st, tm, bv, masked, "all", "keep")["teachers"]["uncased"]
+    skip = student_plan(st, tm, bv, masked, "all", "skip")["teachers"]["uncased"]
+    sv, tv = bv[st.view], bv[tm["uncased"].view]
+    true = {k: torch.where(v.labels != -100, v.labels, v.input_ids) for k, v in (("s", sv), ("t", tv))}
+    s_tok = st.tokenizer.convert_ids_to_tokens(true["s"][keep["tb"], sv.first_pos[keep["tb"], keep["tw"]]].tolist())
+    t_tok = tm["uncased"].tokenizer.convert_ids_to_tokens(true["t"][keep["tb"], keep["tp"]].tolist())
+    differ = [token_key(a) != token_key(b) and not a == b == "[UNK]" for a, b in zip(s_tok, t_tok)]
+    assert 0 < sum(differ) < len(differ) / 5
+    assert skip["n_kl"] == keep["n_kl"] - sum(differ) and skip["n_mismatch"] == keep["n_mismatch"] == sum(differ)
+    assert keep["n_candidates"] == skip["n_candidates"] == len(differ)
+    kept = set(zip(skip["tb"].tolist(), skip["tw"].tolist()))
+    assert all(((b, w) in kept) != d for b, w, d in zip(keep["tb"].tolist(), keep["tw"].tolist(), differ))
+
+
+def test_linear_map_learns_and_is_not_saved(setup, tmp_path):
+    cfg, tm, st, bv, masked = _cross_setup(setup)
+    assert set(st.cross_maps) == {"uncased"}                # only the other-tokenizer teacher gets a map
+    sv = bv[st.view]
+    plan = student_plan(st, tm, bv, masked, "masked")
+    s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+    t_out = teacher_outputs(tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off"))
+    comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, t_out, scale=1.0)
+    comps["total"].backward()
+    lin = st.cross_maps["uncased"]
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    out = tmp_path / "run"
+    run = config(setup, out, ["cased", "uncased"], [{"name": "s", "teachers": ["cased", "uncased"]}], max_steps=2,
+                 save_every=1, kl_on="all")
+    summary = distill(run, setup["sents"])
+    saved = load_file(str(Path(summary["s"]["out_dir"]) / "model.safetensors"))
+    assert not [k for k in saved if "cross" in k]
+    from transformers import AutoModelForMaskedLM
+    _, info = AutoModelForMaskedLM.from_pretrained(summary["s"]["out_dir"], output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    ck = load_file(str(out / "checkpoints" / "step-00000002" / "s" / "model.safetensors"))
+    assert [k for k in ck if k.startswith("cross_maps.uncased")]   # resumable: the map is in the checkpoint
+    assert "mismatch/uncased" in read_log(out)[-1]["students"]["s"]
+    assert 0 < summary["s"]["mismatch"]["mismatch/uncased"] < 0.2
+
+
+def test_cross_cosine_off_and_raw(setup):
+    for mode in ("off", "raw"):
+        cfg, tm, st, bv, masked = _cross_setup(setup, cross_cosine=mode)
+        assert not st.cross_maps
+        sv = bv[st.view]
+        plan = student_plan(st, tm, bv, masked, "masked")
+        with torch.no_grad():
+            s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+            comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, teacher_outputs(
+                tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")), scale=1.0)
+        assert ("cos/uncased" in comps) == (mode == "raw")
+        if mode == "off":   # only the same-model teacher's plain cosine remains, weight normalised over it
+            torch.testing.assert_close(comps["cos"], comps["cos/cased"])
