@@ -127,7 +127,7 @@ def token_counts(tokenizer, texts: Iterable[str], *, chunk: int = 1000) -> torch
     batch: list[str] = []
 
     def flush() -> None:
-        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+        for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
             counts.index_add_(0, torch.tensor(ids, dtype=torch.long), torch.ones(len(ids), dtype=torch.long))
         batch.clear()
 
