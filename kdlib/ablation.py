@@ -68,17 +68,21 @@ def _slug(name: str) -> str:
 
 
 def run_variants(root: Path, teachers: dict[str, str], corpus, base: dict[str, Any], items: list[Variant]) -> dict:
-    """Distil every variant (a finished student folder is reused) into root/students/<slug>; {name: path}."""
+    """Distil every variant into root/students/<slug>; {name: path}. A student finished with the same
+    settings (root/distill/<slug>/ablation-config.json) is reused."""
+    import json
     paths = {}
     for v in items:
         key = _slug(v.name)
-        student = root / "students" / key
-        if not (student / "config.json").is_file():
-            config = {**base, **v.overrides, "out_dir": str(root / "distill" / key),
-                      "teachers": [{"name": t, "path": teachers[t]} for t in v.teachers],
-                      "students": [{"name": key, "teachers": v.teachers, "tokenizer_from": v.tokenizer_from,
-                                    "out_dir": str(student)}]}
+        student, record = root / "students" / key, root / "distill" / key / "ablation-config.json"
+        config = {**base, **v.overrides, "out_dir": str(root / "distill" / key),
+                  "teachers": [{"name": t, "path": teachers[t]} for t in v.teachers],
+                  "students": [{"name": key, "teachers": v.teachers, "tokenizer_from": v.tokenizer_from,
+                                "out_dir": str(student)}]}
+        done = record.is_file() and json.loads(record.read_text(encoding="utf-8")) == config
+        if not (done and (student / "config.json").is_file()):
             distill(DistillConfig.from_dict(config), corpus)
+            record.write_text(json.dumps(config), encoding="utf-8")
         paths[v.name] = str(student)
     return paths
 
@@ -161,3 +165,15 @@ def pick(diffs: pd.DataFrame, items: list[Variant]) -> dict[str, dict[str, Any]]
             clear = bool((part[part["variant"] == f"{key}={best}"]["low"] > 0).all())
         out[key] = {"default": defaults[key], "best": best, "mean_difference": means, "clear": clear}
     return out
+
+
+def measured_cost(root: Path) -> dict[str, float]:
+    """Seconds the ablation's steps took, read from what they wrote (so reused results still report their
+    cost): distillation wall time of every student, fine-tuning time of every model, task and seed."""
+    import json
+    distill_s = sum(v["wall_time_s"] for f in Path(root, "distill").glob("*/summary.json")
+                    for v in json.loads(f.read_text(encoding="utf-8")).values())
+    tunes = [json.loads(f.read_text(encoding="utf-8"))["timing"]["total_seconds"]
+             for f in Path(root, "eval").glob("*/*/*/metrics.json")]
+    return {"distill_s": distill_s, "finetune_s": sum(tunes), "finetunes": len(tunes),
+            "total_s": distill_s + sum(tunes)}
