@@ -41,7 +41,6 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from kdlib import checkpoint as ckpt
 from kdlib.batching import BatchStream, corpus_info, corpus_texts, load_corpus, make_batch, word_weights
@@ -50,6 +49,7 @@ from kdlib.device import AmpSettings, DistEnv, amp_settings, autocast, cleanup, 
 from kdlib.mlm import SelectedMLM
 from kdlib.models import Student, Teacher, build_students, load_teachers, tokenizer_views
 from kdlib.objective import count_only, student_losses, student_plan, teacher_outputs
+from kdlib.optim import make_adamw
 
 # the public names of the distillation API, wherever they are defined
 __all__ = ["DistillConfig", "TeacherSpec", "StudentSpec", "parse_overrides", "distill", "read_log", "load_corpus",
@@ -191,15 +191,12 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizers(students: list[Student], config: DistillConfig, device: torch.device, amp: AmpSettings) -> None:
-    """AdamW (no decay on biases and norm weights) + linear warmup/decay + GradScaler, per student."""
+    """AdamW (kdlib.optim: no decay on biases and norm weights) + linear warmup/decay + GradScaler, per student."""
     for s in students:
         s.model.train()
-        decay = [p for p in s.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in s.model.parameters() if p.ndim < 2]
-        s.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                         {"params": no_decay, "weight_decay": 0.0}],
-                                        lr=config.lr, betas=(0.9, 0.98), eps=config.adam_eps)
-        s.scheduler = get_linear_schedule_with_warmup(s.optimizer, config.warmup_steps, config.max_steps)
+        s.optimizer, s.scheduler = make_adamw(s.model, lr=config.lr, weight_decay=config.weight_decay,
+                                              warmup_steps=config.warmup_steps, total_steps=config.max_steps,
+                                              betas=(0.9, 0.98), eps=config.adam_eps)
         s.scaler = grad_scaler(device, amp)
 
 
