@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -147,6 +148,8 @@ def _check_resumable(path: Path, state: dict, rng_states: list, config: DistillC
                if k in saved and saved[k] != getattr(config, k)]
     if state.get("n_texts") is not None and state["n_texts"] != n_texts:
         changed.append(f"corpus texts: {state['n_texts']} -> {n_texts}")
+    if state.get("code") is not None and state["code"] != code_fingerprint():
+        changed.append(f"kdlib training code: {state['code']} -> {code_fingerprint()}")
     if changed:
         raise ValueError(f"cannot resume exactly from {path}: settings differ from the checkpoint's "
                          f"({'; '.join(changed)}); restore them, or start over with --fresh (fresh=True), "
@@ -162,6 +165,19 @@ def resume_point(config: DistillConfig, fresh: bool, env: DistEnv, n_texts: int)
     state, rng_states = ckpt.load_checkpoint(path)
     _check_resumable(path, state, rng_states, config, env.world_size, n_texts)
     return path, state, rng_states
+
+
+# the modules whose code decides what a run computes: a checkpoint or finished run of other code is not reused
+TRAINING_MODULES = ("align", "batching", "config", "device", "distill", "losses", "mlm", "models", "objective",
+                    "optim", "students", "teachers", "text")
+
+
+def code_fingerprint() -> str:
+    """A hash of the training code (TRAINING_MODULES), stored with checkpoints and finished runs."""
+    digest = hashlib.sha256()
+    for name in TRAINING_MODULES:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # settings that do not change what a finished run computed (a rerun with other values reuses it)
@@ -181,7 +197,8 @@ def finished_summary(config: DistillConfig, n_texts: int) -> dict | None:
     then = {k: v for k, v in done.get("config", {}).items() if k not in OPERATIONAL_KEYS}
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
     saved = all((Path(info["out_dir"]) / "config.json").is_file() for info in summary.values())
-    return summary if now == then and done.get("n_texts") == n_texts and saved else None
+    same = now == then and done.get("n_texts") == n_texts and done.get("code") == code_fingerprint()
+    return summary if same and saved else None
 
 
 def say(message: str) -> None:
@@ -380,7 +397,8 @@ def save(run: Run, step: int, stream: BatchStream, elapsed: float, n_texts: int)
         dist.all_gather_object(rng_all, ckpt.capture_rng())
     path = None
     if env.is_main:
-        state = {**stream.position, "elapsed": elapsed, "n_texts": n_texts, "config": asdict(config)}
+        state = {**stream.position, "elapsed": elapsed, "n_texts": n_texts, "config": asdict(config),
+                 "code": code_fingerprint()}
         path = ckpt.save_checkpoint(config.out_dir, step, {s.spec.name: s.train_parts for s in run.students},
                                     state, rng_all, keep=config.checkpoint_policy()[0])
     if env.distributed:
@@ -408,7 +426,8 @@ def finish(run: Run, corpus: Any, texts: list[str], corpus_name: str | None, ste
             _save_student(s, config, info, meta)
             summary[s.spec.name] = info
         ckpt.write_json_atomic(Path(config.out_dir) / "summary.json", summary)
-        ckpt.write_json_atomic(Path(config.out_dir) / RUN_FILE, {"config": asdict(config), "n_texts": len(texts)})
+        ckpt.write_json_atomic(Path(config.out_dir) / RUN_FILE, {"config": asdict(config), "n_texts": len(texts),
+                                                                 "code": code_fingerprint()})
         if not config.checkpoint_policy()[1] and ckpt.checkpoint_root(config.out_dir).exists():
             ckpt.clear_checkpoints(config.out_dir)
             say(f"distill: students saved; removed the checkpoints of {config.out_dir} (keep_final_checkpoint)")

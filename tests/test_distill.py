@@ -398,6 +398,11 @@ def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, caps
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match=r"batch_size: 8 -> 4.*--fresh \(fresh=True\)"):
         distill(config(setup, out, ["cased"], students, max_steps=6, batch_size=4), setup["sents"])
+    import kdlib.distill
+    with monkeypatch.context() as m:  # other training code: its checkpoint does not continue this run
+        m.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")
+        with pytest.raises(ValueError, match=r"kdlib training code: \w+ -> other code.*--fresh"):
+            distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**{k: v for k, v in asdict(config(setup, out, ["cased"], students)).items()},
                                "max_steps": 3}))
@@ -419,7 +424,7 @@ def test_fresh_starts_over_and_says_what_it_removes(setup, tmp_path, capsys, mon
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002"]
 
 
-def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch):
+def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsys):
     """On Colab (or with out_dir on Drive): one checkpoint while training, none once the students are saved,
     and a rerun of the finished step returns its summary without training again."""
     import kdlib.config
@@ -442,6 +447,11 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch):
     log = (out / "log.jsonl").read_text()
     again = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=2, device="cpu"), setup["sents"])
     assert again == json.loads(json.dumps(summary)) and (out / "log.jsonl").read_text() == log
+    import kdlib.distill
+    monkeypatch.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")  # a finished run of other code
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    distill(config(setup, out, ["cased"], students, max_steps=5), setup["sents"])
+    assert "starting over" in capsys.readouterr().err and len(read_log(out)) == 5
 
 
 def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
