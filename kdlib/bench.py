@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import torch
 
+from kdlib.io import write_json_atomic
+
 PARTS = ("inference", "throughput", "shared", "pipeline")
 SCHEMA = 1
 
@@ -686,22 +688,16 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, device: str = 
     if hasattr(os, "getloadavg"):
         result["device"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = time.perf_counter() - t0
-    _write_json_atomic(out_dir / "bench.json", result)
+    write_json_atomic(out_dir / "bench.json", result)
     try:
         plot_bench(result, out_dir / "bench.png")
         result["figure"] = str(out_dir / "bench.png")
     except ValueError as exc:  # nothing to plot
         result["figure"] = f"none: {exc}"
-    _write_json_atomic(out_dir / "bench.json", result)
+    write_json_atomic(out_dir / "bench.json", result)
     if verbose:
         print(format_report(result))
     return result
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------ report and figure

@@ -14,12 +14,14 @@ from pathlib import Path
 import yaml
 
 from kdlib.align import VOCAB_CASES
+from kdlib.device import on_colab, on_drive
 
 STRATEGIES = ("average", "sum")
 KL_ON = ("masked", "all")
 CROSS_TOKENIZER = ("word", "none")
 CROSS_MISMATCH = ("skip", "keep")
 CROSS_COSINE = ("linear", "raw", "off")
+TEACHER_DTYPES = ("auto", "fp32")
 # settings that fix the data order and the loss: a resumed run must use the checkpoint's values
 RESUME_KEYS = ("seed", "batch_size", "grad_accum", "bucket_pool", "max_len", "mask_prob", "kl_on", "strategy",
                "temperature", "alpha_ce", "alpha_mlm", "alpha_cos", "max_steps", "vocab_case", "cross_mismatch",
@@ -91,7 +93,9 @@ class DistillConfig:
     max_len: int = 128
     bucket_pool: int = 50              # length bucketing: sort within pools of this many batches
     save_every: int = 0                # 0: only the final checkpoint
-    keep_checkpoints: int = 2
+    keep_checkpoints: int | None = None     # None: 1 on Colab or when out_dir is on Drive, else 2
+    keep_final_checkpoint: bool | None = None  # after the students are saved; None: no on Colab/Drive, else yes
+    teacher_dtype: str = "auto"        # "auto": bf16 (fp16 without bf16) on a GPU, fp32 elsewhere; "fp32"
     log_every: int = 1
     seed: int = 56
     amp: str = "auto"
@@ -127,6 +131,18 @@ class DistillConfig:
         data.update(parse_overrides(overrides))
         return cls.from_dict(data)
 
+    def checkpoint_policy(self) -> tuple[int, bool]:
+        """(checkpoints kept while training, keep the last one once the students are saved).
+
+        Automatic values save space where it is scarce: on Colab, or with out_dir on Google Drive (15 GB
+        free; a checkpoint of two BERT-base-sized students with optimiser state is ~1.8 GB), one checkpoint
+        is kept and removed once the students are saved; elsewhere two, and the last one stays.
+        """
+        scarce = on_colab() or on_drive(self.out_dir)
+        keep = self.keep_checkpoints if self.keep_checkpoints is not None else (1 if scarce else 2)
+        final = self.keep_final_checkpoint if self.keep_final_checkpoint is not None else not scarce
+        return keep, final
+
     @property
     def warmup_steps(self) -> int:
         """`warmup` as a number of optimizer steps."""
@@ -141,8 +157,10 @@ class DistillConfig:
             need(isinstance(getattr(self, key), int) and getattr(self, key) > 0,
                  f"{key} must be a positive integer, got {getattr(self, key)!r}")
         need(self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")
-        need(isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1,
-             f"keep_checkpoints must be an integer >= 1, got {self.keep_checkpoints!r}")
+        need(self.keep_checkpoints is None or (isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1),
+             f"keep_checkpoints must be null (automatic) or an integer >= 1, got {self.keep_checkpoints!r}")
+        need(self.teacher_dtype in TEACHER_DTYPES,
+             f"teacher_dtype={self.teacher_dtype!r}; expected one of {TEACHER_DTYPES}")
         need(self.strategy in STRATEGIES, f"strategy={self.strategy!r}; expected one of {STRATEGIES}")
         need(self.kl_on in KL_ON, f"kl_on={self.kl_on!r}; expected one of {KL_ON}")
         need(self.cross_tokenizer in CROSS_TOKENIZER,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -41,9 +42,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from kdlib import checkpoint as ckpt
+from kdlib import cost
 from kdlib.batching import (
     BatchStream,
     corpus_info,
@@ -67,6 +68,8 @@ from kdlib.device import (
     cleanup,
     grad_scaler,
     init_distributed,
+    is_main,
+    on_colab,
 )
 from kdlib.mlm import SelectedMLM
 from kdlib.models import (
@@ -74,9 +77,11 @@ from kdlib.models import (
     Teacher,
     build_students,
     load_teachers,
+    teachers_to_half,
     tokenizer_views,
 )
 from kdlib.objective import count_only, student_losses, student_plan, teacher_outputs
+from kdlib.optim import make_adamw
 
 # the public names of the distillation API, wherever they are defined
 __all__ = [
@@ -180,27 +185,86 @@ def _check_resumable(path: Path, state: dict, rng_states: list, config: DistillC
                      n_texts: int) -> None:
     """Raise if checkpoint `path` was written with another world size, corpus size or data/loss settings."""
     if len(rng_states) != world_size:
-        raise ValueError(f"checkpoint {path} was written by {len(rng_states)} process(es); "
-                         f"resume with the same number (now {world_size})")
+        raise ValueError(f"checkpoint {path} was written by {len(rng_states)} process(es); resume with the "
+                         f"same number (now {world_size}), or start over with --fresh (fresh=True)")
     saved = state.get("config", {})
     changed = [f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in RESUME_KEYS
                if k in saved and saved[k] != getattr(config, k)]
     if state.get("n_texts") is not None and state["n_texts"] != n_texts:
         changed.append(f"corpus texts: {state['n_texts']} -> {n_texts}")
+    if state.get("code") is not None and state["code"] != code_fingerprint():
+        changed.append(f"kdlib training code: {state['code']} -> {code_fingerprint()}")
     if changed:
         raise ValueError(f"cannot resume exactly from {path}: settings differ from the checkpoint's "
-                         f"({'; '.join(changed)}); restore them or start a fresh run without --resume")
+                         f"({'; '.join(changed)}); restore them, or start over with --fresh (fresh=True), "
+                         f"which removes its checkpoints and log")
 
 
-def resume_point(config: DistillConfig, resume: bool, env: DistEnv, n_texts: int) -> tuple[Path, dict, list] | None:
-    """(checkpoint folder, state, rng states) to continue from, or None; refuses a checkpoint that cannot
-    continue exactly, before any model is loaded."""
-    path = ckpt.latest_checkpoint(config.out_dir) if resume else None
+def resume_point(config: DistillConfig, fresh: bool, env: DistEnv, n_texts: int) -> tuple[Path, dict, list] | None:
+    """(checkpoint folder, state, rng states) to continue from: the newest checkpoint in out_dir unless `fresh`,
+    or None. A checkpoint that cannot continue exactly is refused, before any model is loaded."""
+    path = None if fresh else ckpt.latest_checkpoint(config.out_dir)
     if path is None:
         return None
     state, rng_states = ckpt.load_checkpoint(path)
     _check_resumable(path, state, rng_states, config, env.world_size, n_texts)
     return path, state, rng_states
+
+
+# the modules whose code decides what a run computes: a checkpoint or finished run of other code is not reused
+TRAINING_MODULES = ("align", "batching", "config", "device", "distill", "losses", "mlm", "models", "objective",
+                    "optim", "students", "teachers", "text")
+
+
+def code_fingerprint() -> str:
+    """A hash of the training code (TRAINING_MODULES), stored with checkpoints and finished runs."""
+    digest = hashlib.sha256()
+    for name in TRAINING_MODULES:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# settings that do not change what a finished run computed (a rerun with other values reuses it)
+OPERATIONAL_KEYS = ("device", "save_every", "keep_checkpoints", "keep_final_checkpoint", "log_every", "corpus",
+                    "corpus_max_sentences", "out_dir")
+RUN_FILE = "run.json"  # written last by a finished run: its config and corpus size
+
+
+def finished_summary(config: DistillConfig, n_texts: int) -> dict | None:
+    """The summary of a finished run in out_dir with the same settings and corpus size (its students saved),
+    or None. Lets a rerun of a finished step return at once, even after its checkpoints were removed."""
+    out_dir = Path(config.out_dir)
+    if not (out_dir / RUN_FILE).is_file() or not (out_dir / "summary.json").is_file():
+        return None
+    done = json.loads((out_dir / RUN_FILE).read_text(encoding="utf-8"))
+    now = {k: v for k, v in asdict(config).items() if k not in OPERATIONAL_KEYS}
+    then = {k: v for k, v in done.get("config", {}).items() if k not in OPERATIONAL_KEYS}
+    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    saved = all((Path(info["out_dir"]) / "config.json").is_file() for info in summary.values())
+    same = now == then and done.get("n_texts") == n_texts and done.get("code") == code_fingerprint()
+    return summary if same and saved else None
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal (and on Colab), not for the executed notebooks of the book:
+    shown where the progress bar is (TQDM_DISABLE unset) or on Colab; rank 0 only."""
+    if is_main() and (on_colab() or os.environ.get("TQDM_DISABLE", "") in ("", "0", "false", "False")):
+        print(message, file=sys.stderr, flush=True)
+
+
+def announce_cost(run: Run, texts: list[str], step: int) -> None:
+    """Print the expected time of the remaining steps from their FLOP count (kdlib.cost) and the device."""
+    config, env = run.config, run.env
+    sample = run.students[0].tokenizer(texts[:2000], truncation=True, max_length=config.max_len)["input_ids"]
+    seq_len = float(np.mean([len(ids) for ids in sample]))
+    texts_per_step = config.batch_size * env.world_size * config.grad_accum
+    flops = (config.max_steps - step) * cost.distill_step_flops(
+        [cost.EncoderShape.of(run.teachers[n].model) for n in run.used_teachers],
+        [cost.EncoderShape.of(s.model) for s in run.students], texts=texts_per_step, seq_len=seq_len,
+        head_share=config.mask_prob if config.kl_on == "masked" else 1.0)
+    seconds = cost.expected_seconds(flops / env.world_size, run.device, half=run.amp.dtype is not None)
+    say(f"distill: {config.max_steps - step} steps x {texts_per_step} texts x {seq_len:.0f} tokens = "
+        f"{cost.describe(flops, seconds, run.device)}" + (f" per process ({env.world_size})" if env.distributed else ""))
 
 
 # -------------------------------------------------------------------------------------------- steps
@@ -233,15 +297,12 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizers(students: list[Student], config: DistillConfig, device: torch.device, amp: AmpSettings) -> None:
-    """AdamW (no decay on biases and norm weights) + linear warmup/decay + GradScaler, per student."""
+    """AdamW (kdlib.optim: no decay on biases and norm weights) + linear warmup/decay + GradScaler, per student."""
     for s in students:
         s.trainable.train()  # the student and its cross-model linear maps
-        decay = [p for p in s.trainable.parameters() if p.ndim >= 2]
-        no_decay = [p for p in s.trainable.parameters() if p.ndim < 2]
-        s.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                         {"params": no_decay, "weight_decay": 0.0}],
-                                        lr=config.lr, betas=(0.9, 0.98), eps=config.adam_eps)
-        s.scheduler = get_linear_schedule_with_warmup(s.optimizer, config.warmup_steps, config.max_steps)
+        s.optimizer, s.scheduler = make_adamw(s.trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                              warmup_steps=config.warmup_steps, total_steps=config.max_steps,
+                                              betas=(0.9, 0.98), eps=config.adam_eps)
         s.scaler = grad_scaler(device, amp)
 
 
@@ -274,17 +335,24 @@ def wrap_for_training(run: Run) -> None:
 
 def start_log(run: Run, step: int, resumed: bool) -> None:
     """Resumed: drop log lines written after the checkpoint. Fresh: nothing of an earlier run in this folder
-    may be resumed or kept (log and checkpoints removed)."""
+    may be resumed or kept; its log and checkpoints are removed, and the terminal says so."""
     if not run.env.is_main:
         return
     out_dir = Path(run.config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if resumed and run.log_path.exists():
-        kept = [r for r in read_log(run.log_path) if r["step"] <= step]
-        run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    elif not resumed:
-        run.log_path.unlink(missing_ok=True)
-        ckpt.clear_checkpoints(out_dir)
+    if resumed:
+        say(f"distill: resuming {out_dir} from step {step} of {run.config.max_steps} (fresh=True / --fresh starts over)")
+        if run.log_path.exists():
+            kept = [r for r in read_log(run.log_path) if r["step"] <= step]
+            run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        return
+    old = [p.name for p in (run.log_path, out_dir / RUN_FILE) if p.exists()] + [
+        f"checkpoints/{p.name}" for p in sorted(ckpt.checkpoint_root(out_dir).glob("step-*"))]
+    if old:
+        say(f"distill: starting over in {out_dir}: removing {', '.join(old)}")
+    run.log_path.unlink(missing_ok=True)
+    (out_dir / RUN_FILE).unlink(missing_ok=True)  # a finished earlier run no longer stands for this folder
+    ckpt.clear_checkpoints(out_dir)
 
 
 def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str, dict[str, float]]) -> int:
@@ -384,16 +452,18 @@ def save(run: Run, step: int, stream: BatchStream, elapsed: float, n_texts: int)
         dist.all_gather_object(rng_all, ckpt.capture_rng())
     path = None
     if env.is_main:
-        state = {**stream.position, "elapsed": elapsed, "n_texts": n_texts, "config": asdict(config)}
+        state = {**stream.position, "elapsed": elapsed, "n_texts": n_texts, "config": asdict(config),
+                 "code": code_fingerprint()}
         path = ckpt.save_checkpoint(config.out_dir, step, {s.spec.name: s.train_parts for s in run.students},
-                                    state, rng_all, keep=config.keep_checkpoints)
+                                    state, rng_all, keep=config.checkpoint_policy()[0])
     if env.distributed:
         dist.barrier()
     return path
 
 
 def finish(run: Run, corpus: Any, texts: list[str], corpus_name: str | None, step: int, wall: float) -> dict:
-    """Save every student (weights, tokenizer, model card) and summary.json (rank 0); the summary per student."""
+    """Save every student (weights, tokenizer, model card), summary.json and run.json (rank 0); then remove the
+    checkpoints unless the policy keeps the last one. Returns the summary per student."""
     summary: dict[str, Any] = {}
     if run.env.is_main:
         config = run.config
@@ -411,20 +481,28 @@ def finish(run: Run, corpus: Any, texts: list[str], corpus_name: str | None, ste
             _save_student(s, config, info, meta)
             summary[s.spec.name] = info
         ckpt.write_json_atomic(Path(config.out_dir) / "summary.json", summary)
+        ckpt.write_json_atomic(Path(config.out_dir) / RUN_FILE, {"config": asdict(config), "n_texts": len(texts),
+                                                                 "code": code_fingerprint()})
+        if not config.checkpoint_policy()[1] and ckpt.checkpoint_root(config.out_dir).exists():
+            ckpt.clear_checkpoints(config.out_dir)
+            say(f"distill: students saved; removed the checkpoints of {config.out_dir} (keep_final_checkpoint)")
     if run.env.distributed:
         dist.barrier()
     return summary
 
 
 # --------------------------------------------------------------------------------------------- loop
-def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teachers: dict | None = None,
-            students: dict | None = None, corpus_name: str | None = None) -> dict:
+def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: bool | None = None,
+            teachers: dict | None = None, students: dict | None = None, corpus_name: str | None = None) -> dict:
     """Distil the config's teachers into its students on `corpus` (Dataset with "text", or list of str).
 
-    `teachers` / `students` optionally pass preloaded objects ({name: (model, tokenizer)} /
-    {name: model}) instead of loading them (notebooks, tests). Returns the summary per student, also
-    written to out_dir/summary.json (rank 0). With `resume=True`, continues exactly from the newest
-    checkpoint in out_dir.
+    A rerun continues exactly from the newest checkpoint in out_dir when there is one (it must have been
+    written with the same data and loss settings, else a one-line error says to pass fresh=True), and
+    returns at once when out_dir holds a finished run with the same settings. `fresh=True` starts over,
+    removing (and naming) the earlier log and checkpoints. `resume` is accepted for old callers and
+    ignored: resuming is the default. `teachers` / `students` optionally pass preloaded objects
+    ({name: (model, tokenizer)} / {name: model}) instead of loading them (notebooks, tests). Returns the
+    summary per student, also written to out_dir/summary.json (rank 0).
     """
     # cheap checks first: settings, corpus size, a checkpoint that cannot continue exactly
     config.validate()
@@ -434,12 +512,16 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
         raise ValueError(f"corpus has {len(texts)} non-empty texts, fewer than one global micro-batch "
                          f"(batch_size {config.batch_size} x world size {env.world_size})")
     amp = amp_settings(device, config.amp)
-    start = resume_point(config, resume, env, len(texts))
+    if not fresh and (done := finished_summary(config, len(texts))) is not None:  # e.g. made with torchrun
+        say(f"distill: {config.out_dir} holds a finished run with these settings; fresh=True / --fresh redoes it")
+        return done
+    start = resume_point(config, fresh, env, len(texts))
 
     # models: frozen teachers grouped into tokenizer views, students, their optimizers
     seed_everything(config.seed)
     tmap = load_teachers(config, device, teachers)
     studs = build_students(config, tmap, device, students, texts=texts)
+    teachers_to_half(tmap, config, device)  # after the students copied their full-precision weights
     make_optimizers(studs, config, device, amp)
     weights = word_weights(texts, studs[0].tokenizer, config.mlm_smoothing)
     run = Run(config, env, device, amp, tmap, studs, tokenizer_views(tmap),
@@ -449,6 +531,8 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     step, stream, elapsed_before = restore(run, texts, start)
     wrap_for_training(run)
     start_log(run, step, resumed=start is not None)
+    if env.is_main and step < config.max_steps:
+        announce_cost(run, texts, step)
 
     # the loop: grad_accum micro-batches, reduce over ranks, one optimizer step, log, save
     t0 = time.perf_counter()
@@ -481,7 +565,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--save-every", type=int)
     p.add_argument("--out", help="output folder (config out_dir)")
     p.add_argument("--device")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: remove out_dir's log and checkpoints (default: continue from a compatible one)")
+    p.add_argument("--resume", action="store_true", help="(the default; kept for old scripts)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -489,12 +575,15 @@ def cli(argv: list[str]) -> int:
                      ("device", args.device)):
         if val is not None:
             overrides[key] = val
-    config = DistillConfig.from_file(args.config, overrides)
-    config.validate()
-    spec = args.corpus or config.corpus
-    corpus = load_corpus(spec, seed=config.seed, max_sentences=config.corpus_max_sentences)
     try:
-        summary = distill(config, corpus, resume=args.resume, corpus_name=spec)
+        config = DistillConfig.from_file(args.config, overrides)
+        config.validate()
+        spec = args.corpus or config.corpus
+        corpus = load_corpus(spec, seed=config.seed, max_sentences=config.corpus_max_sentences)
+        summary = distill(config, corpus, fresh=args.fresh, corpus_name=spec)
+    except (ValueError, FileNotFoundError) as err:  # bad settings or input: one line, no traceback
+        print(f"kdlib distill: error: {err}", file=sys.stderr)
+        return 2
     finally:
         cleanup()
     if summary:

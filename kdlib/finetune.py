@@ -12,7 +12,7 @@ One head per task kind, identical hyperparameters (:class:`FinetuneConfig`) for 
 
 Sentence pairs (LaRoSeDa title + content, STS) are encoded as ``tokenizer(text_a, text_b,
 truncation="longest_first")``; only inputs the encoder's ``forward`` accepts are passed (DistilBERT takes no
-``token_type_ids``). Training: AdamW (no decay on biases and LayerNorm), linear warmup then decay, gradient
+``token_type_ids``). Training: AdamW (no decay on biases and LayerNorm weights, kdlib.optim), linear warmup then decay, gradient
 clipping; validation after every epoch; the best epoch's weights (headline metric on validation, ties ->
 earliest) are kept in memory and scored on test. ``out_dir`` receives ``predictions.npz`` (test predictions,
 format in :mod:`kdlib.loyalty`) and then ``metrics.json`` (written last, atomically: its presence marks a
@@ -26,7 +26,6 @@ import dataclasses
 import inspect
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -39,13 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from kdlib.data import load_task
 from kdlib.device import AMP_MODES, amp_settings, autocast, grad_scaler, pick_device
+from kdlib.io import write_json_atomic
 from kdlib.loyalty import PREDICTIONS_FILE, Predictions, save_predictions
 from kdlib.metrics import compute_metrics, task_kind_and_metric
+from kdlib.optim import make_adamw
 
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
@@ -59,7 +60,7 @@ class FinetuneConfig:
     lr: peak AdamW learning rate. batch_size / eval_batch_size: examples (sentences) per step.
     max_len: sub-tokens per input incl. special tokens (longer tagging sentences are chunked,
     longer texts truncated longest-first). warmup: fraction of steps with linear warmup.
-    weight_decay: AdamW decay (not on biases/LayerNorm). dropout: head dropout, also set as the
+    weight_decay: AdamW decay (not on biases/LayerNorm weights: kdlib.optim). dropout: head dropout, also set as the
     encoder's hidden and attention dropout. seed: python/numpy/torch seed (head init, shuffling, dropout).
     max_grad_norm: gradient clipping. max_train_examples / max_eval_examples: optional caps for quick
     runs (a fixed random subset, seed 0, the same for every model and seed).
@@ -319,12 +320,6 @@ def _to_predictions(task: str, model: str, kind: str, split, outputs, label_name
                        probs.argmax(1), probs=probs)
 
 
-def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _check_model_path(name_or_path: str) -> None:
     """Fail early on a local model folder that is missing or not a save_pretrained folder."""
     path = Path(name_or_path).expanduser()
@@ -333,15 +328,6 @@ def _check_model_path(name_or_path: str) -> None:
             raise FileNotFoundError(f"model folder {name_or_path} has no config.json (save it with save_pretrained)")
     elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise FileNotFoundError(f"model path {name_or_path} does not exist (give a local folder or a hub id)")
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    return [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
 
 
 def _reused(out_dir: Path, model_name_or_path: str, task: str, config: FinetuneConfig) -> dict[str, Any] | None:
@@ -406,11 +392,11 @@ def _fit(model: TaskModel, feats: dict, val, gold: dict, label_names, *, task: s
     """Train `config.epochs` epochs, validating after each; load the best epoch's weights (ties -> earliest).
     Returns (history, best epoch's record, training seconds)."""
     amp = amp_settings(device, config.amp)
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     total = math.ceil(len(feats["train"]) / config.batch_size) * config.epochs
-    parts = {"optimizer": optimizer, "scheduler": get_linear_schedule_with_warmup(optimizer, int(config.warmup * total),
-                                                                                  total),
-             "scaler": grad_scaler(device, amp), "device": device, "amp": amp}
+    optimizer, scheduler = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay,
+                                      warmup_steps=int(config.warmup * total), total_steps=total)
+    parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": grad_scaler(device, amp), "device": device,
+             "amp": amp}
     rng = np.random.default_rng(config.seed)
     pkw = {"pad_id": pad_id, "batch_size": config.eval_batch_size, "device": device, "amp": config.amp,
            "progress": progress}
@@ -485,7 +471,7 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
         "timing": {"train_seconds": t_train, "test_seconds": t_test, "total_seconds": time.perf_counter() - t0},
         "predictions": PREDICTIONS_FILE,
     }
-    _write_json(result, out_dir / METRICS_FILE)
+    write_json_atomic(out_dir / METRICS_FILE, result)
     return result
 
 
@@ -517,7 +503,7 @@ def finetune_seeds(model_name_or_path: str, task: str, out_dir: str | Path, seed
                "runs": [str(out_dir / f"seed-{s}") for s in seeds],
                "test": summarise("test"), "validation": summarise("validation"),
                "best_epochs": [r["best_epoch"] for r in runs]}
-    _write_json(summary, out_dir / SUMMARY_FILE)
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from kdlib.io import write_json_atomic
+
 log = logging.getLogger("kdlib.runner")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -206,13 +208,7 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically (tmp file then os.replace), creating the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+write_json = write_json_atomic  # runner.write_json(path, data): the notebooks' name for kdlib.io's writer
 
 
 # --------------------------------------------------------------------------- memory sampling

@@ -24,12 +24,13 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM,
-                          BertTokenizerFast, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup)
+                          BertTokenizerFast, DataCollatorForLanguageModeling)
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from kdlib.batching import batch_order, load_corpus
 from kdlib.device import pick_device
 from kdlib.mlm import logits_at
+from kdlib.optim import make_adamw
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # A hub id is "owner/name" or "name": no leading "/", ".", "~" and at most one "/".
@@ -401,14 +402,8 @@ def _new_bert(tokenizer, config: TeacherConfig) -> BertForMaskedLM:
 def _train_mlm(model, collator, train_ids: list[list[int]], config: TeacherConfig, dev: torch.device,
                progress: bool) -> list[float]:
     """MLM pretraining: AdamW + linear warmup/decay, gradient clipping. Returns the loss of every step."""
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * config.steps), config.steps)
+    optimizer, scheduler = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay,
+                                      warmup_steps=int(config.warmup * config.steps), total_steps=config.steps)
     model.train()
     losses: list[float] = []
     bar = tqdm(_batches(train_ids, config.batch_size, config.steps, config.seed), total=config.steps,
@@ -512,17 +507,12 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
 # --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
-def _read_corpus(spec: str, max_sentences: int | None):
-    """The distillation's corpus reader (kdlib.batching.load_corpus): a corpus mode, a text file or folder,
-    or a `datasets` corpus name."""
-    return load_corpus(spec, max_sentences=max_sentences)
-
-
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib pretrain-teacher",
                                      description="Train a WordPiece tokenizer and a small BERT teacher with MLM.")
     parser.add_argument("--corpus", required=True,
-                        help="text file (one text per line), corpus mode (ordered|shuffled|merged) or datasets name")
+                        help="text file or folder, corpus mode (ordered|shuffled|merged) or datasets name "
+                             "(kdlib.batching.load_corpus)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--lowercase", action="store_true", help="uncased tokenizer (like RoBERT-base; accents kept)")
     parser.add_argument("--config", help="JSON file of TeacherConfig fields; flags below override it")
@@ -539,7 +529,7 @@ def cli(argv: list[str]) -> int:
         config = TeacherConfig.from_dict(base)
         if args.threads:
             torch.set_num_threads(args.threads)
-        corpus = _read_corpus(args.corpus, args.max_sentences)
+        corpus = load_corpus(args.corpus, max_sentences=args.max_sentences)  # the distillation's reader
         metrics = pretrain_teacher(corpus, args.out, lowercase=args.lowercase, config=config, overwrite=args.overwrite,
                                    device=args.device)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:

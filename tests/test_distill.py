@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -352,7 +353,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
 
 # ------------------------------------------------------------------------------- reruns and resumes
 def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_path):
-    """A run without resume never keeps (or later resumes) an earlier run's checkpoints; a resume with other
+    """A fresh run never keeps (or later resumes) an earlier run's checkpoints; a resume with other
     data/loss settings is refused; a torn last log line does not block a resume."""
     from kdlib.checkpoint import latest_checkpoint
     from kdlib.distill import read_log as read_records
@@ -361,7 +362,8 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
     distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
     assert latest_checkpoint(out).name == "step-00000006"
     # a shorter fresh run into the same folder: its own checkpoints only, none pruned away
-    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2), setup["sents"])
+    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2), setup["sents"],
+            fresh=True)
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
     assert latest_checkpoint(out).name == "step-00000004"
     with pytest.raises(ValueError, match=r"cannot resume exactly .*batch_size: 8 -> 4"):
@@ -442,3 +444,116 @@ def test_cross_cosine_off_and_raw(setup):
         assert ("cos/uncased" in comps) == (mode == "raw")
         if mode == "off":   # only the same-model teacher's plain cosine remains, weight normalised over it
             torch.testing.assert_close(comps["cos"], comps["cos/cased"])
+def _interrupt_after(teacher, passes: int):
+    """Make `teacher` raise on its (passes + 1)-th vocabulary-head call, as a disconnect would stop a run."""
+    calls = {"n": 0}
+
+    def stop(_mod, _inp, out):
+        calls["n"] += 1
+        if calls["n"] > passes:
+            raise KeyboardInterrupt("session disconnected")
+        return out
+    teacher.get_output_embeddings().register_forward_hook(stop)
+
+
+def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, capsys, monkeypatch):
+    """Interrupted at step 5 with checkpoints every 2 steps, a plain rerun continues from step 4 and ends with
+    the weights of an uninterrupted run; an incompatible rerun is refused with a pointer to fresh/--fresh."""
+    from safetensors.torch import load_file
+
+    from kdlib.distill import cli
+    from kdlib.teachers import load_teacher
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    students = [{"name": "s", "teachers": ["cased"]}]
+    straight = distill(config(setup, tmp_path / "straight", ["cased"], students, max_steps=6), setup["sents"])
+    out = tmp_path / "run"
+    teacher, tok = load_teacher(setup["paths"]["cased"])
+    _interrupt_after(teacher, 4)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"],
+                teachers={"cased": (teacher, tok)})
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
+    capsys.readouterr()
+    summary = distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
+    assert "resuming" in capsys.readouterr().err
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
+    assert summary["s"]["final_losses"] == straight["s"]["final_losses"]
+    a, b = load_file(tmp_path / "straight" / "s" / "model.safetensors"), load_file(out / "s" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"batch_size: 8 -> 4.*--fresh \(fresh=True\)"):
+        distill(config(setup, out, ["cased"], students, max_steps=6, batch_size=4), setup["sents"])
+    import kdlib.distill
+    with monkeypatch.context() as m:  # other training code: its checkpoint does not continue this run
+        m.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")
+        with pytest.raises(ValueError, match=r"kdlib training code: \w+ -> other code.*--fresh"):
+            distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**{k: v for k, v in asdict(config(setup, out, ["cased"], students)).items()},
+                               "max_steps": 3}))
+    assert cli(["--config", str(cfg), "--corpus", setup["corpus"]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not datasets' progress
+    assert len(err) == 1 and "max_steps: 6 -> 3" in err[0] and "--fresh" in err[0] and "Traceback" not in err[0]
+
+
+def test_fresh_starts_over_and_says_what_it_removes(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    out = tmp_path / "run"
+    students = [{"name": "s", "teachers": ["cased"]}]
+    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2), setup["sents"])
+    capsys.readouterr()
+    distill(config(setup, out, ["cased"], students, max_steps=2, lr=2e-3), setup["sents"], fresh=True)
+    err = capsys.readouterr().err
+    assert "removing log.jsonl, run.json, checkpoints/step-00000002, checkpoints/step-00000004" in err
+    assert [r["step"] for r in read_log(out)] == [1, 2]
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002"]
+
+
+def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsys):
+    """On Colab (or with out_dir on Drive): one checkpoint while training, none once the students are saved,
+    and a rerun of the finished step returns its summary without training again."""
+    import kdlib.config
+    from kdlib.teachers import load_teacher
+    assert DistillConfig.from_dict({**asdict(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}])),
+                                    "out_dir": "/content/drive/MyDrive/run"}).checkpoint_policy() == (1, False)
+    monkeypatch.setattr(kdlib.config, "on_colab", lambda: False)
+    assert config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}]).checkpoint_policy() == (2, True)
+    monkeypatch.setattr(kdlib.config, "on_colab", lambda: True)
+    out = tmp_path / "run"
+    students = [{"name": "s", "teachers": ["cased"]}]
+    teacher, tok = load_teacher(setup["paths"]["cased"])
+    _interrupt_after(teacher, 3)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config(setup, out, ["cased"], students, max_steps=5, save_every=1), setup["sents"],
+                teachers={"cased": (teacher, tok)})
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-00000003"]
+    summary = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=1), setup["sents"])
+    assert summary["s"]["steps"] == 5 and not (out / "checkpoints").exists()
+    log = (out / "log.jsonl").read_text()
+    again = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=2, device="cpu"), setup["sents"])
+    assert again == json.loads(json.dumps(summary)) and (out / "log.jsonl").read_text() == log
+    import kdlib.distill
+    monkeypatch.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")  # a finished run of other code
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    distill(config(setup, out, ["cased"], students, max_steps=5), setup["sents"])
+    assert "starting over" in capsys.readouterr().err and len(read_log(out)) == 5
+
+
+def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
+    from kdlib.models import teachers_to_half
+    from kdlib.teachers import load_teacher
+    cfg = config(setup, Path("unused"), ["cased"], [{"name": "s", "teachers": ["cased"]}])
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name in devices:
+        device = torch.device(name)
+        tm = _load_teachers_for(cfg, device)
+        got = teachers_to_half(tm, cfg, device)
+        dtype = next(tm["cased"].model.parameters()).dtype
+        if name == "cpu":
+            assert got == "fp32" and dtype == torch.float32
+        else:
+            assert got in ("bf16", "fp16") and dtype in (torch.bfloat16, torch.float16)
+
+
+def _load_teachers_for(cfg, device):
+    from kdlib.models import load_teachers
+    return load_teachers(cfg, device, None)
