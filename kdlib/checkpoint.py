@@ -21,21 +21,12 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to `path` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+from kdlib.io import atomic_path, write_json_atomic  # noqa: F401  (write_json_atomic: kept importable here)
 
 
 def capture_rng() -> dict:
@@ -105,10 +96,8 @@ def save_checkpoint(out_dir: str | Path, step: int, students: dict[str, dict], s
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    fd, tmp_marker = tempfile.mkstemp(dir=root, prefix=".latest.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(name)
-    os.replace(tmp_marker, root / "latest")
+    with atomic_path(root / "latest") as tmp_marker:
+        tmp_marker.write_text(name, encoding="utf-8")
     older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name < name)  # never the one just written
     for p in older[:max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(p, ignore_errors=True)

@@ -7,8 +7,10 @@ so the same script runs on one process or many without changes.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -83,6 +85,28 @@ def autocast(device: torch.device, amp: AmpSettings) -> contextlib.AbstractConte
 def grad_scaler(device: torch.device, amp: AmpSettings) -> torch.amp.GradScaler:
     """A GradScaler that is enabled only for fp16 on CUDA (a disabled one is a transparent no-op)."""
     return torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu", enabled=amp.use_scaler)
+
+
+def half_dtype(device: torch.device) -> torch.dtype | None:
+    """The half precision frozen models run in on `device`: bf16 where the GPU supports it, else fp16;
+    None (keep fp32) off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# ------------------------------------------------------------------------------------------ where
+def on_colab() -> bool:
+    """True inside Google Colab (its `google.colab` package is importable)."""
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def on_drive(path: str | os.PathLike) -> bool:
+    """True when `path` lies under Colab's Google Drive mount point (/content/drive)."""
+    return Path(path).expanduser().absolute().is_relative_to("/content/drive")
 
 
 # ---------------------------------------------------------------------------------------------- DDP

@@ -22,17 +22,21 @@ def _norm(n_rows: int, normalizer: float | None) -> float:
 
 
 def kd_kl_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
-               normalizer: float | None = None) -> torch.Tensor:
+               normalizer: float | None = None, row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T), summed over rows and divided by the row count (batchmean).
 
     `student_logits` (N, V) raw logits; `teacher_probs` (N, V) teacher distributions already softened
     at `temperature` (softmax(t / T), or an average/projection of several). Equals HF's
     ``KLDivLoss(reduction='batchmean')(log_softmax(s/T), softmax(t/T)) * T**2`` on the selected rows.
+    `row_weights` (N,) weight each row's KL (e.g. a projected row's mapped mass); None = 1.
     """
     if student_logits.shape != teacher_probs.shape:
         raise ValueError(f"kd_kl_loss: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_probs.shape)}")
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    kl = F.kl_div(log_q, teacher_probs.float(), reduction="sum")
+    if row_weights is None:
+        kl = F.kl_div(log_q, teacher_probs.float(), reduction="sum")
+    else:
+        kl = (F.kl_div(log_q, teacher_probs.float(), reduction="none").sum(-1) * row_weights.float()).sum()
     return kl * temperature**2 / _norm(student_logits.shape[0], normalizer)
 
 

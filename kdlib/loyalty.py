@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score
 
+from kdlib.io import atomic_path, write_json_atomic
 from kdlib.metrics import correlation
 
 FORMAT = "kdlib-predictions/1"
@@ -170,14 +169,8 @@ def save_predictions(pred: Predictions, path: str | Path) -> Path:
         arrays["probs"] = np.asarray(pred.probs, dtype=np.float32)
     if pred.outputs is not None:
         arrays["outputs"] = np.asarray(pred.outputs, dtype=np.float32)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 
@@ -262,11 +255,6 @@ def loyalty_report(teacher_pred_paths: Sequence[str | Path], student_pred_path: 
     return report
 
 
-def _write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def cli(argv: list[str]) -> int:
@@ -283,6 +271,6 @@ def cli(argv: list[str]) -> int:
         print(f"kdlib loyalty: {exc}", file=sys.stderr)
         return 2
     if args.out:
-        _write_json(report, Path(args.out))
+        write_json_atomic(Path(args.out), report)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0

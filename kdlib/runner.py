@@ -33,6 +33,7 @@ from kdlib import data
 from kdlib import tasks as tasks_mod
 from kdlib.colab import ensure_drive
 from kdlib.registry import slug  # noqa: F401  (runner.slug: the one slug, defined with the registry)
+from kdlib.io import write_json_atomic
 
 log = logging.getLogger("kdlib.runner")
 
@@ -298,13 +299,7 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically (tmp file then os.replace), creating the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+write_json = write_json_atomic  # runner.write_json(path, data): the notebooks' name for kdlib.io's writer
 
 
 # --------------------------------------------------------------------------- memory sampling

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def read_log(out: Path) -> list[dict]:
 
 
 def test_ensemble_target_is_weighted_average(setup):
-    from kdlib.distill import _build_students, _load_teachers
+    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
     cfg = config(setup, setup["root"] / "unused", ["cased", "cased2"], [{"name": "s", "teachers": ["cased", "cased2"]}])
     cfg.teachers[0].weight, cfg.teachers[1].weight = 3.0, 1.0
     tm = _load_teachers(cfg, torch.device("cpu"), None)
@@ -104,24 +105,29 @@ def test_ensemble_target_is_weighted_average(setup):
     assert torch.allclose(comps_sum["mlm"], comps["mlm"])
 
 
+@pytest.mark.parametrize("cross", [("prior", "skip", "linear"), ("split", "keep", "raw")], ids=["defaults", "plain"])
 @pytest.mark.parametrize("kl_on", ["masked", "all"])
 @pytest.mark.parametrize("strategy", ["average", "sum"])
-def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on):
+def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cross):
     """One step's kl/mlm/cos with logits at the needed rows only equal the same terms computed from the
-    full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher."""
-    from kdlib.distill import _build_students, _load_teachers
+    full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher: the projection (case
+    prior from the co-teacher, or split), mass-weighted rows, first-piece mismatches skipped or kept, and
+    the cosine through the linear map or raw."""
+    from kdlib.align import first_piece_mismatch
+    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    vocab_case, mismatch, cross_cosine = cross
     names = ["cased", "uncased"]
     cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}],
-                 strategy=strategy, kl_on=kl_on)
+                 strategy=strategy, kl_on=kl_on, vocab_case=vocab_case, cross_mismatch=mismatch, cross_cosine=cross_cosine)
     cfg.teachers[0].weight, cfg.teachers[1].weight = 2.0, 1.0
     cpu = torch.device("cpu")
     tm = _load_teachers(cfg, cpu, None)
-    [st] = _build_students(cfg, tm, cpu, None)
+    [st] = _build_students(cfg, tm, cpu, None, texts=setup["sents"])
     st.model.eval()  # no dropout: the selected and the full forward see the same activations
     bv, masked = make_batch(setup["sents"][8:24], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
                             torch.Generator().manual_seed(1))
     sv, tv = bv[tm["cased"].view], bv[tm["uncased"].view]
-    plan = student_plan(st, tm, bv, masked, kl_on)
+    plan = student_plan(st, tm, bv, masked, kl_on, mismatch)
     with torch.no_grad():
         s_sel = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
         comps = student_losses(st, tm, cfg, plan, plan, sv, s_sel, teacher_outputs(tm, names, bv, cfg, cpu,
@@ -129,25 +135,35 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on):
         s = st.model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
         t1 = tm["cased"].model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
         t2 = tm["uncased"].model(input_ids=tv.input_ids, attention_mask=tv.attention_mask, output_hidden_states=True)
-    # dense reference: full logits, KL rows as a (B, L) mask
-    T, w1, w2 = cfg.temperature, 2.0, 1.0
-    rows = (sv.labels != -100) if kl_on == "masked" else sv.attention_mask.bool()
-    b, w, sp, tp = aligned_words(sv.first_pos, tv.first_pos)
-    sel = masked[b, w] if kl_on == "masked" else torch.ones_like(b, dtype=torch.bool)
-    p1 = soft_probs(t1.logits, T)                                        # (B, L, V)
-    p2, _ = project_distribution(soft_probs(t2.logits[b[sel], tp[sel]], T), st.cross["uncased"])
-    if strategy == "average":
-        acc, wsum = w1 * p1, torch.full(rows.shape, w1)
-        acc[b[sel], sp[sel]] += w2 * p2
-        wsum[b[sel], sp[sel]] += w2
-        kl = kd_kl_loss(s.logits[rows], acc[rows] / wsum[rows][:, None], T)
-    else:
-        kl = w1 * kd_kl_loss(s.logits[rows], p1[rows], T) + w2 * kd_kl_loss(s.logits[b[sel], sp[sel]], p2, T)
-    am = sv.attention_mask.bool()
-    hs, h1, h2 = s.hidden_states[-1], t1.hidden_states[-1], t2.hidden_states[-1]
-    cos = w1 * cosine_loss(hs[am], h1[am]) + w2 * cosine_loss(hs[b, sp], h2[b, tp])
-    if strategy == "average":
-        cos = cos / (w1 + w2)
+        # dense reference: full logits, KL rows as a (B, L) mask
+        T, w1, w2 = cfg.temperature, 2.0, 1.0
+        rows = (sv.labels != -100) if kl_on == "masked" else sv.attention_mask.bool()
+        b, w, sp, tp = aligned_words(sv.first_pos, tv.first_pos)
+        sel = masked[b, w] if kl_on == "masked" else torch.ones_like(b, dtype=torch.bool)
+        true_s, true_t = (torch.where(v.labels != -100, v.labels, v.input_ids) for v in (sv, tv))
+        bad = first_piece_mismatch(true_s[b, sp], true_t[b, tp], st.cross["uncased"])
+        if mismatch == "skip":
+            sel = sel & ~bad
+        bs, ss, ts = b[sel], sp[sel], tp[sel]
+        p1 = soft_probs(t1.logits, T)                                        # (B, L, V)
+        prior = torch.softmax(t1.logits[bs, ss], -1) if vocab_case == "prior" else None
+        p2, unmapped = project_distribution(soft_probs(t2.logits[bs, ts], T), st.cross["uncased"], prior=prior)
+        m = 1 - unmapped                                                      # mapped mass of each projected row
+        if strategy == "average":
+            acc, wsum = w1 * p1, torch.full(rows.shape, w1)
+            acc[bs, ss] += w2 * m[:, None] * p2
+            wsum[bs, ss] += w2 * m
+            kl = kd_kl_loss(s.logits[rows], acc[rows] / wsum[rows][:, None], T)
+        else:
+            log_q = torch.log_softmax(s.logits[bs, ss] / T, -1)
+            kl2 = (m * (p2 * (torch.log(p2.clamp(min=1e-30)) - log_q)).sum(-1)).sum() * T**2 / len(bs)
+            kl = w1 * kd_kl_loss(s.logits[rows], p1[rows], T) + w2 * kl2
+        am = sv.attention_mask.bool()
+        hs, h1, h2 = s.hidden_states[-1], t1.hidden_states[-1], t2.hidden_states[-1]
+        hs2 = st.cross_maps["uncased"](hs[b, sp]) if cross_cosine == "linear" else hs[b, sp]
+        cos = w1 * cosine_loss(hs[am], h1[am]) + w2 * cosine_loss(hs2, h2[b, tp])
+        if strategy == "average":
+            cos = cos / (w1 + w2)
     assert int(sel.sum()) > 0 and int(rows.sum()) > int(sel.sum()) // 2
     torch.testing.assert_close(comps["kl"], kl, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(comps["mlm"], mlm_loss(s.logits, sv.labels), atol=1e-5, rtol=1e-5)
@@ -337,7 +353,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
 
 # ------------------------------------------------------------------------------- reruns and resumes
 def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_path):
-    """A run without resume never keeps (or later resumes) an earlier run's checkpoints; a resume with other
+    """A fresh run never keeps (or later resumes) an earlier run's checkpoints; a resume with other
     data/loss settings is refused; a torn last log line does not block a resume."""
     from kdlib.checkpoint import latest_checkpoint
     from kdlib.distill import read_log as read_records
@@ -346,7 +362,8 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
     distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
     assert latest_checkpoint(out).name == "step-00000006"
     # a shorter fresh run into the same folder: its own checkpoints only, none pruned away
-    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2), setup["sents"])
+    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2), setup["sents"],
+            fresh=True)
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
     assert latest_checkpoint(out).name == "step-00000004"
     with pytest.raises(ValueError, match=r"cannot resume exactly .*batch_size: 8 -> 4"):
@@ -356,3 +373,187 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
     assert [r["step"] for r in read_records(out / "log.jsonl")] == [1, 2, 3, 4]
     summary = distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2), setup["sents"], resume=True)
     assert summary["s"]["steps"] == 4
+
+
+# ------------------------------------------------------------------ the two-tokenizer ensemble (issue 10)
+def _cross_setup(setup, **kw):
+    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    names = ["cased", "uncased"]
+    cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}], **kw)
+    cpu = torch.device("cpu")
+    tm = _load_teachers(cfg, cpu, None)
+    [st] = _build_students(cfg, tm, cpu, None, texts=setup["sents"])
+    bv, masked = make_batch(setup["sents"][8:40], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
+                            torch.Generator().manual_seed(1))
+    return cfg, tm, st, bv, masked
+
+
+def test_first_piece_mismatches_get_no_cross_kl(setup):
+    from kdlib.align import token_key
+    _, tm, st, bv, masked = _cross_setup(setup, cross_mismatch="keep", kl_on="all")
+    keep = student_plan(st, tm, bv, masked, "all", "keep")["teachers"]["uncased"]
+    skip = student_plan(st, tm, bv, masked, "all", "skip")["teachers"]["uncased"]
+    sv, tv = bv[st.view], bv[tm["uncased"].view]
+    true = {k: torch.where(v.labels != -100, v.labels, v.input_ids) for k, v in (("s", sv), ("t", tv))}
+    s_tok = st.tokenizer.convert_ids_to_tokens(true["s"][keep["tb"], sv.first_pos[keep["tb"], keep["tw"]]].tolist())
+    t_tok = tm["uncased"].tokenizer.convert_ids_to_tokens(true["t"][keep["tb"], keep["tp"]].tolist())
+    differ = [token_key(a) != token_key(b) and not a == b == "[UNK]" for a, b in zip(s_tok, t_tok)]
+    assert 0 < sum(differ) < len(differ) / 5
+    assert skip["n_kl"] == keep["n_kl"] - sum(differ) and skip["n_mismatch"] == keep["n_mismatch"] == sum(differ)
+    assert keep["n_candidates"] == skip["n_candidates"] == len(differ)
+    kept = set(zip(skip["tb"].tolist(), skip["tw"].tolist()))
+    assert all(((b, w) in kept) != d for b, w, d in zip(keep["tb"].tolist(), keep["tw"].tolist(), differ))
+
+
+def test_linear_map_learns_and_is_not_saved(setup, tmp_path):
+    cfg, tm, st, bv, masked = _cross_setup(setup)
+    assert set(st.cross_maps) == {"uncased"}                # only the other-tokenizer teacher gets a map
+    sv = bv[st.view]
+    plan = student_plan(st, tm, bv, masked, "masked")
+    s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+    t_out = teacher_outputs(tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off"))
+    comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, t_out, scale=1.0)
+    comps["total"].backward()
+    lin = st.cross_maps["uncased"]
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    out = tmp_path / "run"
+    run = config(setup, out, ["cased", "uncased"], [{"name": "s", "teachers": ["cased", "uncased"]}], max_steps=2,
+                 save_every=1, kl_on="all")
+    summary = distill(run, setup["sents"])
+    saved = load_file(str(Path(summary["s"]["out_dir"]) / "model.safetensors"))
+    assert not [k for k in saved if "cross" in k]
+    from transformers import AutoModelForMaskedLM
+    _, info = AutoModelForMaskedLM.from_pretrained(summary["s"]["out_dir"], output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    ck = load_file(str(out / "checkpoints" / "step-00000002" / "s" / "model.safetensors"))
+    assert [k for k in ck if k.startswith("cross_maps.uncased")]   # resumable: the map is in the checkpoint
+    assert "mismatch/uncased" in read_log(out)[-1]["students"]["s"]
+    assert 0 < summary["s"]["mismatch"]["mismatch/uncased"] < 0.2
+
+
+def test_cross_cosine_off_and_raw(setup):
+    for mode in ("off", "raw"):
+        cfg, tm, st, bv, masked = _cross_setup(setup, cross_cosine=mode)
+        assert not st.cross_maps
+        sv = bv[st.view]
+        plan = student_plan(st, tm, bv, masked, "masked")
+        with torch.no_grad():
+            s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+            comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, teacher_outputs(
+                tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")), scale=1.0)
+        assert ("cos/uncased" in comps) == (mode == "raw")
+        if mode == "off":   # only the same-model teacher's plain cosine remains, weight normalised over it
+            torch.testing.assert_close(comps["cos"], comps["cos/cased"])
+def _interrupt_after(teacher, passes: int):
+    """Make `teacher` raise on its (passes + 1)-th vocabulary-head call, as a disconnect would stop a run."""
+    calls = {"n": 0}
+
+    def stop(_mod, _inp, out):
+        calls["n"] += 1
+        if calls["n"] > passes:
+            raise KeyboardInterrupt("session disconnected")
+        return out
+    teacher.get_output_embeddings().register_forward_hook(stop)
+
+
+def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, capsys, monkeypatch):
+    """Interrupted at step 5 with checkpoints every 2 steps, a plain rerun continues from step 4 and ends with
+    the weights of an uninterrupted run; an incompatible rerun is refused with a pointer to fresh/--fresh."""
+    from safetensors.torch import load_file
+
+    from kdlib.distill import cli
+    from kdlib.teachers import load_teacher
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    students = [{"name": "s", "teachers": ["cased"]}]
+    straight = distill(config(setup, tmp_path / "straight", ["cased"], students, max_steps=6), setup["sents"])
+    out = tmp_path / "run"
+    teacher, tok = load_teacher(setup["paths"]["cased"])
+    _interrupt_after(teacher, 4)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"],
+                teachers={"cased": (teacher, tok)})
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
+    capsys.readouterr()
+    summary = distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
+    assert "resuming" in capsys.readouterr().err
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
+    assert summary["s"]["final_losses"] == straight["s"]["final_losses"]
+    a, b = load_file(tmp_path / "straight" / "s" / "model.safetensors"), load_file(out / "s" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"batch_size: 8 -> 4.*--fresh \(fresh=True\)"):
+        distill(config(setup, out, ["cased"], students, max_steps=6, batch_size=4), setup["sents"])
+    import kdlib.distill
+    with monkeypatch.context() as m:  # other training code: its checkpoint does not continue this run
+        m.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")
+        with pytest.raises(ValueError, match=r"kdlib training code: \w+ -> other code.*--fresh"):
+            distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**{k: v for k, v in asdict(config(setup, out, ["cased"], students)).items()},
+                               "max_steps": 3}))
+    assert cli(["--config", str(cfg), "--corpus", setup["corpus"]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not datasets' progress
+    assert len(err) == 1 and "max_steps: 6 -> 3" in err[0] and "--fresh" in err[0] and "Traceback" not in err[0]
+
+
+def test_fresh_starts_over_and_says_what_it_removes(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    out = tmp_path / "run"
+    students = [{"name": "s", "teachers": ["cased"]}]
+    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2), setup["sents"])
+    capsys.readouterr()
+    distill(config(setup, out, ["cased"], students, max_steps=2, lr=2e-3), setup["sents"], fresh=True)
+    err = capsys.readouterr().err
+    assert "removing log.jsonl, run.json, checkpoints/step-00000002, checkpoints/step-00000004" in err
+    assert [r["step"] for r in read_log(out)] == [1, 2]
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002"]
+
+
+def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsys):
+    """On Colab (or with out_dir on Drive): one checkpoint while training, none once the students are saved,
+    and a rerun of the finished step returns its summary without training again."""
+    import kdlib.config
+    from kdlib.teachers import load_teacher
+    assert DistillConfig.from_dict({**asdict(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}])),
+                                    "out_dir": "/content/drive/MyDrive/run"}).checkpoint_policy() == (1, False)
+    monkeypatch.setattr(kdlib.config, "on_colab", lambda: False)
+    assert config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}]).checkpoint_policy() == (2, True)
+    monkeypatch.setattr(kdlib.config, "on_colab", lambda: True)
+    out = tmp_path / "run"
+    students = [{"name": "s", "teachers": ["cased"]}]
+    teacher, tok = load_teacher(setup["paths"]["cased"])
+    _interrupt_after(teacher, 3)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config(setup, out, ["cased"], students, max_steps=5, save_every=1), setup["sents"],
+                teachers={"cased": (teacher, tok)})
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-00000003"]
+    summary = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=1), setup["sents"])
+    assert summary["s"]["steps"] == 5 and not (out / "checkpoints").exists()
+    log = (out / "log.jsonl").read_text()
+    again = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=2, device="cpu"), setup["sents"])
+    assert again == json.loads(json.dumps(summary)) and (out / "log.jsonl").read_text() == log
+    import kdlib.distill
+    monkeypatch.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")  # a finished run of other code
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    distill(config(setup, out, ["cased"], students, max_steps=5), setup["sents"])
+    assert "starting over" in capsys.readouterr().err and len(read_log(out)) == 5
+
+
+def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
+    from kdlib.models import teachers_to_half
+    from kdlib.teachers import load_teacher
+    cfg = config(setup, Path("unused"), ["cased"], [{"name": "s", "teachers": ["cased"]}])
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name in devices:
+        device = torch.device(name)
+        tm = _load_teachers_for(cfg, device)
+        got = teachers_to_half(tm, cfg, device)
+        dtype = next(tm["cased"].model.parameters()).dtype
+        if name == "cpu":
+            assert got == "fp32" and dtype == torch.float32
+        else:
+            assert got in ("bf16", "fp16") and dtype in (torch.bfloat16, torch.float16)
+
+
+def _load_teachers_for(cfg, device):
+    from kdlib.models import load_teachers
+    return load_teachers(cfg, device, None)

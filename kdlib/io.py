@@ -1,0 +1,39 @@
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves the previous version intact.
+
+Everything is written to a temporary file in the destination's folder and moved into place with
+`os.replace` (atomic on POSIX and Windows when source and target are on the same file system).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed.
+
+    The parent folder is created. `suffix` lets writers that pick a format by extension (savefig) see one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented UTF-8 JSON (non-JSON values as str) to `path`, atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return Path(path)
