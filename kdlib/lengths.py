@@ -48,10 +48,10 @@ def example_lengths(task: str, tokenizer, *, split: str = "test", data_dir: str 
     rows = dataset[split] if hasattr(dataset, "keys") and split in dataset else dataset
     ids = [str(i) for i in rows["id"]]
     if kind == "tagging":
-        enc = tokenizer(list(rows["tokens"]), is_split_into_words=True, truncation=False)
+        enc = tokenizer(list(rows["tokens"]), is_split_into_words=True, truncation=False, verbose=False)
     else:
         pair = list(rows["text_b"]) if "text_b" in rows.column_names else None
-        enc = tokenizer(list(rows["text_a"]), pair, truncation=False)
+        enc = tokenizer(list(rows["text_a"]), pair, truncation=False, verbose=False)  # long is fine: only counted
     return dict(zip(ids, (len(x) for x in enc["input_ids"])))
 
 
