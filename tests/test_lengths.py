@@ -88,7 +88,7 @@ def test_bins_cover_every_test_example_once(task, tokenizer, data_dir):
             assert units == set(bins.index[bins["bin"] == b])
             row = {i: k for k, i in enumerate(run.ids)}
             assert all(part[r].gold[k] == run.gold[row[i]] for k, i in enumerate(part[r].ids))
-    table = binned_scores({"a": runs}, bins, max_len=64, n_resamples=50)
+    table = binned_scores({"a": runs}, bins, max_len=64)
     assert table["examples"].sum() == len(bins) and list(table["bin"]) == ["short", "medium", "long"]
     assert (table["low"] <= table["estimate"]).all() and (table["estimate"] <= table["high"]).all()
     assert table["truncated"].iloc[-1] >= table["truncated"].iloc[0]
@@ -101,9 +101,9 @@ def test_scores_per_bin_follow_the_predictions(tokenizer, sapn_test):
     wrong_on_long = Predictions("sapn", "m", "classification", "test", perfect.label_names, perfect.ids, perfect.gold,
                                 np.array([1 - p if i in long_ids else p for i, p in zip(perfect.ids, perfect.pred)]),
                                 probs=perfect.probs[:, ::-1].copy())
-    table = binned_scores({"perfect": [perfect]}, bins, n_resamples=50).set_index("bin")
+    table = binned_scores({"perfect": [perfect]}, bins).set_index("bin")
     assert (table["estimate"] == 100.0).all()
-    diff = binned_differences([perfect], [wrong_on_long], bins, n_resamples=50).set_index("bin")
+    diff = binned_differences([perfect], [wrong_on_long], bins).set_index("bin")
     assert diff.loc["long", "estimate"] == pytest.approx(100.0) and diff.loc["short", "estimate"] == pytest.approx(0.0)
     stray = subset_predictions(perfect, [0, 1])
     with pytest.raises(ValueError, match="have no length bin"):
