@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import warnings
 
@@ -147,3 +148,70 @@ def test_hub_documents_are_split_into_sentences(data_dir):
     assert list(_document_sentences(iter(rows), "text", 7)) == expected[:7]
     with pytest.raises(ValueError, match="no column 'content'"):
         list(_document_sentences(rows, "content", None))
+
+
+# ------------------------------------------------------------------ the three modes on LaRoSeDa documents
+def laroseda_documents(data_dir) -> list[list[str]]:
+    """LaRoSeDa train reviews rebuilt here as documents (title, then the content's sentences), in file
+    order, without held-out texts and repeated units (first occurrence kept): what every mode starts from."""
+    train = data.load_task("sapn", data_dir)["train"]
+    blocked, seen, docs = corpus.heldout_texts(data_dir), set(), []
+    for title, content in zip(train["text_a"], train["text_b"]):
+        kept = [u for u in [" ".join(title.split())] + split_sentences(content) if u and u not in blocked]
+        kept = [u for u in dict.fromkeys(kept) if u not in seen]
+        seen.update(kept)
+        if kept:
+            docs.append(kept)
+    return docs
+
+
+def parse_merged(line: str, where: dict[str, tuple[int, int]], docs: list[list[str]]) -> tuple[int, int, int] | None:
+    """(document, first sentence, sentences) if `line` is consecutive sentences of ONE document, else None."""
+    for cut in [i for i, c in enumerate(line) if c == " "] + [len(line)]:
+        if line[:cut] not in where:
+            continue
+        d, k = where[line[:cut]]
+        text, m = docs[d][k], 1
+        while len(text) < len(line) and k + m < len(docs[d]):
+            text, m = text + " " + docs[d][k + m], m + 1
+        if text == line:
+            return d, k, m
+    return None
+
+
+@pytest.fixture(scope="module")
+def reviews(data_dir):
+    return laroseda_documents(data_dir)
+
+
+def test_ordered_keeps_document_order_and_shuffled_permutes_it(reviews, data_dir):
+    ordered = list(corpus.build_corpus("ordered", tasks=["sapn"])[:]["text"])
+    assert ordered == [u for doc in reviews for u in doc]
+    shuffled = list(corpus.build_corpus("shuffled", tasks=["sapn"], seed=3)[:]["text"])
+    assert sorted(shuffled) == sorted(ordered)
+    # a real permutation: few neighbours of the document order survive next to each other
+    follows = dict(itertools.pairwise(ordered))
+    kept = sum(follows.get(a) == b for a, b in itertools.pairwise(shuffled))
+    assert kept < 0.01 * len(ordered)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
+def test_merged_joins_consecutive_sentences_of_one_document_with_probability_p(p, reviews):
+    merged = list(corpus.build_corpus("merged", tasks=["sapn"], merge_p=p, seed=1)[:]["text"])
+    where = {u: (d, k) for d, doc in enumerate(reviews) for k, u in enumerate(doc)}
+    parsed = [parse_merged(line, where, reviews) for line in merged]
+    crossing = [line for line, hit in zip(merged, parsed) if hit is None]
+    assert not crossing, f"{len(crossing)} merged lines are not a run of one document, e.g. {crossing[0][:120]!r}"
+    covered = sorted((d, k + i) for d, k, m in parsed for i in range(m))
+    assert covered == sorted(where.values())  # every sentence in exactly one line
+    boundaries = sum(len(doc) - 1 for doc in reviews)  # places where a join may happen
+    joins = sum(m - 1 for _, _, m in parsed)
+    sd = (p * (1 - p) / boundaries) ** 0.5
+    assert abs(joins / boundaries - p) < 5 * sd, (joins / boundaries, p)
+    firsts = [(d, k) for d, k, _ in parsed]
+    assert firsts != sorted(firsts)  # the merged lines are shuffled, not in document order
+
+
+def test_merged_with_p_one_gives_one_line_per_document(reviews):
+    merged = list(corpus.build_corpus("merged", tasks=["sapn"], merge_p=1.0)[:]["text"])
+    assert sorted(merged) == sorted(dict.fromkeys(" ".join(doc) for doc in reviews))

@@ -168,3 +168,23 @@ def test_student_round_trips_and_counts(tokenizer, tmp_path):
     assert counts["total"] == student.num_parameters() == counts["embeddings"] + counts["encoder"] + counts["head"]
     assert count_parameters(teacher)["total"] == teacher.num_parameters()
     assert counts["encoder"] * 2 == count_parameters(teacher)["encoder"]
+
+
+def test_bort_shape_at_the_teachers_real_size():
+    """At BERT-base's shape (12 layers x 768, 12 heads, FFN 3072) the two student shapes are RobBERTje's:
+    DistilBERT 6 layers / 12 heads / FFN 3072, Bort 4 layers / 8 heads / FFN 0.75 x 768; both 768 wide."""
+    from types import SimpleNamespace
+
+    from transformers import DistilBertModel
+
+    from kdlib.bench import distilbert_param_formula
+    from kdlib.students import student_config
+
+    teacher = SimpleNamespace(config=BertConfig(vocab_size=50000))  # the config is all the shape rule reads
+    distil, bort = student_config(teacher), student_config(teacher, shape="bort")
+    assert (distil.n_layers, distil.n_heads, distil.dim, distil.hidden_dim) == (6, 12, 768, 3072)
+    assert (bort.n_layers, bort.n_heads, bort.dim, bort.hidden_dim) == (4, 8, 768, 576)
+    assert bort.dim % bort.n_heads == 0 and bort.vocab_size == distil.vocab_size == 50000
+    built = DistilBertModel(bort).num_parameters()
+    assert built == distilbert_param_formula(50000, layers=4, ffn=576)
+    assert built < 0.75 * distilbert_param_formula(50000, layers=6, ffn=3072)
