@@ -20,6 +20,7 @@ the previous unit with probability ``merge_p``; the merged lines are then shuffl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Iterable
 
 import datasets
-from datasets import Dataset
+from datasets import Dataset, Features, Value
+from tqdm.auto import tqdm
 
 from kdlib import data
 from kdlib.text import normalize_romanian, split_sentences
@@ -164,18 +166,45 @@ def corpus_stats(ds: Dataset) -> dict:
 
 
 def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: str = "text",
-                     max_sentences: int | None = None, config: str | None = None,
-                     normalize: bool = True) -> Dataset:
-    """Any text corpus as a Dataset with one column ``text`` (empty lines dropped, Romanian-normalised).
+                     max_sentences: int | None = None, config: str | None = None, normalize: bool = True,
+                     dedup: bool = True, filter_heldout: bool | None = None, data_dir=None,
+                     cache_dir: str | None = None) -> Dataset:
+    """Any text corpus as an on-disk Dataset with one column ``text`` (empty lines dropped, normalised).
 
     ``name_or_path``: a text file, a folder of ``*.txt`` files, a folder written by ``save_to_disk``, or a
-    hub dataset name (``"name:config"`` or ``config=``; e.g. ``"wikimedia/wikipedia:20231101.ro"``), which
-    is streamed when ``max_sentences`` is given so that only that many sentences are read. Hub rows are
-    documents (a Wikipedia article, an OSCAR page): they are split into lines and sentences, so that
-    ``max_sentences`` counts sentences and no text is cut at the distillation's ``max_len``.
+    hub dataset name (``"name:config"`` or ``config=``; e.g. ``"wikimedia/wikipedia:20231101.ro"``) or a
+    folder of json/parquet/csv files, which is always *streamed*: its rows (documents: an article, a web
+    page) are split into lines and sentences, so ``max_sentences`` counts sentences and no text is cut at
+    the distillation's ``max_len``. Texts pass one at a time through normalisation, de-duplication (first
+    occurrence kept, by a 64-bit hash) and, by default for streamed corpora, the filter against every
+    validation/test text of the evaluation tasks (``heldout_texts``), and are written to an Arrow file in
+    the ``datasets`` cache (``cache_dir``) as they come: memory stays flat whatever the corpus size, and a
+    second call with the same source and settings reuses the file.
     """
     if max_sentences is not None and max_sentences <= 0:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
+    texts, streamed, source_key = _raw_texts(name_or_path, split, text_column, config)
+    if filter_heldout is None:
+        filter_heldout = streamed
+    blocked = heldout_texts(data_dir) if filter_heldout else frozenset()
+    settings = [source_key, split, text_column, max_sentences, normalize, dedup, len(blocked), _STORE_VERSION]
+    fingerprint = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
+    ds = Dataset.from_generator(_clean_units, features=Features({"text": Value("string")}), cache_dir=cache_dir,
+                                fingerprint=fingerprint,
+                                gen_kwargs={"texts": texts, "normalize": normalize, "dedup": dedup,
+                                            "blocked": blocked, "limit": max_sentences})
+    if len(ds) == 0:
+        raise ValueError(f"corpus {name_or_path} contains no text")
+    return ds
+
+
+_STORE_VERSION = 1
+_DATA_FILES = ("*.jsonl", "*.json", "*.parquet", "*.csv", "*.jsonl.gz", "*.json.gz")
+
+
+def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | None
+               ) -> tuple[Iterable[str], bool, str]:
+    """(texts, streamed, source key): the raw texts of a local corpus, or the sentences of a streamed one."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         ds = datasets.load_dataset("text", data_files=str(path), split="train")
@@ -183,27 +212,59 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
-    elif path.is_dir():
-        files = sorted(str(p) for p in path.glob("*.txt"))
-        if not files:
-            raise FileNotFoundError(f"{path} holds no *.txt files and is not a saved dataset")
-        ds = datasets.load_dataset("text", data_files=files, split="train")
-    elif name_or_path.startswith((".", "/", "~")) or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}:
+    elif path.is_dir() and any(path.glob("*.txt")):
+        ds = datasets.load_dataset("text", data_files=sorted(str(p) for p in path.glob("*.txt")), split="train")
+    elif path.is_dir() and not any(f for pattern in _DATA_FILES for f in path.glob(pattern)):
+        raise FileNotFoundError(f"{path} holds no *.txt files and is not a saved dataset")
+    elif not path.exists() and (name_or_path.startswith((".", "/", "~"))
+                                or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}):
         raise FileNotFoundError(f"corpus path {name_or_path} does not exist")
-    else:
-        name, _, cfg = name_or_path.partition(":")
-        stream = datasets.load_dataset(name, cfg or config, split=split, streaming=max_sentences is not None)
-        ds = Dataset.from_dict({text_column: list(_document_sentences(stream, text_column, max_sentences))})
+    else:  # a hub corpus, or a local folder of json/parquet/csv files: streamed, never listed in memory
+        name, _, cfg = name_or_path.partition(":") if not path.is_dir() else (str(path), "", "")
+        stream = datasets.load_dataset(name, cfg or config or None, split=split, streaming=True)
+        key = str(path.resolve()) + _stat_key(path) if path.is_dir() else f"hub:{name}:{cfg or config}"
+        return _document_sentences(stream, text_column, None), True, key
     if text_column not in ds.column_names:
         raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
-    texts = [t.strip() for t in _column(ds, text_column) if isinstance(t, str) and t.strip()]
-    if normalize:
-        texts = [normalize_romanian(t) for t in texts]
-    if max_sentences is not None:
-        texts = texts[:max_sentences]
-    if not texts:
-        raise ValueError(f"corpus {name_or_path} contains no text")
-    return Dataset.from_dict({"text": texts})
+    key = f"{path.resolve()}{_stat_key(path)}:{getattr(ds, '_fingerprint', '')}"
+    return _batched_column(ds, text_column), False, key
+
+
+def _stat_key(path: Path) -> str:
+    """Size and modification time of a file or of a folder's files: a changed source is read again."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return ":" + ",".join(f"{p.stat().st_size}-{p.stat().st_mtime_ns}" for p in files)
+
+
+def _batched_column(ds: Dataset, column: str, batch_size: int = 10_000) -> Iterable[str]:
+    for batch in ds.select_columns([column]).iter(batch_size=batch_size):
+        yield from batch[column]
+
+
+def _clean_units(texts: Iterable, normalize: bool, dedup: bool, blocked: frozenset[str],
+                 limit: int | None) -> Iterable[dict]:
+    """Rows {"text": ...}: stripped, normalised, first occurrence only, no held-out text, at most `limit`."""
+    seen: set[int] = set()
+    n = 0
+    with tqdm(total=limit, unit=" sentences", desc="corpus", dynamic_ncols=True, mininterval=2) as bar:
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                continue
+            text = text.strip()
+            if normalize:
+                text = normalize_romanian(text)
+            if text in blocked:
+                continue
+            if dedup:
+                key = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield {"text": text}
+            n += 1
+            bar.update()
+            if limit is not None and n >= limit:
+                return
 
 
 def _document_sentences(rows: Iterable[dict], text_column: str, limit: int | None) -> Iterable[str]:
