@@ -373,6 +373,42 @@ def _mask_tokens(ids: torch.Tensor, attention: torch.Tensor, special: torch.Tens
     return ids, labels
 
 
+def _reference_models(teacher_dirs: list[str | os.PathLike], student_layers: int, seed: int, device: torch.device):
+    """(tokenizer of the first teacher, frozen teachers, student initialised from the first teacher)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from kdlib.students import make_student
+
+    tok = AutoTokenizer.from_pretrained(str(teacher_dirs[0]))
+    teachers = [AutoModelForMaskedLM.from_pretrained(str(d)).to(device).eval() for d in teacher_dirs]
+    for t in teachers:
+        t.requires_grad_(False)
+    student = make_student(teachers[0], init="teacher", num_layers=student_layers, seed=seed).to(device).train()
+    return tok, teachers, student
+
+
+def _padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of `rows`, padded to the longest row."""
+    longest = max(map(len, rows))
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), longest), dtype=torch.long)
+    for j, row in enumerate(rows):
+        ids[j, :len(row)] = torch.tensor(row)
+        attn[j, :len(row)] = 1
+    return ids, attn
+
+
+def _reference_loss(student, teachers: list, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The student's loss averaged over the teachers, each teacher run separately (as separate HF runs would)."""
+    s_out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
+    total = 0.0
+    for teacher in teachers:
+        with torch.no_grad():
+            t_out = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
+        total = total + reference_losses(s_out, t_out, b)["loss"] / len(teachers)
+    return total
+
+
 def reference_distill(teacher_dirs: list[str | os.PathLike], texts: list[str], *, student_layers: int,
                       batch_size: int, max_len: int, steps: int, device: torch.device, seed: int = 0,
                       out_dir: str | os.PathLike | None = None, lr: float = 5e-4, max_grad_norm: float = 5.0) -> dict:
@@ -382,49 +418,31 @@ def reference_distill(teacher_dirs: list[str | os.PathLike], texts: list[str], *
     With several teachers (same tokenizer as the first) the loss is averaged over them, each teacher
     forward computed for this student alone. Returns timings and token counts.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup
-
-    from kdlib.students import make_student
+    from transformers import get_linear_schedule_with_warmup
 
     for name, value in (("steps", steps), ("batch_size", batch_size), ("max_len", max_len)):
         _check_positive(name, value)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(str(teacher_dirs[0]))
-    teachers = [AutoModelForMaskedLM.from_pretrained(str(d)).to(device).eval() for d in teacher_dirs]
-    for t in teachers:
-        t.requires_grad_(False)
-    student = make_student(teachers[0], init="teacher", num_layers=student_layers, seed=seed).to(device).train()
+    tok, teachers, student = _reference_models(teacher_dirs, student_layers, seed, device)
     encoded = tok(texts, truncation=True, max_length=max_len)["input_ids"]
     special_ids = torch.tensor(sorted(set(tok.all_special_ids)))
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     sched = get_linear_schedule_with_warmup(opt, max(1, steps // 20), steps)
     gen = torch.Generator().manual_seed(seed)
-    vocab = student.config.vocab_size
     real_tokens = padded_tokens = 0
     losses = []
     _sync(device)
     t_train = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(encoded), (batch_size,), generator=gen).tolist()
-        rows = [encoded[i] for i in idx]
-        longest = max(map(len, rows))  # pad to the longest sequence of this random batch
-        ids = torch.full((batch_size, longest), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((batch_size, longest), dtype=torch.long)
-        for j, row in enumerate(rows):
-            ids[j, :len(row)] = torch.tensor(row)
-            attn[j, :len(row)] = 1
-        special = torch.isin(ids, special_ids)
-        masked, labels = _mask_tokens(ids, attn, special, vocab, gen, mask_id=tok.mask_token_id)
+        ids, attn = _padded([encoded[i] for i in idx], tok.pad_token_id)  # padded to this random batch's longest
+        masked, labels = _mask_tokens(ids, attn, torch.isin(ids, special_ids), student.config.vocab_size, gen,
+                                      mask_id=tok.mask_token_id)
         b = {"input_ids": masked.to(device), "attention_mask": attn.to(device), "labels": labels.to(device)}
         real_tokens += int(attn.sum())
         padded_tokens += attn.numel()
-        s_out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
-        total = 0.0
-        for teacher in teachers:  # run separately for this student, as separate HF runs would
-            with torch.no_grad():
-                t_out = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
-            total = total + reference_losses(s_out, t_out, b)["loss"] / len(teachers)
+        total = _reference_loss(student, teachers, b)
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)

@@ -39,7 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+from kdlib.data import load_task
 from kdlib.device import AMP_MODES, amp_settings, autocast, grad_scaler, pick_device
 from kdlib.loyalty import PREDICTIONS_FILE, Predictions, save_predictions
 from kdlib.metrics import compute_metrics, task_kind_and_metric
@@ -119,9 +122,6 @@ class TaskModel(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, kind: str, num_labels: int, dropout: float = 0.1) -> TaskModel:
         """Load the encoder of any (masked-LM) checkpoint, with its dropout set to ``dropout``."""
-        from transformers import AutoConfig, AutoModel
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
         config = AutoConfig.from_pretrained(name_or_path)
         for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
             if hasattr(config, attr) and isinstance(getattr(config, attr), float):
@@ -335,6 +335,103 @@ def _check_model_path(name_or_path: str) -> None:
         raise FileNotFoundError(f"model path {name_or_path} does not exist (give a local folder or a hub id)")
 
 
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    return [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+
+
+def _reused(out_dir: Path, model_name_or_path: str, task: str, config: FinetuneConfig) -> dict[str, Any] | None:
+    """The metrics of a finished run in `out_dir` for the same model, task and config, else None."""
+    if not (out_dir / METRICS_FILE).is_file():
+        return None
+    old = json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    same = (old.get("model"), old.get("task"), old.get("config")) == (model_name_or_path, task,
+                                                                       dataclasses.asdict(config))
+    return old if same else None
+
+
+def _splits(task: str, kind: str, dataset, data_dir, config: FinetuneConfig):
+    """(label names, train, validation, test) of the task, capped by max_train/eval_examples (fixed subsets)."""
+    if dataset is None:
+        if task in ("tagging", "classification", "regression"):
+            raise ValueError(f"task {task!r} is a kind, not a task name: pass dataset= or a task of kdlib.data.TASKS")
+        dataset = load_task(task, data_dir)
+    _check_columns(dataset, kind)
+    train = dataset["train"]
+    if config.max_train_examples and config.max_train_examples < len(train):
+        train = train.shuffle(seed=0).select(range(config.max_train_examples))
+    val, test = dataset["validation"], dataset["test"]
+    if config.max_eval_examples:
+        val, test = (split.shuffle(seed=0).select(range(config.max_eval_examples))
+                     if config.max_eval_examples < len(split) else split for split in (val, test))
+    return _label_names(dataset, kind), train, val, test
+
+
+def _train_epoch(model: TaskModel, train_feats: list[dict[str, Any]], order: list[int], parts: dict, *,
+                 config: FinetuneConfig, pad_id: int, step: int, desc: str, progress: bool) -> tuple[list[float], int]:
+    """One pass over the training features in `order`; (losses per step, global step after the epoch).
+
+    `parts`: optimizer, scheduler, scaler, device, amp."""
+    model.train()
+    kind, device, optimizer, scaler = model.kind, parts["device"], parts["optimizer"], parts["scaler"]
+    losses = []
+    bar = tqdm(_batches(train_feats, config.batch_size, order), total=math.ceil(len(order) / config.batch_size),
+               desc=desc, disable=not progress, leave=False)
+    for chunk in bar:
+        batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items()}
+        labels = batch.pop("labels")
+        with autocast(device, parts["amp"]):
+            loss = _loss(model(**batch), labels, kind)
+        step += 1
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step} ({desc}); lower lr?")
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        parts["scheduler"].step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    return losses, step
+
+
+def _fit(model: TaskModel, feats: dict, val, gold: dict, label_names, *, task: str, config: FinetuneConfig,
+         pad_id: int, device: torch.device, progress: bool) -> tuple[list[dict], dict, float]:
+    """Train `config.epochs` epochs, validating after each; load the best epoch's weights (ties -> earliest).
+    Returns (history, best epoch's record, training seconds)."""
+    amp = amp_settings(device, config.amp)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    total = math.ceil(len(feats["train"]) / config.batch_size) * config.epochs
+    parts = {"optimizer": optimizer, "scheduler": get_linear_schedule_with_warmup(optimizer, int(config.warmup * total),
+                                                                                  total),
+             "scaler": grad_scaler(device, amp), "device": device, "amp": amp}
+    rng = np.random.default_rng(config.seed)
+    pkw = {"pad_id": pad_id, "batch_size": config.eval_batch_size, "device": device, "amp": config.amp,
+           "progress": progress}
+    history, best, best_state, step, t_train = [], None, None, 0, 0.0
+    for epoch in range(1, config.epochs + 1):
+        te = time.perf_counter()
+        order = rng.permutation(len(feats["train"])).tolist()
+        losses, step = _train_epoch(model, feats["train"], order, parts, config=config, pad_id=pad_id, step=step,
+                                    desc=f"{task} epoch {epoch}/{config.epochs}", progress=progress)
+        t_train += time.perf_counter() - te
+        outs = predict(model, feats["validation"], len(val), desc=f"{task} validation", **pkw)
+        val_metrics = _score(task, model.kind, outs, gold["validation"], label_names)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation": val_metrics,
+                        "seconds": time.perf_counter() - te})
+        if best is None or val_metrics["score"] > best["validation"]["score"]:
+            best = history[-1]
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return history, best, t_train
+
+
 def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config: FinetuneConfig | None = None,
              data_dir: str | Path | None = None, max_train_examples: int | None = None, dataset=None,
              reuse: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -352,34 +449,14 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     kind, metric = task_kind_and_metric(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if reuse and (out_dir / METRICS_FILE).is_file():
-        old = json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
-        if (old.get("model"), old.get("task"), old.get("config")) == (model_name_or_path, task, dataclasses.asdict(config)):
-            return old
+    if reuse and (old := _reused(out_dir, model_name_or_path, task, config)) is not None:
+        return old
     _check_model_path(model_name_or_path)
-    if dataset is None:
-        if task in ("tagging", "classification", "regression"):
-            raise ValueError(f"task {task!r} is a kind, not a task name: pass dataset= or a task of kdlib.data.TASKS")
-        from kdlib.data import load_task
-
-        dataset = load_task(task, data_dir)
-    _check_columns(dataset, kind)
-    label_names = _label_names(dataset, kind)
-    train = dataset["train"]
-    if config.max_train_examples and config.max_train_examples < len(train):
-        train = train.shuffle(seed=0).select(range(config.max_train_examples))
-    val, test = dataset["validation"], dataset["test"]
-    if config.max_eval_examples:
-        val, test = (split.shuffle(seed=0).select(range(config.max_eval_examples))
-                     if config.max_eval_examples < len(split) else split for split in (val, test))
-
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
-
+    label_names, train, val, test = _splits(task, kind, dataset, data_dir, config)
+    # model, features; then train with validation after every epoch
     t0 = time.perf_counter()
     set_seed(config.seed)
     device = pick_device(config.device)
-    amp = amp_settings(device, config.amp)
-    scaler = grad_scaler(device, amp)
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
     model = TaskModel.from_pretrained(model_name_or_path, kind, len(label_names or [0]), config.dropout).to(device)
     feats = {name: encode_split(split, tokenizer, kind, config.max_len)
@@ -387,58 +464,12 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     gold = {name: (split["tags"] if kind == "tagging" else split["label"])
             for name, split in (("validation", val), ("test", test))}
-
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps_per_epoch = math.ceil(len(feats["train"]) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
-    rng = np.random.default_rng(config.seed)
-    pkw = {"pad_id": pad_id, "batch_size": config.eval_batch_size, "device": device, "amp": config.amp,
-           "progress": progress}
-
-    history, best, best_state, step = [], None, None, 0
-    t_train = 0.0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        te = time.perf_counter()
-        losses = []
-        order = rng.permutation(len(feats["train"])).tolist()
-        bar = tqdm(_batches(feats["train"], config.batch_size, order), total=steps_per_epoch,
-                   desc=f"{task} epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
-        for chunk in bar:
-            batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items()}
-            labels = batch.pop("labels")
-            with autocast(device, amp):
-                loss = _loss(model(**batch), labels, kind)
-            step += 1
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step} (epoch {epoch}); lower lr?")
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        t_train += time.perf_counter() - te
-        outs = predict(model, feats["validation"], len(val), desc=f"{task} validation", **pkw)
-        val_metrics = _score(task, kind, outs, gold["validation"], label_names)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation": val_metrics,
-                        "seconds": time.perf_counter() - te})
-        if best is None or val_metrics["score"] > best["validation"]["score"]:
-            best = history[-1]
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    history, best, t_train = _fit(model, feats, val, gold, label_names, task=task, config=config, pad_id=pad_id,
+                                  device=device, progress=progress)
+    # the best epoch on test: predictions, then metrics.json (written last: marks a finished run)
     te = time.perf_counter()
-    outs = predict(model, feats["test"], len(test), desc=f"{task} test", **pkw)
+    outs = predict(model, feats["test"], len(test), pad_id=pad_id, batch_size=config.eval_batch_size, device=device,
+                   amp=config.amp, desc=f"{task} test", progress=progress)
     test_metrics = _score(task, kind, outs, gold["test"], label_names)
     t_test = time.perf_counter() - te
     save_predictions(_to_predictions(task, model_name_or_path, kind, test, outs, label_names),

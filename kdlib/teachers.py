@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
+from transformers import (AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM,
+                          BertTokenizerFast, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup)
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from kdlib.batching import batch_order, load_corpus
+from kdlib.device import pick_device
+from kdlib.mlm import logits_at
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # A hub id is "owner/name" or "name": no leading "/", ".", "~" and at most one "/".
@@ -61,9 +70,6 @@ def load_teacher(name_or_path: str, *, device: str | torch.device | None = None)
     masked-LM class in transformers, or the checkpoint lacks the MLM head weights (e.g. a saved
     ``BertModel``), which ``AutoModelForMaskedLM`` would otherwise fill with random values.
     """
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
     name_or_path = str(name_or_path)
     _check_source(name_or_path)
     try:
@@ -123,9 +129,6 @@ def train_tokenizer(
     cased (lowercase=False) mirrors bert-base-romanian-cased-v1; uncased mirrors RoBERT-base
     (do_lower_case=True, accents kept: ș, ț, ă, â, î survive lower-casing).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
-
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size={vocab_size}: expected more than {len(SPECIAL_TOKENS)} (the special tokens)")
     texts = [t for t in texts if t and t.strip()]
@@ -248,9 +251,7 @@ def _split_heldout(texts: list[str], config: TeacherConfig) -> tuple[list[str], 
 
 
 def _batches(ids: list[list[int]], batch_size: int, steps: int, seed: int, pool: int = 50):
-    """Yield `steps` batches of examples, length-bucketed (kdlib.distill.batch_order), reshuffled every epoch."""
-    from kdlib.distill import batch_order
-
+    """Yield `steps` batches of examples, length-bucketed (kdlib.batching.batch_order), reshuffled every epoch."""
     lengths = [len(x) for x in ids]
     done, epoch = 0, 0
     while True:
@@ -265,7 +266,6 @@ def _batches(ids: list[list[int]], batch_size: int, steps: int, seed: int, pool:
 def masked_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The masked LM's own MLM loss, with the vocabulary head run on masked positions only (kdlib.mlm; same
     value, ~7x less head compute at 15% masking: the head dominates small teachers with an 8k vocabulary)."""
-    from kdlib.mlm import logits_at
     labels = batch["labels"]
     rows_b, rows_p = torch.nonzero(labels != -100, as_tuple=True)
     logits, _ = logits_at(model, batch["input_ids"], batch["attention_mask"], rows_b, rows_p)
@@ -298,7 +298,6 @@ def mlm_loss(model, collator, ids: list[list[int]], *, batch_size: int = 64, see
 
 def _logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """MLM logits at one position per row; the vocabulary head runs on those positions only (kdlib.mlm)."""
-    from kdlib.mlm import logits_at
     rows = torch.arange(len(input_ids), device=input_ids.device)
     return logits_at(model, input_ids, attention_mask, rows, positions)[0]
 
@@ -363,6 +362,73 @@ def _texts_of(corpus) -> list[str]:
     return [t.strip() for t in corpus["text"] if isinstance(t, str) and t.strip()]
 
 
+def _pretrain_texts(corpus, config: TeacherConfig) -> tuple[list[str], list[str]]:
+    """(train, held-out) texts of the corpus; too small a corpus is refused before any training."""
+    texts = _texts_of(corpus)
+    if len(texts) < 10:
+        raise ValueError(f"pretrain_teacher: the corpus has {len(texts)} non-empty texts; expected at least 10")
+    train_texts, held_texts = _split_heldout(texts, config)
+    if len(train_texts) < config.batch_size:
+        raise ValueError(f"pretrain_teacher: {len(train_texts)} training texts < batch_size={config.batch_size}")
+    return train_texts, held_texts
+
+
+def _new_bert(tokenizer, config: TeacherConfig) -> BertForMaskedLM:
+    """A randomly initialised BERT masked LM of `config`'s shape (seeded)."""
+    torch.manual_seed(config.seed)
+    return BertForMaskedLM(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings, hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.dropout, pad_token_id=tokenizer.pad_token_id,
+        architectures=["BertForMaskedLM"],
+    ))
+
+
+def _train_mlm(model, collator, train_ids: list[list[int]], config: TeacherConfig, dev: torch.device,
+               progress: bool) -> list[float]:
+    """MLM pretraining: AdamW + linear warmup/decay, gradient clipping. Returns the loss of every step."""
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * config.steps), config.steps)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(_batches(train_ids, config.batch_size, config.steps, config.seed), total=config.steps,
+               desc="pretrain teacher", disable=not progress)
+    for step, examples in enumerate(bar, start=1):
+        batch = collator([{"input_ids": x} for x in examples])
+        if not (batch["labels"] != -100).any():
+            continue  # nothing masked in this (tiny) batch
+        loss = masked_lm_loss(model, {k: v.to(dev) for k, v in batch.items()})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"pretrain_teacher: loss is {float(loss)} at step {step}; lower lr={config.lr}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    return losses
+
+
+def _replace_folder(tmp: Path, out_dir: Path) -> None:
+    """Move the finished `tmp` folder to `out_dir`; an existing one is moved aside first, then removed."""
+    if out_dir.exists():  # overwrite=True: move the old one aside, then swap
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
 def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, config: TeacherConfig | None = None,
                      overwrite: bool = False, progress: bool = True, device: str = "auto") -> dict[str, Any]:
     """Train a tokenizer and a small BERT with MLM on `corpus`; save it atomically into out_dir.
@@ -372,8 +438,6 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
     metrics.json is complete: its metrics are returned without retraining unless overwrite=True.
     device: "auto" (cuda, mps, then cpu; kdlib.device.pick_device) or a device name.
     """
-    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
-
     config = config or TeacherConfig()
     out_dir = Path(out_dir)
     if (out_dir / "metrics.json").is_file() and not overwrite:
@@ -381,17 +445,10 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists but holds no metrics.json (not a complete teacher); remove it "
                               f"or pass overwrite=True")
-    texts = _texts_of(corpus)
-    if len(texts) < 10:
-        raise ValueError(f"pretrain_teacher: the corpus has {len(texts)} non-empty texts; expected at least 10")
-    train_texts, held_texts = _split_heldout(texts, config)
-    if len(train_texts) < config.batch_size:
-        raise ValueError(f"pretrain_teacher: {len(train_texts)} training texts < batch_size={config.batch_size}")
-
-    from kdlib.device import pick_device
-
+    train_texts, held_texts = _pretrain_texts(corpus, config)
     dev = pick_device(device)
     t0 = time.time()
+    # tokenizer and model are built in a temporary folder, moved into place once complete
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -399,50 +456,17 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
                                 model_max_length=config.max_len)
     enc = lambda xs: tokenizer(xs, truncation=True, max_length=config.max_len)["input_ids"]  # noqa: E731
     train_ids, held_ids = enc(train_texts), enc(held_texts)
-
-    torch.manual_seed(config.seed)
-    bert_config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
-        max_position_embeddings=config.max_position_embeddings, hidden_dropout_prob=config.dropout,
-        attention_probs_dropout_prob=config.dropout, pad_token_id=tokenizer.pad_token_id,
-        architectures=["BertForMaskedLM"],
-    )
-    model = BertForMaskedLM(bert_config).to(dev)
+    model = _new_bert(tokenizer, config).to(dev)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_prob)
     heldout_init = mlm_loss(model, collator, held_ids, seed=config.seed + 1)
-
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * config.steps), config.steps)
-    from tqdm.auto import tqdm
-
-    model.train()
-    losses: list[float] = []
-    bar = tqdm(_batches(train_ids, config.batch_size, config.steps, config.seed), total=config.steps,
-               desc="pretrain teacher", disable=not progress)
     t_train = time.time()
-    for step, examples in enumerate(bar, start=1):
-        batch = collator([{"input_ids": x} for x in examples])
-        if not (batch["labels"] != -100).any():
-            continue  # nothing masked in this (tiny) batch
-        loss = masked_lm_loss(model, {k: v.to(dev) for k, v in batch.items()})
-        if not torch.isfinite(loss):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FloatingPointError(f"pretrain_teacher: loss is {float(loss)} at step {step}; lower lr={config.lr}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    try:
+        losses = _train_mlm(model, collator, train_ids, config, dev, progress)
+    except FloatingPointError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     train_seconds = time.time() - t_train
+    # held-out quality, then the metrics file that marks the folder complete
     model.eval()
     heldout = mlm_loss(model, collator, held_ids, seed=config.seed + 1)
     pppl = pseudo_perplexity(model, tokenizer, held_texts, max_texts=config.pppl_texts, max_len=config.pppl_max_len)
@@ -468,14 +492,7 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
     }
     model.save_pretrained(tmp, safe_serialization=True)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    if out_dir.exists():  # overwrite=True: move the old one aside, then swap
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    _replace_folder(tmp, out_dir)
     return metrics
 
 
@@ -483,23 +500,9 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
 # CLI
 # --------------------------------------------------------------------------------------------------
 def _read_corpus(spec: str, max_sentences: int | None):
-    """A text file (one text per line), a kdlib.corpus mode name, or a `datasets` corpus name/path."""
-    import datasets
-
-    path = Path(spec)
-    if path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not lines:
-            raise ValueError(f"corpus file {path} has no non-empty lines")
-        return datasets.Dataset.from_dict({"text": lines[:max_sentences] if max_sentences else lines})
-    if spec.startswith(("/", ".", "~")) or path.suffix in (".txt", ".text"):
-        raise FileNotFoundError(f"corpus file {path} does not exist; expected a text file (one text per line), "
-                                f"a corpus mode (ordered|shuffled|merged) or a datasets corpus name")
-    from kdlib import corpus as kcorpus  # owned by the data helper
-
-    if spec in ("ordered", "shuffled", "merged"):
-        return kcorpus.build_corpus(spec, max_sentences=max_sentences)
-    return kcorpus.load_text_corpus(spec, max_sentences=max_sentences)
+    """The distillation's corpus reader (kdlib.batching.load_corpus): a corpus mode, a text file or folder,
+    or a `datasets` corpus name."""
+    return load_corpus(spec, max_sentences=max_sentences)
 
 
 def cli(argv: list[str]) -> int:

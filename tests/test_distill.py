@@ -70,7 +70,7 @@ def read_log(out: Path) -> list[dict]:
 
 
 def test_ensemble_target_is_weighted_average(setup):
-    from kdlib.distill import _build_students, _load_teachers
+    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
     cfg = config(setup, setup["root"] / "unused", ["cased", "cased2"], [{"name": "s", "teachers": ["cased", "cased2"]}])
     cfg.teachers[0].weight, cfg.teachers[1].weight = 3.0, 1.0
     tm = _load_teachers(cfg, torch.device("cpu"), None)
@@ -109,7 +109,7 @@ def test_ensemble_target_is_weighted_average(setup):
 def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on):
     """One step's kl/mlm/cos with logits at the needed rows only equal the same terms computed from the
     full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher."""
-    from kdlib.distill import _build_students, _load_teachers
+    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
     names = ["cased", "uncased"]
     cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}],
                  strategy=strategy, kl_on=kl_on)
