@@ -68,7 +68,7 @@ def distill_process(corpus_dir: Path, teacher: Path, root: Path, steps: int = 4)
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "kdlib", "distill", "--config", str(config),
-                             "--corpus", str(corpus_dir), "--fresh"], env=env,
+                             "--corpus", str(corpus_dir)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0

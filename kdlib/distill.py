@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from kdlib import checkpoint as ckpt
-from kdlib.batching import BatchStream, corpus_info, corpus_texts, load_corpus, make_batch, word_weights
+from kdlib.batching import BatchStream, TextCorpus, load_corpus, make_batch, word_weights
 from kdlib.config import RESUME_KEYS, DistillConfig, StudentSpec, TeacherSpec, parse_overrides
 from kdlib.device import AmpSettings, DistEnv, amp_settings, autocast, cleanup, grad_scaler, init_distributed
 from kdlib.mlm import SelectedMLM
@@ -203,7 +203,7 @@ def make_optimizers(students: list[Student], config: DistillConfig, device: torc
         s.scaler = grad_scaler(device, amp)
 
 
-def restore(run: Run, texts: list[str], start: tuple[Path, dict, list] | None) -> tuple[int, BatchStream, float]:
+def restore(run: Run, corpus: TextCorpus, start: tuple[Path, dict, list] | None) -> tuple[int, BatchStream, float]:
     """(step, batch stream, elapsed seconds) of the checkpoint `start` (weights, optimizer state and RNG
     restored), or of a fresh start."""
     config, env = run.config, run.env
@@ -217,7 +217,7 @@ def restore(run: Run, texts: list[str], start: tuple[Path, dict, list] | None) -
         ckpt.restore_rng(rng_states[env.rank])
     else:
         torch.manual_seed(config.seed + env.rank)  # dropout differs per rank; init was seeded above
-    stream = BatchStream(texts, config.batch_size * env.world_size, seed=config.seed, pool=config.bucket_pool,
+    stream = BatchStream(corpus, config.batch_size * env.world_size, seed=config.seed, pool=config.bucket_pool,
                          **position)
     return step, stream, elapsed
 
@@ -339,12 +339,12 @@ def save(run: Run, step: int, stream: BatchStream, elapsed: float, n_texts: int)
     return path
 
 
-def finish(run: Run, corpus: Any, texts: list[str], corpus_name: str | None, step: int, wall: float) -> dict:
+def finish(run: Run, corpus: TextCorpus, corpus_name: str | None, step: int, wall: float) -> dict:
     """Save every student (weights, tokenizer, model card) and summary.json (rank 0); the summary per student."""
     summary: dict[str, Any] = {}
     if run.env.is_main:
         config = run.config
-        meta = {"name": corpus_name or "in-memory corpus", **corpus_info(corpus, texts)}
+        meta = {"name": corpus_name or "in-memory corpus", **corpus.info()}
         per = _summarise(run.log_path, run.students)
         rows = read_log(run.log_path)
         for s in run.students:
@@ -375,7 +375,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
     """
     # cheap checks first: settings, corpus size, a checkpoint that cannot continue exactly
     config.validate()
-    texts = corpus_texts(corpus)
+    texts = TextCorpus(corpus)  # read by index; only word counts in memory
     env, device = init_distributed(config.device)
     if len(texts) < config.batch_size * env.world_size:
         raise ValueError(f"corpus has {len(texts)} non-empty texts, fewer than one global micro-batch "
@@ -413,7 +413,7 @@ def distill(config: DistillConfig, corpus: Any, *, resume: bool = False, teacher
             log_step(run, bar, step, stream.epoch, sums, tokens, now - t_step, elapsed_before + now - t0)
             if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
                 save(run, step, stream, elapsed_before + time.perf_counter() - t0, len(texts))
-    return finish(run, corpus, texts, corpus_name, step, elapsed_before + time.perf_counter() - t0)
+    return finish(run, texts, corpus_name, step, elapsed_before + time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------------------------- CLI
