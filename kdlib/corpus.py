@@ -33,6 +33,7 @@ from typing import Iterable
 import datasets
 import numpy as np
 from datasets import Dataset, Features, Value
+from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
 from kdlib import data
@@ -198,6 +199,27 @@ def length_index(ds: Dataset, columns: tuple[str, ...] = ("n_words", "n_chars"))
     return {c: {"n_words": n_words, "n_chars": n_chars}[c] for c in columns}
 
 
+def save_corpus(ds: Dataset, path: str | Path) -> Dataset:
+    """Save a corpus for distillation and return it memory-mapped from there, with its length index.
+
+    Written in record batches of ``RECORD_BATCH`` rows (``datasets`` writes 1,000): opening an Arrow
+    stream reads every batch's header, and with small batches that touches (and counts as resident)
+    most of the file; with large ones a 10 M-sentence corpus opens in a few MB.
+    """
+    old = datasets.config.DEFAULT_MAX_BATCH_SIZE
+    datasets.config.DEFAULT_MAX_BATCH_SIZE = RECORD_BATCH  # read by save_to_disk as its batch size
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        datasets.config.DEFAULT_MAX_BATCH_SIZE = old
+    saved = datasets.load_from_disk(str(path))
+    length_index(saved)
+    return saved
+
+
+RECORD_BATCH = 100_000
+
+
 def _index_path(ds: Dataset) -> Path | None:
     """Where the length index of an on-disk corpus lives (None for an in-memory one)."""
     if not ds.cache_files:
@@ -217,9 +239,9 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
     page) are split into lines and sentences, so ``max_sentences`` counts sentences and no text is cut at
     the distillation's ``max_len``. Texts pass one at a time through normalisation, de-duplication (first
     occurrence kept, by a 64-bit hash) and, by default for streamed corpora, the filter against every
-    validation/test text of the evaluation tasks (``heldout_texts``), and are written to an Arrow file in
-    the ``datasets`` cache (``cache_dir``) as they come: memory stays flat whatever the corpus size, and a
-    second call with the same source and settings reuses the file.
+    validation/test text of the evaluation tasks (``heldout_texts``), and are written to an Arrow file
+    (under ``cache_dir``, default the ``datasets`` cache) as they come: memory stays flat whatever the
+    corpus size, and a second call with the same source and settings reuses the file.
     """
     if max_sentences is not None and max_sentences <= 0:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
@@ -229,11 +251,12 @@ def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: st
     blocked = heldout_texts(data_dir) if filter_heldout else frozenset()
     settings = [source_key, split, text_column, max_sentences, normalize, dedup, len(blocked), _STORE_VERSION]
     fingerprint = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
-    ds = Dataset.from_generator(_clean_units, features=Features({"text": Value("string")}), cache_dir=cache_dir,
-                                fingerprint=fingerprint,
-                                gen_kwargs={"texts": texts, "normalize": normalize, "dedup": dedup,
-                                            "blocked": blocked, "limit": max_sentences})
+    path = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "kdlib-corpus" / f"{fingerprint}.arrow"
+    if not path.exists():
+        _write_texts(_clean_units(texts, normalize, dedup, blocked, max_sentences), path)
+    ds = Dataset.from_file(str(path))
     if len(ds) == 0:
+        path.unlink()
         raise ValueError(f"corpus {name_or_path} contains no text")
     return ds
 
@@ -242,32 +265,59 @@ _STORE_VERSION = 1
 _DATA_FILES = ("*.jsonl", "*.json", "*.parquet", "*.csv", "*.jsonl.gz", "*.json.gz")
 
 
+def _write_texts(texts: Iterable[str], path: Path) -> None:
+    """Stream texts into an Arrow file in record batches of RECORD_BATCH rows; atomic (rename at the end)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = ArrowWriter(features=Features({"text": Value("string")}), path=str(tmp),
+                         writer_batch_size=RECORD_BATCH)
+    try:
+        batch: list[str] = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == RECORD_BATCH:
+                writer.write_batch({"text": batch})
+                batch = []
+        writer.write_batch({"text": batch})
+        writer.finalize()
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | None
                ) -> tuple[Iterable[str], bool, str]:
     """(texts, streamed, source key): the raw texts of a local corpus, or the sentences of a streamed one."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        ds = datasets.load_dataset("text", data_files=str(path), split="train")
-    elif path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        return _file_lines([path]), False, f"{path.resolve()}{_stat_key(path)}"
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
-    elif path.is_dir() and any(path.glob("*.txt")):
-        ds = datasets.load_dataset("text", data_files=sorted(str(p) for p in path.glob("*.txt")), split="train")
-    elif path.is_dir() and not any(f for pattern in _DATA_FILES for f in path.glob(pattern)):
+        if text_column not in ds.column_names:
+            raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
+        return _batched_column(ds, text_column), False, f"{path.resolve()}:{ds._fingerprint}"
+    if path.is_dir() and any(path.glob("*.txt")):
+        return _file_lines(sorted(path.glob("*.txt"))), False, f"{path.resolve()}{_stat_key(path)}"
+    if path.is_dir() and not any(f for pattern in _DATA_FILES for f in path.glob(pattern)):
         raise FileNotFoundError(f"{path} holds no *.txt files and is not a saved dataset")
-    elif not path.exists() and (name_or_path.startswith((".", "/", "~"))
-                                or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}):
+    if not path.exists() and (name_or_path.startswith((".", "/", "~")) or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}):
         raise FileNotFoundError(f"corpus path {name_or_path} does not exist")
-    else:  # a hub corpus, or a local folder of json/parquet/csv files: streamed, never listed in memory
-        name, _, cfg = name_or_path.partition(":") if not path.is_dir() else (str(path), "", "")
-        stream = datasets.load_dataset(name, cfg or config or None, split=split, streaming=True)
-        key = str(path.resolve()) + _stat_key(path) if path.is_dir() else f"hub:{name}:{cfg or config}"
-        return _document_sentences(stream, text_column, None), True, key
-    if text_column not in ds.column_names:
-        raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
-    key = f"{path.resolve()}{_stat_key(path)}:{getattr(ds, '_fingerprint', '')}"
-    return _batched_column(ds, text_column), False, key
+    # a hub corpus, or a local folder of json/parquet/csv files: streamed, never listed in memory
+    name, _, cfg = name_or_path.partition(":") if not path.is_dir() else (str(path), "", "")
+    stream = datasets.load_dataset(name, cfg or config or None, split=split, streaming=True)
+    key = f"{path.resolve()}{_stat_key(path)}" if path.is_dir() else f"hub:{name}:{cfg or config}:{split}"
+    return _document_sentences(stream, text_column, None), True, key
+
+
+def _file_lines(files: list[Path]) -> Iterable[str]:
+    for file in files:
+        with open(file, encoding="utf-8") as fh:
+            yield from fh
 
 
 def _stat_key(path: Path) -> str:
@@ -282,8 +332,8 @@ def _batched_column(ds: Dataset, column: str, batch_size: int = 10_000) -> Itera
 
 
 def _clean_units(texts: Iterable, normalize: bool, dedup: bool, blocked: frozenset[str],
-                 limit: int | None) -> Iterable[dict]:
-    """Rows {"text": ...}: stripped, normalised, first occurrence only, no held-out text, at most `limit`."""
+                 limit: int | None) -> Iterable[str]:
+    """Texts: stripped, normalised, first occurrence only, no held-out text, at most `limit`."""
     seen: set[int] = set()
     n = 0
     with tqdm(total=limit, unit=" sentences", desc="corpus", dynamic_ncols=True, mininterval=2) as bar:
@@ -300,7 +350,7 @@ def _clean_units(texts: Iterable, normalize: bool, dedup: bool, blocked: frozens
                 if key in seen:
                     continue
                 seen.add(key)
-            yield {"text": text}
+            yield text
             n += 1
             bar.update()
             if limit is not None and n >= limit:

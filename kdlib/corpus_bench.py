@@ -3,8 +3,8 @@
 For corpora of 0.1 M, 1 M and 10 M sentences (the train-split corpus repeated, each copy prefixed with
 its repetition number so that de-duplication keeps every line), the benchmark measures
 
-* preparation: ``kdlib.corpus.load_text_corpus`` (normalise, de-duplicate, write Arrow), ``save_to_disk``
-  and the length index (``kdlib.corpus.length_index``), as sentences per minute;
+* preparation: ``kdlib.corpus.load_text_corpus`` (normalise, de-duplicate, write Arrow) and
+  ``kdlib.corpus.save_corpus`` (the run's corpus folder and its length index), as sentences per minute;
 * distillation: a separate ``python -m kdlib distill`` process (tiny random teacher and student, a few
   steps) on the prepared folder: its peak resident memory (``os.wait4``'s ``ru_maxrss``), its set-up time
   before the first step and the median time of a step after the first.
@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import datasets
 
 from kdlib import corpus as kcorpus
 
@@ -46,8 +44,7 @@ def prepare(text_file: Path, out_dir: Path, cache_dir: Path) -> dict[str, float]
     """Prepare `text_file` the way a run does; returns its size and the seconds it took."""
     t0 = time.perf_counter()
     ds = kcorpus.load_text_corpus(str(text_file), cache_dir=str(cache_dir), normalize=True, dedup=True)
-    ds.save_to_disk(str(out_dir))
-    kcorpus.length_index(datasets.load_from_disk(str(out_dir)))
+    kcorpus.save_corpus(ds, out_dir)
     seconds = time.perf_counter() - t0
     return {"sentences": len(ds), "prepare_s": seconds, "sentences_per_min": 60 * len(ds) / seconds}
 
