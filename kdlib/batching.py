@@ -1,7 +1,8 @@
 """From a corpus to masked batches: which texts form each batch, and how they are encoded and masked.
 
-* `load_corpus` reads a corpus spec (a kdlib.corpus mode, a text file or folder, a `datasets` name);
-  `corpus_texts` keeps its non-empty texts.
+* `load_corpus` reads a corpus spec (a kdlib.corpus mode, a prepared corpus folder, a text file or folder, a
+  `datasets` name); `TextCorpus` reads its non-empty texts by index, so an on-disk corpus stays on disk and
+  only its word counts (4 bytes a text, computed once) are held in memory, in every DDP rank alike.
 * `batch_order` cuts one epoch into length-bucketed batches, a deterministic function of (seed, epoch);
   `BatchStream` walks through the epochs and knows its position (epoch, batch index), which is all a
   checkpoint needs to continue with exactly the next batch.
@@ -10,14 +11,16 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
+import datasets
 import numpy as np
 import torch
 from datasets import Dataset
 
 from kdlib import corpus as kcorpus
-from kdlib.align import WordView, encode_words, split_words
+from kdlib.align import WordView, encode_words, split_words, token_counts
 from kdlib.losses import apply_mask_actions, sample_mask_actions, smoothing_weights
 
 CORPUS_MODES = kcorpus.MODES
@@ -28,63 +31,91 @@ def load_corpus(spec: str, *, seed: int = 0, max_sentences: int | None = None) -
     """A kdlib.corpus mode ("ordered"/"shuffled"/"merged") or any text corpus (file, folder, dataset name)."""
     if spec in CORPUS_MODES:
         return kcorpus.build_corpus(spec, seed=seed, max_sentences=max_sentences)
+    saved = Path(spec).expanduser()
+    if max_sentences is None and ((saved / "dataset_info.json").exists() or (saved / "state.json").exists()):
+        return datasets.load_from_disk(str(saved))  # a prepared corpus: memory-mapped as it is
     return kcorpus.load_text_corpus(spec, max_sentences=max_sentences)
 
 
-def corpus_texts(corpus: Any) -> list[str]:
-    """Texts of a datasets.Dataset ("text" column) or a list of strings; empty lines dropped."""
-    if isinstance(corpus, (list, tuple)):
-        texts = list(corpus)
-    else:
+class TextCorpus:
+    """The non-empty texts of a corpus, read by index.
+
+    An on-disk ``datasets`` corpus stays memory-mapped: only its word counts (``kdlib.corpus.length_index``,
+    computed once and saved beside it, 4 bytes per text) live in memory, and a batch reads its own rows.
+    A list of strings or an in-memory Dataset works the same way (tests, notebooks).
+    """
+
+    def __init__(self, corpus: Any):
+        if isinstance(corpus, (list, tuple)):
+            corpus = Dataset.from_dict({"text": [t if isinstance(t, str) else "" for t in corpus]})
         cols = getattr(corpus, "column_names", None)
         if cols is None or "text" not in cols:
             raise ValueError(f"corpus must be a list of strings or a datasets.Dataset with a 'text' column; "
                              f"got {cols}")
-        texts = corpus["text"]
-    return [t for t in texts if isinstance(t, str) and t.split()]
+        self.dataset = corpus
+        words = kcorpus.length_index(corpus, ("n_words",))["n_words"]
+        self.rows = None if words.all() else np.flatnonzero(words).astype(np.int64)  # rows of non-empty texts
+        self.lengths = words if self.rows is None else words[self.rows]
 
+    def __len__(self) -> int:
+        return len(self.lengths)
 
-def corpus_info(corpus: Any, texts: list[str]) -> dict:
-    """kdlib.corpus.corpus_stats of the corpus (sentences, words, characters ...)."""
-    return dict(kcorpus.corpus_stats(corpus if isinstance(corpus, Dataset) else Dataset.from_dict({"text": texts})))
+    def texts(self, idx: Sequence[int] | np.ndarray) -> list[str]:
+        """The texts at positions `idx` (positions among the non-empty texts)."""
+        rows = np.asarray(idx, dtype=np.int64)
+        if self.rows is not None:
+            rows = self.rows[rows]
+        return self.dataset[rows.tolist()]["text"]
+
+    def __iter__(self) -> Iterator[str]:
+        """Every text, read in batches (for counting tokens over the corpus)."""
+        for start in range(0, len(self), 10_000):
+            yield from self.texts(np.arange(start, min(start + 10_000, len(self))))
+
+    def info(self) -> dict:
+        """kdlib.corpus.corpus_stats of the whole corpus (sentences, words, characters)."""
+        return dict(kcorpus.corpus_stats(self.dataset))
 
 
 # ------------------------------------------------------------------------------------------- order
-def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, pool: int) -> list[list[int]]:
-    """Length-bucketed batches for one epoch, a deterministic function of (seed, epoch).
+def batch_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int, epoch: int,
+                pool: int) -> np.ndarray:
+    """Length-bucketed batches for one epoch, (n_batches, batch_size) indices, a function of (seed, epoch).
 
-    Shuffle, sort by length within pools of `pool` batches (little padding), cut into full batches,
-    then shuffle the batches. The data position (epoch, batch index) is therefore enough to resume.
+    Shuffle, sort by length (stable) within pools of `pool` batches (little padding), cut into full
+    batches, then shuffle the batches. The data position (epoch, batch index) is therefore enough to
+    resume. numpy throughout, int32 indices: ~8 bytes per text at any corpus size.
     """
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(len(lengths), generator=g).tolist()
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng(seed * 100_003 + epoch)
+    perm = np.arange(len(lengths), dtype=np.int32 if len(lengths) < 2**31 else np.int64)
+    rng.shuffle(perm)
     chunk = batch_size * pool
-    batches: list[list[int]] = []
     for i in range(0, len(perm), chunk):
-        part = sorted(perm[i:i + chunk], key=lambda j: lengths[j])
-        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
-    batches = [b for b in batches if len(b) == batch_size]
-    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        part = perm[i:i + chunk]
+        part[:] = part[np.argsort(lengths[part], kind="stable")]
+    n_full = len(perm) // batch_size
+    batches = perm[:n_full * batch_size].reshape(n_full, batch_size)
+    return batches[rng.permutation(n_full)]
 
 
 class BatchStream:
-    """Endless batches of `texts` (epoch after epoch of `batch_order`) that knows where it is.
+    """Endless batches of a TextCorpus (epoch after epoch of `batch_order`) that knows where it is.
 
     `position` is (epoch, index of the next batch within the epoch); a stream built with a saved position
     continues with exactly the batch the saved run would have read next.
     """
 
-    def __init__(self, texts: list[str], batch_size: int, *, seed: int, pool: int, epoch: int = 0,
+    def __init__(self, corpus: TextCorpus, batch_size: int, *, seed: int, pool: int, epoch: int = 0,
                  batch_idx: int = 0):
-        self.texts, self.batch_size, self.seed, self.pool = texts, batch_size, seed, pool
-        self.lengths = [len(t.split()) for t in texts]
+        self.corpus, self.batch_size, self.seed, self.pool = corpus, batch_size, seed, pool
         self.epoch, self.batch_idx = epoch, batch_idx
         self.order = self._order()
-        if not self.order:
+        if not len(self.order):
             raise ValueError("no full batch could be formed from the corpus")
 
-    def _order(self) -> list[list[int]]:
-        return batch_order(self.lengths, self.batch_size, self.seed, self.epoch, self.pool)
+    def _order(self) -> np.ndarray:
+        return batch_order(self.corpus.lengths, self.batch_size, self.seed, self.epoch, self.pool)
 
     @property
     def position(self) -> dict[str, int]:
@@ -97,19 +128,15 @@ class BatchStream:
             self.order = self._order()
         idx = self.order[self.batch_idx]
         self.batch_idx += 1
-        return [self.texts[i] for i in idx]
+        return self.corpus.texts(idx)
 
 
 # --------------------------------------------------------------------------------------- masking
-def word_weights(texts: list[str], tokenizer, smoothing: float | None) -> torch.Tensor | None:
+def word_weights(corpus: TextCorpus, tokenizer, smoothing: float | None) -> torch.Tensor | None:
     """count^-smoothing per token id of `tokenizer` over the corpus (None without smoothing)."""
     if not smoothing:
         return None
-    counts = np.zeros(len(tokenizer), dtype=np.int64)
-    for i in range(0, len(texts), 1000):
-        for ids in tokenizer(texts[i:i + 1000], add_special_tokens=False)["input_ids"]:
-            np.add.at(counts, ids, 1)
-    return smoothing_weights(torch.from_numpy(counts), smoothing)
+    return smoothing_weights(token_counts(tokenizer, corpus), smoothing)
 
 
 def make_batch(texts: list[str], views: dict[str, Any], config, generator: torch.Generator,

@@ -24,6 +24,7 @@ the previous unit with probability ``merge_p``; the merged lines are then shuffl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -31,10 +32,13 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import datasets
-from datasets import Dataset
+import numpy as np
+from datasets import Dataset, Features, Value
+from datasets.arrow_writer import ArrowWriter
+from tqdm.auto import tqdm
 
 from kdlib import data
 from kdlib import tasks as tasks_mod
@@ -186,53 +190,201 @@ def build_corpus(mode: str = "shuffled", *, merge_p: float = 0.5, seed: int = 0,
 
 def corpus_stats(ds: Dataset) -> dict:
     """Size of a text corpus: lines ("sentences"), characters and whitespace-separated words."""
-    texts = _column(ds, "text")
-    return {"sentences": len(texts), "characters": sum(map(len, texts)), "words": sum(len(t.split()) for t in texts)}
+    index = length_index(ds)
+    return {"sentences": len(ds), "characters": int(index["n_chars"].sum()), "words": int(index["n_words"].sum())}
+
+
+def length_index(ds: Dataset, columns: tuple[str, ...] = ("n_words", "n_chars")) -> dict[str, np.ndarray]:
+    """Words and characters of every text as int32 arrays, computed once per corpus.
+
+    For an on-disk corpus the index is saved beside its Arrow files, named by the corpus fingerprint
+    (``lengths-<fingerprint>.npz``), so a later run, a resumed run and every DDP rank load ~8 bytes per
+    text instead of reading the texts again; ``columns`` loads only the arrays asked for.
+    """
+    if "text" not in ds.column_names:
+        raise ValueError(f"corpus must have a 'text' column; got {ds.column_names}")
+    cache = _index_path(ds)
+    if cache is not None and cache.exists():
+        with np.load(cache) as saved:
+            return {c: saved[c] for c in columns}
+    n_words = np.zeros(len(ds), dtype=np.int32)
+    n_chars = np.zeros(len(ds), dtype=np.int32)
+    i = 0
+    for batch in tqdm(ds.select_columns(["text"]).iter(batch_size=10_000), total=-(-len(ds) // 10_000),
+                      desc="length index", disable=len(ds) < 1_000_000, dynamic_ncols=True):
+        texts = [t if isinstance(t, str) else "" for t in batch["text"]]
+        n_words[i:i + len(texts)] = [len(t.split()) for t in texts]
+        n_chars[i:i + len(texts)] = [len(t) for t in texts]
+        i += len(texts)
+    if cache is not None:
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, n_words=n_words, n_chars=n_chars)
+            os.replace(tmp, cache)
+        except OSError:  # a read-only corpus folder: the index is simply computed again next time
+            tmp.unlink(missing_ok=True)
+    return {c: {"n_words": n_words, "n_chars": n_chars}[c] for c in columns}
+
+
+def save_corpus(ds: Dataset, path: str | Path) -> Dataset:
+    """Save a corpus for distillation and return it memory-mapped from there, with its length index.
+
+    Written in record batches of ``RECORD_BATCH`` rows (``datasets`` writes 1,000): opening an Arrow
+    stream reads every batch's header, and with small batches that touches (and counts as resident)
+    most of the file; with large ones a 10 M-sentence corpus opens in a few MB.
+    """
+    old = datasets.config.DEFAULT_MAX_BATCH_SIZE
+    datasets.config.DEFAULT_MAX_BATCH_SIZE = RECORD_BATCH  # read by save_to_disk as its batch size
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        datasets.config.DEFAULT_MAX_BATCH_SIZE = old
+    saved = datasets.load_from_disk(str(path))
+    length_index(saved)
+    return saved
+
+
+RECORD_BATCH = 100_000
+
+
+def _index_path(ds: Dataset) -> Path | None:
+    """Where the length index of an on-disk corpus lives (None for an in-memory one)."""
+    if not ds.cache_files:
+        return None
+    return Path(ds.cache_files[0]["filename"]).parent / f"lengths-{ds._fingerprint}.npz"
 
 
 def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: str = "text",
-                     max_sentences: int | None = None, config: str | None = None,
-                     normalize: bool = True, language: str | None = None) -> Dataset:
-    """Any text corpus as a Dataset with one column ``text`` (empty lines dropped, normalised for
+                     max_sentences: int | None = None, config: str | None = None, normalize: bool = True,
+                     language: str | None = None, dedup: bool = True, filter_heldout: bool | None = None,
+                     data_dir=None, cache_dir: str | None = None) -> Dataset:
+    """Any text corpus as an on-disk Dataset with one column ``text`` (empty lines dropped, normalised for
     ``language``: default the active profile's, else Romanian; see kdlib.text.normalizer).
 
     ``name_or_path``: a text file, a folder of ``*.txt`` files, a folder written by ``save_to_disk``, or a
-    hub dataset name (``"name:config"`` or ``config=``; e.g. ``"wikimedia/wikipedia:20231101.ro"``), which
-    is streamed when ``max_sentences`` is given so that only that many sentences are read. Hub rows are
-    documents (a Wikipedia article, an OSCAR page): they are split into lines and sentences, so that
-    ``max_sentences`` counts sentences and no text is cut at the distillation's ``max_len``.
+    hub dataset name (``"name:config"`` or ``config=``; e.g. ``"wikimedia/wikipedia:20231101.ro"``) or a
+    folder of json/parquet/csv files, which is always *streamed*: its rows (documents: an article, a web
+    page) are split into lines and sentences, so ``max_sentences`` counts sentences and no text is cut at
+    the distillation's ``max_len``. Texts pass one at a time through normalisation, de-duplication (first
+    occurrence kept, by a 64-bit hash) and, by default for streamed corpora, the filter against every
+    validation/test text of the evaluation tasks (``heldout_texts``), and are written to an Arrow file
+    (under ``cache_dir``, default the ``datasets`` cache) as they come: memory stays flat whatever the
+    corpus size, and a second call with the same source and settings reuses the file.
     """
     if max_sentences is not None and max_sentences <= 0:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
+    texts, streamed, source_key = _raw_texts(name_or_path, split, text_column, config)
+    if filter_heldout is None:
+        filter_heldout = streamed
+    blocked = heldout_texts(data_dir) if filter_heldout else frozenset()
+    language = (language or tasks_mod.active()[0]) if normalize else None
+    settings = [source_key, split, text_column, max_sentences, language, dedup, len(blocked), _STORE_VERSION]
+    fingerprint = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
+    path = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "kdlib-corpus" / f"{fingerprint}.arrow"
+    if not path.exists():
+        norm = normalizer(language) if language is not None else None
+        _write_texts(_clean_units(texts, norm, dedup, blocked, max_sentences), path)
+    ds = Dataset.from_file(str(path))
+    if len(ds) == 0:
+        path.unlink()
+        raise ValueError(f"corpus {name_or_path} contains no text")
+    return ds
+
+
+_STORE_VERSION = 1
+_DATA_FILES = ("*.jsonl", "*.json", "*.parquet", "*.csv", "*.jsonl.gz", "*.json.gz")
+
+
+def _write_texts(texts: Iterable[str], path: Path) -> None:
+    """Stream texts into an Arrow file in record batches of RECORD_BATCH rows; atomic (rename at the end)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = ArrowWriter(features=Features({"text": Value("string")}), path=str(tmp),
+                         writer_batch_size=RECORD_BATCH)
+    try:
+        batch: list[str] = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == RECORD_BATCH:
+                writer.write_batch({"text": batch})
+                batch = []
+        writer.write_batch({"text": batch})
+        writer.finalize()
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | None
+               ) -> tuple[Iterable[str], bool, str]:
+    """(texts, streamed, source key): the raw texts of a local corpus, or the sentences of a streamed one."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        ds = datasets.load_dataset("text", data_files=str(path), split="train")
-    elif path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        return _file_lines([path]), False, f"{path.resolve()}{_stat_key(path)}"
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
-    elif path.is_dir():
-        files = sorted(str(p) for p in path.glob("*.txt"))
-        if not files:
-            raise FileNotFoundError(f"{path} holds no *.txt files and is not a saved dataset")
-        ds = datasets.load_dataset("text", data_files=files, split="train")
-    elif name_or_path.startswith((".", "/", "~")) or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}:
+        if text_column not in ds.column_names:
+            raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
+        return _batched_column(ds, text_column), False, f"{path.resolve()}:{ds._fingerprint}"
+    if path.is_dir() and any(path.glob("*.txt")):
+        return _file_lines(sorted(path.glob("*.txt"))), False, f"{path.resolve()}{_stat_key(path)}"
+    if path.is_dir() and not any(f for pattern in _DATA_FILES for f in path.glob(pattern)):
+        raise FileNotFoundError(f"{path} holds no *.txt files and is not a saved dataset")
+    if not path.exists() and (name_or_path.startswith((".", "/", "~")) or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}):
         raise FileNotFoundError(f"corpus path {name_or_path} does not exist")
-    else:
-        name, _, cfg = name_or_path.partition(":")
-        stream = datasets.load_dataset(name, cfg or config, split=split, streaming=max_sentences is not None)
-        ds = Dataset.from_dict({text_column: list(_document_sentences(stream, text_column, max_sentences))})
-    if text_column not in ds.column_names:
-        raise ValueError(f"corpus {name_or_path} has no column {text_column!r}; columns: {ds.column_names}")
-    texts = [t.strip() for t in _column(ds, text_column) if isinstance(t, str) and t.strip()]
-    if normalize:
-        norm = normalizer(language or tasks_mod.active()[0])
-        texts = [norm(t) for t in texts]
-    if max_sentences is not None:
-        texts = texts[:max_sentences]
-    if not texts:
-        raise ValueError(f"corpus {name_or_path} contains no text")
-    return Dataset.from_dict({"text": texts})
+    # a hub corpus, or a local folder of json/parquet/csv files: streamed, never listed in memory
+    name, _, cfg = name_or_path.partition(":") if not path.is_dir() else (str(path), "", "")
+    stream = datasets.load_dataset(name, cfg or config or None, split=split, streaming=True)
+    key = f"{path.resolve()}{_stat_key(path)}" if path.is_dir() else f"hub:{name}:{cfg or config}:{split}"
+    return _document_sentences(stream, text_column, None), True, key
+
+
+def _file_lines(files: list[Path]) -> Iterable[str]:
+    for file in files:
+        with open(file, encoding="utf-8") as fh:
+            yield from fh
+
+
+def _stat_key(path: Path) -> str:
+    """Size and modification time of a file or of a folder's files: a changed source is read again."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return ":" + ",".join(f"{p.stat().st_size}-{p.stat().st_mtime_ns}" for p in files)
+
+
+def _batched_column(ds: Dataset, column: str, batch_size: int = 10_000) -> Iterable[str]:
+    for batch in ds.select_columns([column]).iter(batch_size=batch_size):
+        yield from batch[column]
+
+
+def _clean_units(texts: Iterable, norm: Callable[[str], str] | None, dedup: bool, blocked: frozenset[str],
+                 limit: int | None) -> Iterable[str]:
+    """Texts: stripped, normalised, first occurrence only, no held-out text, at most `limit`."""
+    seen: set[int] = set()
+    n = 0
+    with tqdm(total=limit, unit=" sentences", desc="corpus", dynamic_ncols=True, mininterval=2) as bar:
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                continue
+            text = text.strip()
+            if norm is not None:
+                text = norm(text)
+            if text in blocked:
+                continue
+            if dedup:
+                key = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield text
+            n += 1
+            bar.update()
+            if limit is not None and n >= limit:
+                return
 
 
 def _document_sentences(rows: Iterable[dict], text_column: str, limit: int | None) -> Iterable[str]:

