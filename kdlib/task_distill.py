@@ -802,5 +802,5 @@ def paper_claims(rows: list[dict], *, ablation_student: str = "bilstm", main_los
         aug = _row(tr, base.name)
         claims.append(_compare(f"td-augment-{task}", f"{up}: training on teacher-labelled extra text helps "
                                f"({ablation_student})", aug, _row(tr, dataclasses.replace(base, augment=False).name),
-                               0.0, f"{aug and aug['augment_examples']} augmentation examples", figure=figure))
+                               0.0, f"{aug and int(aug['augment_examples'])} augmentation examples", figure=figure))
     return claims

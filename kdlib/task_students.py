@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -84,7 +85,7 @@ def fasttext_vectors(sentences: Sequence[Sequence[str]], cache_dir: str | Path, 
                      seed: int = 0):
     """gensim FastText word vectors trained on ``sentences`` (lists of words), cached in ``cache_dir``.
 
-    The cache file name hashes the sentences and settings, so a run trains once and a changed corpus retrains.
+    The cache folder's name hashes the sentences and settings, so a run trains once and a changed corpus retrains.
     One worker thread keeps training deterministic for a seed. Returns gensim ``KeyedVectors``.
     """
     from gensim.models import FastText
@@ -93,16 +94,18 @@ def fasttext_vectors(sentences: Sequence[Sequence[str]], cache_dir: str | Path, 
     digest = hashlib.sha1(json.dumps([dim, epochs, seed]).encode())
     for s in sentences:
         digest.update(("\x1f".join(s) + "\x1e").encode())
-    path = Path(cache_dir) / f"fasttext-{dim}d-{digest.hexdigest()[:12]}.kv"
-    if path.is_file():
-        return FastTextKeyedVectors.load(str(path))
+    folder = Path(cache_dir) / f"fasttext-{dim}d-{digest.hexdigest()[:12]}"
+    if (folder / "vectors.kv").is_file():
+        return FastTextKeyedVectors.load(str(folder / "vectors.kv"))
     model = FastText(vector_size=dim, window=5, min_count=2, epochs=epochs, seed=seed, workers=1, min_n=3, max_n=6)
     model.build_vocab(corpus_iterable=[list(s) for s in sentences])
     model.train(corpus_iterable=[list(s) for s in sentences], total_examples=len(sentences), epochs=epochs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    model.wv.save(str(tmp))
-    tmp.replace(path)
+    tmp = folder.with_name(f".{folder.name}.tmp")  # gensim writes several files: save a folder, then rename it
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.wv.save(str(tmp / "vectors.kv"))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
     return model.wv
 
 

@@ -15,7 +15,6 @@ from kdlib.finetune import TaskModel, predict
 from kdlib.loyalty import load_predictions
 from kdlib.metrics import compute_metrics, majority_baseline
 from kdlib.task_distill import (
-    Inputs,
     StudentSpec,
     TaskDistillConfig,
     TeacherMismatchError,
@@ -146,7 +145,7 @@ def test_every_student_gets_score_loyalty_size_and_speed(sapn, tokenizer, agnost
     rows = distill_task("sapn", teacher, tmp_path / "out", specs, config=config, corpus_texts=corpus,
                         cache_dir=tmp_path / "ft", agnostic_dir=agnostic_dir, data_dir=data_dir)
     assert [r["name"] for r in rows] == ["teacher"] + [s.name for s in specs]
-    assert len(list((tmp_path / "ft").glob("fasttext-*.kv"))) == 1
+    assert len(list((tmp_path / "ft").glob("fasttext-*/vectors.kv"))) == 1
     for r in rows:
         for key in ("latency_ms_t1", "latency_ms_t2", "throughput_t1", "throughput_t2"):
             assert r[key] > 0 and math.isfinite(r[key]), (r["name"], key)
