@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("kdlib.finetune", "fine-tune and evaluate a model on one task"),
     "loyalty": ("kdlib.loyalty", "label / probability / regression loyalty of a student to its teacher(s)"),
     "bench": ("kdlib.bench", "speed and size benchmark, distillation throughput"),
+    "task-distill": ("kdlib.task_distill", "distil a fine-tuned task teacher into BiLSTM, CNN and small BERT students"),
     "run": ("kdlib.runner", "run the notebook pipeline for a profile with papermill"),
 }
 

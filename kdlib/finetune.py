@@ -51,6 +51,9 @@ from kdlib.optim import make_adamw
 
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
+MODEL_DIR = "model"                 # finetune(save_model=True): the best epoch's TaskModel, in out_dir/model
+TASK_HEAD_FILE = "task_head.json"   # what the saved head is for: task, kind, label names
+HEAD_WEIGHTS_FILE = "head.safetensors"
 
 
 @dataclass
@@ -146,6 +149,31 @@ class TaskModel(nn.Module):
             hidden = hidden[:, 0]
         out = self.head(self.dropout(hidden))
         return out.squeeze(-1) if self.kind == "regression" else out
+
+    def save(self, folder: str | Path, tokenizer, *, task: str, label_names: list[str] | None) -> Path:
+        """Save encoder + tokenizer (save_pretrained, safetensors), the head and ``task_head.json``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  folder / HEAD_WEIGHTS_FILE)
+        _write_json({"task": task, "kind": self.kind, "num_labels": self.head.out_features,
+                     "label_names": label_names, "dropout": self.dropout.p}, folder / TASK_HEAD_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> tuple[TaskModel, dict[str, Any]]:
+        """A TaskModel saved by :meth:`save` (eval mode) and its ``task_head.json``."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        info = json.loads((folder / TASK_HEAD_FILE).read_text(encoding="utf-8"))
+        model = cls.from_pretrained(str(folder), info["kind"], info["num_labels"], info.get("dropout", 0.1))
+        model.head.load_state_dict(load_file(folder / HEAD_WEIGHTS_FILE))
+        return model.eval(), info
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -264,8 +292,11 @@ def _batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
 @torch.inference_mode()
 def predict(model: TaskModel, feats: list[dict[str, Any]], n_examples: int, *, pad_id: int,
             batch_size: int, device: torch.device, amp: str = "off", desc: str = "eval",
-            progress: bool = True) -> list[Any]:
-    """Per example: softmax probabilities (tagging: a (words, classes) array per sentence) or a float."""
+            progress: bool = True, logits: bool = False) -> list[Any]:
+    """Per example: softmax probabilities (tagging: a (words, classes) array per sentence) or a float.
+
+    ``logits=True`` returns the raw logits instead of probabilities (task-specific distillation reads them).
+    """
     model.eval()
     kind = model.kind
     out: list[Any] = [None] * n_examples
@@ -276,11 +307,11 @@ def predict(model: TaskModel, feats: list[dict[str, Any]], n_examples: int, *, p
         chunk = [feats[i] for i in chunk_ids]
         batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items() if k != "labels"}
         with autocast(device, amp_settings(device, amp)):
-            logits = model(**batch).float()
-        if kind == "regression":
-            vals = logits.cpu().numpy()
+            out_logits = model(**batch).float()
+        if kind == "regression" or logits:
+            vals = out_logits.cpu().numpy()
         else:
-            vals = torch.softmax(logits, dim=-1).cpu().numpy()
+            vals = torch.softmax(out_logits, dim=-1).cpu().numpy()
         for i, f, v in zip(chunk_ids, chunk, vals):
             if kind == "tagging":
                 for pos, s, w in f["words"]:
@@ -421,9 +452,11 @@ def _fit(model: TaskModel, feats: dict, val, gold: dict, label_names, *, task: s
 
 def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config: FinetuneConfig | None = None,
              data_dir: str | Path | None = None, max_train_examples: int | None = None, dataset=None,
-             reuse: bool = False, progress: bool = True) -> dict[str, Any]:
+             reuse: bool = False, progress: bool = True, save_model: bool = False) -> dict[str, Any]:
     """Fine-tune ``model_name_or_path`` on ``task``, keep the best validation epoch, score test.
 
+    ``save_model`` also saves the best epoch's model to ``out_dir/model`` (:meth:`TaskModel.save`), e.g. to
+    serve as the teacher of task-specific distillation (kdlib.task_distill).
     ``dataset`` (a DatasetDict with the kdlib.data schema) replaces ``kdlib.data.load_task(task, data_dir)``;
     with it ``task`` may also be a bare kind ("tagging", "classification", "regression").
     ``max_train_examples`` overrides ``config.max_train_examples``. With ``reuse``, an existing
@@ -436,7 +469,8 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     kind, metric = task_kind_and_metric(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if reuse and (old := _reused(out_dir, model_name_or_path, task, config)) is not None:
+    if (reuse and (not save_model or (out_dir / MODEL_DIR / TASK_HEAD_FILE).is_file())
+            and (old := _reused(out_dir, model_name_or_path, task, config)) is not None):
         return old
     _check_model_path(model_name_or_path)
     label_names, train, val, test = _splits(task, kind, dataset, data_dir, config)
@@ -454,6 +488,8 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     history, best, t_train = _fit(model, feats, val, gold, label_names, task=task, config=config, pad_id=pad_id,
                                   device=device, progress=progress)
     # the best epoch on test: predictions, then metrics.json (written last: marks a finished run)
+    if save_model:
+        model.save(out_dir / MODEL_DIR, tokenizer, task=task, label_names=label_names)
     te = time.perf_counter()
     outs = predict(model, feats["test"], len(test), pad_id=pad_id, batch_size=config.eval_batch_size, device=device,
                    amp=config.amp, desc=f"{task} test", progress=progress)
@@ -522,6 +558,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", help="run several seeds into OUT/seed-<s> with a summary")
     ap.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json has the same config")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--save-model", action="store_true", help="also save the best model to OUT/model (a teacher)")
     for f in dataclasses.fields(FinetuneConfig):
         typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], int)
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default}")
@@ -530,7 +567,8 @@ def cli(argv: list[str]) -> int:
                  if getattr(args, f.name) is not None}
     try:
         config = FinetuneConfig(**overrides)
-        kw = {"config": config, "data_dir": args.data_dir, "reuse": args.reuse, "progress": not args.no_progress}
+        kw = {"config": config, "data_dir": args.data_dir, "reuse": args.reuse, "progress": not args.no_progress,
+              "save_model": args.save_model}
         if args.seeds:
             result = finetune_seeds(args.model, args.task, args.out, args.seeds, **kw)
             collapsed = result["collapsed_seeds"]
