@@ -1,6 +1,6 @@
 """Distillation loss curves compared by step and by wall time: does one variant "train faster"?
 
-A :mod:`kdlib.distill` log (``log.jsonl``, read with :func:`kdlib.runner.read_log`) has one record per
+A :mod:`kdlib.distill` log (``log.jsonl``, read with :func:`kdlib.reporting.log_frame`) has one record per
 logged step with ``elapsed`` (seconds since the run started, cumulative over resumes), ``tokens`` (non-pad
 tokens of the global batch) and, per student, the loss components (``total``, ``kl``, ``mlm``, ``cos``).
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from kdlib.runner import read_log
+from kdlib.reporting import log_frame
 from kdlib.stats import Interval
 
 __all__ = ["AXES", "late_loss_difference", "loss_curve"]
@@ -31,7 +31,7 @@ AXES = ("step", "elapsed", "tokens_seen")
 def loss_curve(log_path: str | Path, student: str | None = None, *, loss: str = "total",
                window: int = 10) -> pd.DataFrame:
     """One student's curve: step, elapsed (s), tokens_seen (cumulative), ``loss``, and its rolling mean."""
-    df = read_log(log_path)
+    df = log_frame(log_path)
     if "student" in df.columns:
         names = sorted(df["student"].unique())
         student = student or (names[0] if len(names) == 1 else None)
