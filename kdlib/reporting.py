@@ -149,12 +149,16 @@ def _model_order(models) -> list[str]:
                                          else len(PAPER_MODELS), m))
 
 
-def paper_table(results: pd.DataFrame, *, with_poster: bool = True) -> pd.DataFrame:
+def paper_table(results: pd.DataFrame, *, with_poster: bool = True, layout: str = "columns") -> pd.DataFrame:
     """Wide table in the paper's layout: one row per model, one column per task (mean x100).
 
-    With `with_poster`, each model row carries the poster's number beside ours ("ours"/"paper"); a model
-    the poster does not have gets NaN there (:func:`render` shows it as '—').
+    With `with_poster`, each model carries the poster's number beside ours: ``layout="columns"`` gives each
+    task an ("ours", "paper") pair of columns; ``layout="rows"`` gives each model an "ours" and a "paper"
+    row (index (model, source)), which keeps all seven tasks inside the book's text column. A model the
+    poster does not have gets NaN there (:func:`render` shows it as '—').
     """
+    if layout not in ("columns", "rows"):
+        raise ValueError(f"paper_table: layout={layout!r}; expected 'columns' or 'rows'")
     tasks = task_columns(results["task"])
     ours = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")[tasks]
     order = _model_order(ours.index)
@@ -164,6 +168,10 @@ def paper_table(results: pd.DataFrame, *, with_poster: bool = True) -> pd.DataFr
     poster = pd.DataFrame(POSTER_TABLE).T
     paper = pd.DataFrame([poster.loc[base_model(m)] if base_model(m) in poster.index else pd.Series(dtype=float)
                           for m in order], index=order).reindex(columns=tasks)
+    if layout == "rows":  # a "paper" row only for the models the poster has
+        table = pd.concat({"ours": ours, "paper": paper.dropna(how="all")}).swaplevel(0, 1)
+        keep = [(m, src) for m in order for src in ("ours", "paper") if (m, src) in table.index]
+        return table.loc[keep].round(2)
     table = pd.concat({"ours": ours, "paper": paper}, axis=1).swaplevel(0, 1, axis=1)
     return table.reindex(columns=pd.MultiIndex.from_product([tasks, ["ours", "paper"]])).round(2)
 
@@ -241,9 +249,12 @@ def short_name(model: str) -> str:
 
 def render(table: pd.DataFrame, *, digits: int = 2, short_names: bool = True) -> Styler:
     """A compact HTML view of a table for a page: missing values as '—', `digits` decimals, short model
-    names (:func:`short_name`) and narrow cells, so that the paper-layout table fits the book's column."""
+    names (:func:`short_name`), narrow cells and the poster's rows in grey, so that the paper-layout table
+    (``paper_table(..., layout="rows")``: 560 px for 7 tasks and 7 models) fits the book's column."""
     view = table.rename(index=short_name) if short_names else table
     styler = view.style.format(precision=digits, na_rep=MISSING)
+    if isinstance(view.index, pd.MultiIndex) and "paper" in view.index.get_level_values(-1):
+        styler = styler.apply(lambda row: ["color: #666" if row.name[-1] == "paper" else ""] * len(row), axis=1)
     return styler.set_table_styles([
         {"selector": "", "props": "font-size: 0.8em; border-collapse: collapse;"},
         {"selector": "th, td", "props": "padding: 0.1em 0.35em; white-space: nowrap;"},

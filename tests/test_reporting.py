@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -176,6 +177,13 @@ def test_paper_table_puts_ours_beside_the_poster(run):
         assert table.loc[model, ("sapn", "ours")] == pytest.approx(round(ours[model], 2))
     assert table.loc["Distil-RoBERT-base", ("sapn", "paper")] == reporting.POSTER_TABLE["Distil-RoBERT-base"]["sapn"]
     assert np.isnan(table.loc[CONTROL, ("sapn", "paper")])
+    rows = reporting.paper_table(results, layout="rows")  # the poster's number under ours; no empty paper row
+    assert list(rows.index) == [(m, src) for m in table.index for src in ("ours", "paper")][:-1]
+    assert list(rows.columns) == ["sapn"]
+    for (model, src), value in rows["sapn"].items():
+        assert value == table.loc[model, ("sapn", src)]
+    with pytest.raises(ValueError, match="layout='wide'"):
+        reporting.paper_table(results, layout="wide")
     plain = reporting.paper_table(results, with_poster=False)
     assert list(plain.columns) == ["sapn"] and plain.loc[CONTROL, "sapn"] == table.loc[CONTROL, ("sapn", "ours")]
 
@@ -185,6 +193,9 @@ def test_render_shows_missing_as_a_dash_and_short_names(run):
     assert "nan" not in html.lower() and reporting.MISSING in html
     assert ">Distil-RoBERT<" in html and ">Control<" in html and "Distil-RoBERT-base" not in html
     assert "white-space: nowrap" in html
+    rows = reporting.render(reporting.paper_table(reporting.collect_results(run["dir"]), layout="rows")).to_html()
+    grey = rows[:rows.index("color: #666")].rsplit("}", 1)[1]  # the selectors of the grey rule
+    assert sorted(re.findall(r"_row(\d+)_col0", grey)) == ["1", "3", "5", "7"]  # the poster's rows, in grey
     assert reporting.short_name("DistilMulti-BERT-base-ro (sum)") == "DistilMulti (sum)"
     assert reporting.short_name("Something else (x)") == "Something else (x)"
 
