@@ -75,8 +75,9 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
     if not (run / "evaluate" / "results.json").is_file():
         return "*This run has no evaluation results: run the pipeline's evaluation step first.*\n"
     results = reporting.collect_results(run)
-    table = reporting.paper_table(results)
-    table.columns = [f"{task.upper()} {who}" for task, who in table.columns]
+    table = reporting.paper_table(results, layout="rows")  # the poster's row under ours: fits the page
+    table.index = [model if source == "ours" else f"↳ {source}" for model, source in table.index]
+    table.columns = [task.upper() for task in table.columns]
     kept = _kept_share(results, reporting.teacher_map(run, results))
     best = kept.idxmax()
     fig = reporting.plot_score_vs_speed_size(results)
@@ -86,7 +87,7 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
     return (f"## This run's headline (profile `{prof}`)\n\n"
             f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
             "poster's (empty where the paper has no such model):\n\n"
-            + table.to_markdown(floatfmt=".1f").replace("nan", "") + "\n\n"
+            + table.to_markdown(floatfmt=".1f").replace("nan", "—") + "\n\n"
             f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
             f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
             "### Claims\n\n" + claims_markdown(run) + "\n"

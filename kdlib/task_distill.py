@@ -47,7 +47,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kdlib import runner
+from kdlib import reporting, runner
+from kdlib.claims import Claim, verdict
+from kdlib.corpus import load_text_corpus
+from kdlib.data import load_split, load_task
+from kdlib.tasks import get_task
+from kdlib.stats import difference_interval
 from kdlib.bench import time_call
 from kdlib.finetune import (
     MODEL_DIR,
@@ -64,7 +69,7 @@ from kdlib.finetune import (
     set_seed,
 )
 from kdlib.losses import kd_kl_loss, soft_probs
-from kdlib.loyalty import label_loyalty, save_predictions
+from kdlib.loyalty import label_loyalty, load_predictions, save_predictions
 from kdlib.metrics import majority_baseline, task_kind_and_metric
 from kdlib.task_students import (
     AGNOSTIC,
@@ -223,7 +228,6 @@ def load_task_teacher(folder: str | Path, task: str) -> tuple[torch.nn.Module, A
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from kdlib.data import TASKS, load_split
 
     kind, _ = task_kind_and_metric(task)
     if kind not in KINDS:
@@ -248,7 +252,7 @@ def load_task_teacher(folder: str | Path, task: str) -> tuple[torch.nn.Module, A
             not all(n.startswith("LABEL_") for n in names) and names != expected):
         raise TeacherMismatchError(f"teacher folder {folder} is a {arch or 'model without a task head'} with labels "
                                    f"{names[:6]}; expected a {want[3:]} head for task {task!r} "
-                                   f"({TASKS[task].description}) with labels {expected[:6]}")
+                                   f"({get_task(task).description}) with labels {expected[:6]}")
     return _HFTaskModel(folder, kind), AutoTokenizer.from_pretrained(folder), expected
 
 
@@ -293,7 +297,6 @@ def _subset(split, n: int | None):
 
 def task_splits(task: str, config: TaskDistillConfig, data_dir=None) -> dict[str, Any]:
     """train / validation / test (capped as in kdlib.finetune) and ``unused``: train rows left out of train."""
-    from kdlib.data import load_task
 
     ds = load_task(task, data_dir)
     train = ds["train"].shuffle(seed=0)
@@ -627,8 +630,8 @@ def measure_agnostic(run_dir: str | Path, task: str, names: Sequence[str], *, co
 
     config = config or TaskDistillConfig()
     kind, _ = task_kind_and_metric(task)
-    zoo = runner.model_zoo(run_dir)
-    results = runner.collect_results(run_dir)
+    zoo = reporting.model_zoo(run_dir)
+    results = reporting.collect_results(run_dir)
     splits = task_splits(task, config, data_dir)
     n_labels = len(_label_names(splits["test"]))
     rows = []
@@ -713,7 +716,6 @@ def cli(argv: list[str]) -> int:
                              augment=not args.no_augment and args.loss != "hard") for s in args.students]
         texts: list[str] = []
         if args.corpus:
-            from kdlib.corpus import load_text_corpus
 
             texts = load_text_corpus(args.corpus)["text"]
         rows = distill_task(args.task, args.teacher, args.out, specs, config=config, corpus_texts=texts,
@@ -748,9 +750,6 @@ def _compare(cid: str, text: str, a: dict | None, b: dict | None, threshold: flo
     """One Claim: test score of row ``a`` minus row ``b`` (points, paired bootstrap) against ``threshold``."""
     # kdlib.stats / kdlib.claims are written in parallel (stats helper); imported here so that training and
     # measuring do not depend on them
-    from kdlib.claims import Claim, verdict
-    from kdlib.loyalty import load_predictions
-    from kdlib.stats import difference_interval
 
     if a is None or b is None:
         return Claim(cid, text, SOURCE, figure, None, f"difference > {threshold:g} points", "not testable here",

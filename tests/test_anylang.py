@@ -13,7 +13,7 @@ import pytest
 import synthetic
 import yaml
 
-from kdlib import corpus, data, metrics, runner, tasks
+from kdlib import corpus, data, metrics, reporting, runner, tasks
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,7 @@ def test_dutch_pipeline_end_to_end(tmp_path):
     assert list(teachers) == ["BERTje-mini", "RobBERT-mini"] and teachers["RobBERT-mini"]["lowercase"] is True
     texts = datasets.load_from_disk(str(run / "corpus"))["text"]
     assert any("Eskişehir" in t for t in texts)          # Dutch: no Romanian cedilla -> comma-below fix
-    results = runner.collect_results(run)
+    results = reporting.collect_results(run)
     assert set(results["task"]) == {"pos", "sent", "sim"}
     assert set(results["model"]) == {"BERTje-mini", "RobBERT-mini", "Distil-BERTje-mini", "Distil-RobBERT-mini",
                                      "DistilMulti-BERTje-mini (average)"}
@@ -265,4 +265,4 @@ def test_dutch_pipeline_end_to_end(tmp_path):
     assert {r["task"] for r in loyalty} == {"pos", "sent", "sim"}
     assert {r["reference"] for r in loyalty if r["student"].startswith("DistilMulti")} == {
         "BERTje-mini", "RobBERT-mini", "mean of teachers"}
-    assert list(runner.paper_table(results, with_poster=False).columns) == ["pos", "sent", "sim"]
+    assert list(reporting.paper_table(results, with_poster=False).columns) == ["pos", "sent", "sim"]
