@@ -735,8 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# parts run by their own module with their own options: `python -m kdlib bench --only align [--json]`
-SEPARATE_PARTS = {"align": "kdlib.align_bench"}
+# parts run by their own module with their own options: `python -m kdlib bench --only align|corpus [--json]`
+SEPARATE_PARTS = {"align": "kdlib.align_bench", "corpus": "kdlib.corpus_bench"}
 
 
 def cli(argv: list[str]) -> int:

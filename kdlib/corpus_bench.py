@@ -118,3 +118,33 @@ def bench_corpus(sizes: tuple[int, ...] = SIZES, *, work_dir: str | os.PathLike 
             "min_sentences_per_min": min(r["sentences_per_min"] for r in rows),
             "step_time_ratio": last["step_s"] / first["step_s"],
             "goals": GOALS}
+
+
+def cli(argv: list[str]) -> int:
+    """`python -m kdlib bench --only corpus [--json] [--sizes 100000,1000000,10000000] [--quick]`."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m kdlib bench --only corpus")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help=f"sizes {','.join(map(str, QUICK_SIZES))}")
+    p.add_argument("--sizes", default=None, help="comma-separated corpus sizes in sentences (default 0.1 M, 1 M, 10 M)")
+    p.add_argument("--work-dir", default=None, help="where the corpora are written (default: the temp folder)")
+    args = p.parse_args(argv)
+    try:
+        sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else (QUICK_SIZES if args.quick else SIZES)
+        if not sizes or min(sizes) <= 0:
+            raise ValueError
+    except ValueError:
+        print(f"kdlib bench: --sizes {args.sizes!r}: expected comma-separated positive integers", file=sys.stderr)
+        return 2
+    result = bench_corpus(sizes, work_dir=args.work_dir)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for r in result["rows"]:
+            print(f"{r['sentences']:>11,} sentences: prepared in {r['prepare_s']:.1f} s "
+                  f"({r['sentences_per_min'] / 1e6:.2f} M/min), distill peak {r['peak_rss_mb']:.0f} MB, "
+                  f"set-up {r['setup_s']:.1f} s, {r['step_s'] * 1000:.0f} ms/step")
+        print(f"peak RSS growth {result['rss_growth_mb']:.0f} MB (goal <= {GOALS['rss_growth_mb']:.0f}); "
+              f"slowest preparation {result['min_sentences_per_min'] / 1e6:.2f} M sentences/min "
+              f"(goal >= {GOALS['prepare_sentences_per_min'] / 1e6:.0f}); step time ratio {result['step_time_ratio']:.2f}")
+    return 0
