@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: all setup chromium data-check pipeline book bench test pytest smoke clean
+.PHONY: all setup chromium data-check pipeline book bench lint format test pytest smoke clean
 
 all: setup data-check pipeline book
 	@echo "The book: $(abspath $(BOOK_ROOT))/_build/html/index.html"
@@ -53,7 +53,16 @@ smoke: setup
 pytest: setup
 	KDLIB_RUN_DIR=runs/smoke KDLIB_BOOK_DIR=_build/smoke/_build/html $(PY) -m pytest tests
 
-test: setup chromium smoke pytest
+# ruff: the formatter's check and a small rule set (pyproject.toml [tool.ruff]); `make format` applies both
+lint: setup
+	$(VENV)/bin/ruff format --check kdlib tests
+	$(VENV)/bin/ruff check kdlib tests notebooks
+
+format: setup
+	$(VENV)/bin/ruff format kdlib tests
+	$(VENV)/bin/ruff check --fix kdlib tests notebooks
+
+test: setup lint chromium smoke pytest
 
 clean:
 	rm -rf _build runs .pytest_cache

@@ -480,7 +480,7 @@ def finish(run: Run, corpus: TextCorpus, corpus_name: str | None, step: int, wal
             _save_student(s, config, info, meta)
             summary[s.spec.name] = info
         ckpt.write_json_atomic(Path(config.out_dir) / "summary.json", summary)
-        ckpt.write_json_atomic(Path(config.out_dir) / RUN_FILE, {"config": asdict(config), "n_texts": len(texts),
+        ckpt.write_json_atomic(Path(config.out_dir) / RUN_FILE, {"config": asdict(config), "n_texts": len(corpus),
                                                                  "code": code_fingerprint()})
         if not config.checkpoint_policy()[1] and ckpt.checkpoint_root(config.out_dir).exists():
             ckpt.clear_checkpoints(config.out_dir)

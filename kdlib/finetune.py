@@ -160,8 +160,8 @@ class TaskModel(nn.Module):
         tokenizer.save_pretrained(folder)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   folder / HEAD_WEIGHTS_FILE)
-        _write_json({"task": task, "kind": self.kind, "num_labels": self.head.out_features,
-                     "label_names": label_names, "dropout": self.dropout.p}, folder / TASK_HEAD_FILE)
+        write_json_atomic(folder / TASK_HEAD_FILE, {"task": task, "kind": self.kind, "num_labels": self.head.out_features,
+                                                    "label_names": label_names, "dropout": self.dropout.p})
         return folder
 
     @classmethod

@@ -492,7 +492,7 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def summary_table(run_dir: str | os.PathLike) -> "pandas.DataFrame":
+def summary_table(run_dir: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821  (pandas imported here on use)
     """Per-step wall time and peak memory from run_dir/run_summary.json."""
     import pandas as pd
 
