@@ -1,4 +1,5 @@
 """`python -m kdlib ...` entry point."""
+
 import sys
 
 from kdlib.cli import main

@@ -18,6 +18,7 @@ reference on each task with its interval (`kdlib.stats.difference_interval`: pai
 and combined over seeds). `pick` names, per setting, the value with the best mean score and whether
 the intervals make that choice clear.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,11 @@ from kdlib.finetune import FinetuneConfig, finetune
 from kdlib.loyalty import label_loyalty, load_predictions
 
 # the settings the ablation varies, each with the values it tries (the DistillConfig default is the reference)
-SETTINGS = {"strategy": ("average", "sum"), "vocab_case": ("prior", "count", "split", "exact_first"),
-            "cross_cosine": ("linear", "raw", "off")}
+SETTINGS = {
+    "strategy": ("average", "sum"),
+    "vocab_case": ("prior", "count", "split", "exact_first"),
+    "cross_cosine": ("linear", "raw", "off"),
+}
 
 
 @dataclass
@@ -64,6 +68,7 @@ def variants(teacher_names: list[str], settings: dict[str, tuple] | None = None)
 
 def _slug(name: str) -> str:
     from kdlib.runner import slug
+
     return slug(name)
 
 
@@ -71,14 +76,20 @@ def run_variants(root: Path, teachers: dict[str, str], corpus, base: dict[str, A
     """Distil every variant into root/students/<slug>; {name: path}. A student finished with the same
     settings (root/distill/<slug>/ablation-config.json) is reused."""
     import json
+
     paths = {}
     for v in items:
         key = _slug(v.name)
         student, record = root / "students" / key, root / "distill" / key / "ablation-config.json"
-        config = {**base, **v.overrides, "out_dir": str(root / "distill" / key),
-                  "teachers": [{"name": t, "path": teachers[t]} for t in v.teachers],
-                  "students": [{"name": key, "teachers": v.teachers, "tokenizer_from": v.tokenizer_from,
-                                "out_dir": str(student)}]}
+        config = {
+            **base,
+            **v.overrides,
+            "out_dir": str(root / "distill" / key),
+            "teachers": [{"name": t, "path": teachers[t]} for t in v.teachers],
+            "students": [
+                {"name": key, "teachers": v.teachers, "tokenizer_from": v.tokenizer_from, "out_dir": str(student)}
+            ],
+        }
         done = record.is_file() and json.loads(record.read_text(encoding="utf-8")) == config
         if not (done and (student / "config.json").is_file()):
             distill(DistillConfig.from_dict(config), corpus)
@@ -87,8 +98,9 @@ def run_variants(root: Path, teachers: dict[str, str], corpus, base: dict[str, A
     return paths
 
 
-def finetune_all(root: Path, models: dict[str, str], tasks: list[str], seeds: list[int], config: dict[str, Any],
-                 data_dir=None) -> dict[str, dict[str, list[str]]]:
+def finetune_all(
+    root: Path, models: dict[str, str], tasks: list[str], seeds: list[int], config: dict[str, Any], data_dir=None
+) -> dict[str, dict[str, list[str]]]:
     """Fine-tune every model on every task and seed (reused when done); {model: {task: [prediction dirs]}}."""
     out: dict[str, dict[str, list[str]]] = {}
     for name, path in models.items():
@@ -96,8 +108,15 @@ def finetune_all(root: Path, models: dict[str, str], tasks: list[str], seeds: li
             dirs = []
             for seed in seeds:
                 d = root / "eval" / _slug(name) / task / f"seed-{seed}"
-                finetune(path, task, d, config=FinetuneConfig(**{**config, "seed": seed}), data_dir=data_dir,
-                         reuse=True, progress=False)
+                finetune(
+                    path,
+                    task,
+                    d,
+                    config=FinetuneConfig(**{**config, "seed": seed}),
+                    data_dir=data_dir,
+                    reuse=True,
+                    progress=False,
+                )
                 dirs.append(str(d))
             out.setdefault(name, {})[task] = dirs
     return out
@@ -109,7 +128,10 @@ def _runs(index: dict, model: str, task: str) -> list:
 
 def _score(pred) -> float:
     from kdlib.metrics import compute_metrics
-    gold, guess = (pred.sentences(pred.gold), pred.sentences(pred.pred)) if pred.kind == "tagging" else (pred.gold, pred.pred)
+
+    gold, guess = (
+        (pred.sentences(pred.gold), pred.sentences(pred.pred)) if pred.kind == "tagging" else (pred.gold, pred.pred)
+    )
     if pred.kind == "regression":
         guess = pred.outputs
     return 100 * float(compute_metrics(pred.task, list(gold), list(guess), label_names=pred.label_names)["score"])
@@ -127,8 +149,12 @@ def table(index: dict, teacher_names: list[str], tasks: list[str]) -> pd.DataFra
         for t in teacher_names:
             if model == t:
                 continue
-            loy = [100 * label_loyalty(tp.probs, sp.probs) for task in tasks
-                   for tp, sp in zip(_runs(index, t, task), _runs(index, model, task)) if sp.probs is not None]
+            loy = [
+                100 * label_loyalty(tp.probs, sp.probs)
+                for task in tasks
+                for tp, sp in zip(_runs(index, t, task), _runs(index, model, task))
+                if sp.probs is not None
+            ]
             row[f"loyalty to {t}"] = float(np.mean(loy)) if loy else float("nan")
         rows[model] = row
     return pd.DataFrame(rows).T
@@ -156,8 +182,13 @@ def pick(diffs: pd.DataFrame, items: list[Variant]) -> dict[str, dict[str, Any]]
     for key in dict.fromkeys(v.setting for v in items if v.setting):
         part = diffs[diffs["setting"] == key]
         means = {defaults[key]: 0.0}
-        means.update({v.overrides[key]: float(part[part["variant"] == v.name]["estimate"].mean())
-                      for v in items if v.setting == key})
+        means.update(
+            {
+                v.overrides[key]: float(part[part["variant"] == v.name]["estimate"].mean())
+                for v in items
+                if v.setting == key
+            }
+        )
         best = max(means, key=means.get)
         if best == defaults[key]:
             clear = bool((part["high"] < 0).all())
@@ -171,9 +202,19 @@ def measured_cost(root: Path) -> dict[str, float]:
     """Seconds the ablation's steps took, read from what they wrote (so reused results still report their
     cost): distillation wall time of every student, fine-tuning time of every model, task and seed."""
     import json
-    distill_s = sum(v["wall_time_s"] for f in Path(root, "distill").glob("*/summary.json")
-                    for v in json.loads(f.read_text(encoding="utf-8")).values())
-    tunes = [json.loads(f.read_text(encoding="utf-8"))["timing"]["total_seconds"]
-             for f in Path(root, "eval").glob("*/*/*/metrics.json")]
-    return {"distill_s": distill_s, "finetune_s": sum(tunes), "finetunes": len(tunes),
-            "total_s": distill_s + sum(tunes)}
+
+    distill_s = sum(
+        v["wall_time_s"]
+        for f in Path(root, "distill").glob("*/summary.json")
+        for v in json.loads(f.read_text(encoding="utf-8")).values()
+    )
+    tunes = [
+        json.loads(f.read_text(encoding="utf-8"))["timing"]["total_seconds"]
+        for f in Path(root, "eval").glob("*/*/*/metrics.json")
+    ]
+    return {
+        "distill_s": distill_s,
+        "finetune_s": sum(tunes),
+        "finetunes": len(tunes),
+        "total_s": distill_s + sum(tunes),
+    }

@@ -29,6 +29,7 @@ cross-teacher KL. `oracle_mass` is the diagnostic behind the projection choice: 
 certain of its own correct first piece, projected, and the mass that lands on the student's correct
 first piece (1.0 = a perfect projection); `kdlib.align_bench` measures it on the RRT dev words.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -52,10 +53,10 @@ def split_words(texts: list[str]) -> list[list[str]]:
 class WordView:
     """One tokenizer's encoding of a batch of word lists (padded to the longest row)."""
 
-    input_ids: torch.Tensor       # (B, L) int64
+    input_ids: torch.Tensor  # (B, L) int64
     attention_mask: torch.Tensor  # (B, L) int64
-    word_index: torch.Tensor      # (B, L) word number of each token, -1 for special tokens / padding
-    first_pos: torch.Tensor       # (B, W) position of each word's first sub-token, -1 if truncated away
+    word_index: torch.Tensor  # (B, L) word number of each token, -1 for special tokens / padding
+    first_pos: torch.Tensor  # (B, W) position of each word's first sub-token, -1 if truncated away
     labels: torch.Tensor | None = None  # (B, L) MLM labels (-100 = not predicted), set after masking
 
     def rows(self, start: int, stop: int) -> WordView:
@@ -63,16 +64,22 @@ class WordView:
         am = self.attention_mask[start:stop]
         length = max(int(am.sum(1).max()) if am.numel() else 1, 1)
         labels = None if self.labels is None else self.labels[start:stop, :length]
-        return WordView(self.input_ids[start:stop, :length], am[:, :length],
-                        self.word_index[start:stop, :length], self.first_pos[start:stop], labels)
+        return WordView(
+            self.input_ids[start:stop, :length],
+            am[:, :length],
+            self.word_index[start:stop, :length],
+            self.first_pos[start:stop],
+            labels,
+        )
 
 
 def encode_words(tokenizer, words: list[list[str]], max_len: int) -> WordView:
     """Encode word lists with a fast tokenizer; record word index per token and first sub-token per word."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer; word alignment needs word_ids()")
-    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len, padding=True,
-                    return_tensors="pt")
+    enc = tokenizer(
+        words, is_split_into_words=True, truncation=True, max_length=max_len, padding=True, return_tensors="pt"
+    )
     n_rows, length = enc["input_ids"].shape
     n_words = max((len(w) for w in words), default=0)
     word_index = torch.full((n_rows, length), -1, dtype=torch.long)
@@ -87,8 +94,9 @@ def encode_words(tokenizer, words: list[list[str]], max_len: int) -> WordView:
     return WordView(enc["input_ids"], enc["attention_mask"], word_index, first_pos)
 
 
-def aligned_words(student_first: torch.Tensor, teacher_first: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def aligned_words(
+    student_first: torch.Tensor, teacher_first: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row, word, student position, teacher position) for every word present in both views.
 
     Words truncated away in either view are dropped.
@@ -101,8 +109,9 @@ def aligned_words(student_first: torch.Tensor, teacher_first: torch.Tensor
 
 def same_vocabulary(tok_a, tok_b) -> bool:
     """True when both tokenizers map the same strings to the same ids and lowercase alike."""
-    return (tok_a.get_vocab() == tok_b.get_vocab()
-            and bool(getattr(tok_a, "do_lower_case", False)) == bool(getattr(tok_b, "do_lower_case", False)))
+    return tok_a.get_vocab() == tok_b.get_vocab() and bool(getattr(tok_a, "do_lower_case", False)) == bool(
+        getattr(tok_b, "do_lower_case", False)
+    )
 
 
 # ------------------------------------------------------------------------------------ vocab projection
@@ -150,7 +159,7 @@ class VocabMap:
 
     teacher_ids: torch.Tensor  # (nnz,) int64
     student_ids: torch.Tensor  # (nnz,) int64
-    values: torch.Tensor       # (nnz,) float32, each mapped teacher row sums to 1
+    values: torch.Tensor  # (nnz,) float32, each mapped teacher row sums to 1
     n_teacher: int
     n_student: int
     mapped_teacher: torch.Tensor  # (k,) unique teacher ids that have a counterpart
@@ -159,13 +168,23 @@ class VocabMap:
 
     def to(self, device) -> VocabMap:
         amb = None if self.ambiguous is None else self.ambiguous.to(device)
-        return VocabMap(self.teacher_ids.to(device), self.student_ids.to(device), self.values.to(device),
-                        self.n_teacher, self.n_student, self.mapped_teacher.to(device), self.case, amb)
+        return VocabMap(
+            self.teacher_ids.to(device),
+            self.student_ids.to(device),
+            self.values.to(device),
+            self.n_teacher,
+            self.n_student,
+            self.mapped_teacher.to(device),
+            self.case,
+            amb,
+        )
 
     def sparse(self) -> torch.Tensor:
         """The projection as a torch sparse COO matrix (V_teacher, V_student)."""
         idx = torch.stack([self.teacher_ids, self.student_ids])
-        return torch.sparse_coo_tensor(idx, self.values, (self.n_teacher, self.n_student), check_invariants=True).coalesce()
+        return torch.sparse_coo_tensor(
+            idx, self.values, (self.n_teacher, self.n_student), check_invariants=True
+        ).coalesce()
 
     @property
     def coverage(self) -> float:
@@ -195,9 +214,15 @@ def _shares(targets: list[int], case: str, counts: torch.Tensor | None) -> list[
     return [1.0 / len(targets)] * len(targets)
 
 
-def build_vocab_map(teacher_tokenizer, student_tokenizer, *, case: str = "split",
-                    student_counts: torch.Tensor | None = None, n_teacher: int | None = None,
-                    n_student: int | None = None) -> VocabMap:
+def build_vocab_map(
+    teacher_tokenizer,
+    student_tokenizer,
+    *,
+    case: str = "split",
+    student_counts: torch.Tensor | None = None,
+    n_teacher: int | None = None,
+    n_student: int | None = None,
+) -> VocabMap:
     """Map each teacher token to the student tokens with the same normalised string.
 
     Normalisation: '##' continuation marker kept as a flag (a word-initial piece never maps to a
@@ -214,8 +239,10 @@ def build_vocab_map(teacher_tokenizer, student_tokenizer, *, case: str = "split"
     if case not in VOCAB_CASES:
         raise ValueError(f"vocab_case={case!r}: expected one of {VOCAB_CASES}")
     if case == "count" and student_counts is None:
-        raise ValueError("vocab_case='count' needs student_counts (kdlib.align.token_counts of the student "
-                         "tokenizer on the distillation corpus)")
+        raise ValueError(
+            "vocab_case='count' needs student_counts (kdlib.align.token_counts of the student "
+            "tokenizer on the distillation corpus)"
+        )
     t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     t_special = {getattr(teacher_tokenizer, r): r for r in SPECIAL_ROLES if getattr(teacher_tokenizer, r, None)}
     s_special = {r: getattr(student_tokenizer, r) for r in SPECIAL_ROLES if getattr(student_tokenizer, r, None)}
@@ -236,9 +263,16 @@ def build_vocab_map(teacher_tokenizer, student_tokenizer, *, case: str = "split"
         vals += _shares(targets, case, student_counts)
         amb += [len(targets) > 1] * len(targets)
     t_ids = torch.tensor(rows_t, dtype=torch.long)
-    return VocabMap(t_ids, torch.tensor(rows_s, dtype=torch.long), torch.tensor(vals, dtype=torch.float32),
-                    n_teacher or len(teacher_tokenizer), n_student or len(student_tokenizer), torch.unique(t_ids),
-                    case, torch.tensor(amb, dtype=torch.bool))
+    return VocabMap(
+        t_ids,
+        torch.tensor(rows_s, dtype=torch.long),
+        torch.tensor(vals, dtype=torch.float32),
+        n_teacher or len(teacher_tokenizer),
+        n_student or len(student_tokenizer),
+        torch.unique(t_ids),
+        case,
+        torch.tensor(amb, dtype=torch.bool),
+    )
 
 
 def _entry_values(vocab_map: VocabMap, prior: torch.Tensor | None, n_rows: int) -> torch.Tensor:
@@ -251,7 +285,7 @@ def _entry_values(vocab_map: VocabMap, prior: torch.Tensor | None, n_rows: int) 
         raise ValueError(f"prior has shape {tuple(prior.shape)}; expected ({n_rows}, {vocab_map.n_student})")
     idx = torch.nonzero(vocab_map.ambiguous, as_tuple=True)[0]
     groups, group_of = torch.unique(vocab_map.teacher_ids[idx], return_inverse=True)  # one group per teacher token
-    q = prior.float()[:, vocab_map.student_ids[idx]]                            # (N, n_ambiguous)
+    q = prior.float()[:, vocab_map.student_ids[idx]]  # (N, n_ambiguous)
     denom = torch.zeros(n_rows, len(groups), dtype=q.dtype, device=q.device).index_add_(1, group_of, q)
     d = denom[:, group_of]
     share = torch.where(d > 1e-12, q / d.clamp(min=1e-12), vocab_map.values[idx][None, :])
@@ -260,8 +294,9 @@ def _entry_values(vocab_map: VocabMap, prior: torch.Tensor | None, n_rows: int) 
     return out
 
 
-def project_distribution(teacher_probs: torch.Tensor, vocab_map: VocabMap, *, prior: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def project_distribution(
+    teacher_probs: torch.Tensor, vocab_map: VocabMap, *, prior: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Project (N, V_teacher) distributions to (N, V_student); return (probs, unmapped mass per row).
 
     `probs` is the projection renormalised over its mapped mass where that mass is positive, and all
@@ -288,17 +323,23 @@ def first_piece_mismatch(student_ids: torch.Tensor, teacher_ids: torch.Tensor, v
     return ~vocab_map.maps_to(teacher_ids, student_ids)
 
 
-def oracle_mass(teacher_ids: torch.Tensor, student_ids: torch.Tensor, vocab_map: VocabMap, *,
-                prior: torch.Tensor | None = None, chunk: int = 512) -> torch.Tensor:
+def oracle_mass(
+    teacher_ids: torch.Tensor,
+    student_ids: torch.Tensor,
+    vocab_map: VocabMap,
+    *,
+    prior: torch.Tensor | None = None,
+    chunk: int = 512,
+) -> torch.Tensor:
     """Per word: a one-hot teacher prediction on its own correct first piece `teacher_ids[i]`, projected
     (with `prior` rows for case="prior"), and the probability that lands on the student's correct first
     piece `student_ids[i]`. 1.0 everywhere = a lossless projection; 0 on a first-piece mismatch."""
     out = []
     for i in range(0, teacher_ids.shape[0], chunk):  # (chunk, nnz) intermediates: bounded memory
-        t, s = teacher_ids[i:i + chunk], student_ids[i:i + chunk]
+        t, s = teacher_ids[i : i + chunk], student_ids[i : i + chunk]
         onehot = torch.zeros(t.shape[0], vocab_map.n_teacher, device=vocab_map.values.device)
         onehot[torch.arange(t.shape[0]), t.to(onehot.device)] = 1.0
-        probs, _ = project_distribution(onehot, vocab_map, prior=None if prior is None else prior[i:i + chunk])
+        probs, _ = project_distribution(onehot, vocab_map, prior=None if prior is None else prior[i : i + chunk])
         out.append(probs[torch.arange(t.shape[0]), s.to(probs.device)])
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -316,8 +357,9 @@ class EnsembleTarget:
         self.acc = torch.zeros(n_rows, n_vocab, dtype=torch.float32, device=device)
         self.wsum = torch.zeros(n_rows, dtype=torch.float32, device=device)
 
-    def add(self, probs: torch.Tensor, weight: float, rows: torch.Tensor | None = None,
-            mass: torch.Tensor | None = None) -> None:
+    def add(
+        self, probs: torch.Tensor, weight: float, rows: torch.Tensor | None = None, mass: torch.Tensor | None = None
+    ) -> None:
         """Add a teacher's (n, V) rows; `rows` (n,) index the KL rows (None = all, in order)."""
         w = torch.full((probs.shape[0],), float(weight), dtype=torch.float32, device=probs.device)
         if mass is not None:
@@ -337,8 +379,9 @@ class EnsembleTarget:
 
 # ------------------------------------------------------------------------------ teacher agreement
 @torch.inference_mode()
-def word_hidden_states(model, tokenizer, words: list[list[str]], *, max_len: int = 128,
-                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def word_hidden_states(
+    model, tokenizer, words: list[list[str]], *, max_len: int = 128, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(first_pos (B, W) of every word, last hidden state at each word's first piece (B, W, H), 0 where absent)."""
     from kdlib.mlm import logits_at
 
@@ -348,8 +391,9 @@ def word_hidden_states(model, tokenizer, words: list[list[str]], *, max_len: int
         sl = slice(i, i + batch_size)
         length = int(view.attention_mask[sl].sum(1).max())
         empty = torch.zeros(0, dtype=torch.long)
-        _, h = logits_at(model, view.input_ids[sl, :length], view.attention_mask[sl, :length], empty, empty,
-                         output_hidden=True)
+        _, h = logits_at(
+            model, view.input_ids[sl, :length], view.attention_mask[sl, :length], empty, empty, output_hidden=True
+        )
         fp = view.first_pos[sl]
         hidden[sl] = h.float().gather(1, fp.clamp(min=0)[..., None].expand(-1, -1, h.shape[-1]))
     return view.first_pos, hidden

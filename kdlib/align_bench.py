@@ -18,6 +18,7 @@ Words whose two first pieces do not correspond are left out of the cross-teacher
 also reports "all_with_mismatched" (those words counted as 0) and the mismatched share. "capitalised":
 the word's first character is an upper-case letter; "lowercase": every other word.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,18 @@ from kdlib.align import (
 )
 
 TOKENIZER_VOCAB = 8000
-TEACHER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 512, "vocab_size": 8000,
-           "max_len": 128, "batch_size": 32, "lr": 7.0e-4, "steps": 1200, "seed": 0}
+TEACHER = {
+    "hidden_size": 128,
+    "num_layers": 4,
+    "num_heads": 4,
+    "intermediate_size": 512,
+    "vocab_size": 8000,
+    "max_len": 128,
+    "batch_size": 32,
+    "lr": 7.0e-4,
+    "steps": 1200,
+    "seed": 0,
+}
 
 
 def default_cache_dir() -> Path:
@@ -64,8 +75,14 @@ def prepare(cache_dir: Path, *, steps: int = TEACHER["steps"], progress: bool = 
     corpus = build_corpus("shuffled", seed=0)
     t0 = time.perf_counter()
     teacher_dir = cache_dir / f"cased-teacher-{steps}"
-    pretrain_teacher(corpus, teacher_dir, lowercase=False, config=TeacherConfig(**{**TEACHER, "steps": steps}),
-                     progress=progress, device="cpu")
+    pretrain_teacher(
+        corpus,
+        teacher_dir,
+        lowercase=False,
+        config=TeacherConfig(**{**TEACHER, "steps": steps}),
+        progress=progress,
+        device="cpu",
+    )
     uncased_dir = cache_dir / "uncased-tokenizer"
     if not (uncased_dir / "tokenizer.json").is_file():
         train_tokenizer(corpus["text"], uncased_dir, vocab_size=TOKENIZER_VOCAB, lowercase=True)
@@ -76,11 +93,13 @@ def prepare(cache_dir: Path, *, steps: int = TEACHER["steps"], progress: bool = 
 def dev_words(data_dir=None) -> list[list[str]]:
     """The word lists of the RRT dev split (UD Romanian-RRT validation)."""
     from kdlib.data import load_task
+
     return [list(t) for t in load_task("upos", data_dir)["validation"]["tokens"]]
 
 
-def aligned_first_pieces(student_tok, teacher_tok, words: list[list[str]], max_len: int = 128
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def aligned_first_pieces(
+    student_tok, teacher_tok, words: list[list[str]], max_len: int = 128
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sentence, word) index of every word kept by truncation in both tokenizations, and the two first-piece ids."""
     vs, vt = encode_words(student_tok, words, max_len), encode_words(teacher_tok, words, max_len)
     b, w, sp, tp = aligned_words(vs.first_pos, vt.first_pos)
@@ -88,8 +107,9 @@ def aligned_first_pieces(student_tok, teacher_tok, words: list[list[str]], max_l
 
 
 @torch.inference_mode()
-def masked_word_probs(model, tokenizer, words: list[list[str]], index: torch.Tensor, *, max_len: int = 128,
-                      batch_size: int = 256) -> torch.Tensor:
+def masked_word_probs(
+    model, tokenizer, words: list[list[str]], index: torch.Tensor, *, max_len: int = 128, batch_size: int = 256
+) -> torch.Tensor:
     """(N, V) the model's distribution (temperature 1) at the first piece of each indexed word, that word
     masked (every piece), one copy of the sentence per word."""
     from kdlib.mlm import logits_at
@@ -97,7 +117,7 @@ def masked_word_probs(model, tokenizer, words: list[list[str]], index: torch.Ten
     view = encode_words(tokenizer, words, max_len)
     out = []
     for start in range(0, len(index), batch_size):
-        b, w = index[start:start + batch_size, 0], index[start:start + batch_size, 1]
+        b, w = index[start : start + batch_size, 0], index[start : start + batch_size, 1]
         length = int(view.attention_mask[b].sum(1).max())  # this batch's own padding
         ids, am = view.input_ids[b, :length].clone(), view.attention_mask[b, :length]
         wi = view.word_index[b, :length]
@@ -112,12 +132,18 @@ def summarise(mass: torch.Tensor, mismatch: torch.Tensor, capitalised: torch.Ten
     """The mode's figures: means over words kept for the cross-teacher KL, and over all words."""
     kept = ~mismatch
     mean = lambda sel: round(float(mass[sel].mean()), 4) if sel.any() else float("nan")
-    return {"all": mean(kept), "lowercase": mean(kept & ~capitalised), "capitalised": mean(kept & capitalised),
-            "all_with_mismatched": round(float(mass.mean()), 4), "mismatched": round(float(mismatch.float().mean()), 4)}
+    return {
+        "all": mean(kept),
+        "lowercase": mean(kept & ~capitalised),
+        "capitalised": mean(kept & capitalised),
+        "all_with_mismatched": round(float(mass.mean()), 4),
+        "mismatched": round(float(mismatch.float().mean()), 4),
+    }
 
 
-def bench_align(cache_dir: str | os.PathLike | None = None, *, steps: int = TEACHER["steps"], data_dir=None,
-                threads: int = 1) -> dict:
+def bench_align(
+    cache_dir: str | os.PathLike | None = None, *, steps: int = TEACHER["steps"], data_dir=None, threads: int = 1
+) -> dict:
     """{mode: {"all", "lowercase", "capitalised", ...} for each of kdlib.align.VOCAB_CASES, "default": mode, "meta"}.
 
     Words cut off by truncation at 128 pieces in either tokenization are left out (as in distillation)."""
@@ -140,14 +166,20 @@ def bench_align(cache_dir: str | os.PathLike | None = None, *, steps: int = TEAC
         mass = oracle_mass(t_ids, s_ids, vm, prior=prior if mode == "prior" else None)
         result[mode] = summarise(mass, mismatch, capitalised)
     result["default"] = DEFAULT_VOCAB_CASE
-    result["meta"] = {"words": len(s_ids), "teacher_steps": steps, "teacher_train_s_this_run": round(train_s, 1),
-                      "measure_s": round(time.perf_counter() - t1, 1), "threads": threads}
+    result["meta"] = {
+        "words": len(s_ids),
+        "teacher_steps": steps,
+        "teacher_train_s_this_run": round(train_s, 1),
+        "measure_s": round(time.perf_counter() - t1, 1),
+        "threads": threads,
+    }
     return result
 
 
 def cli(argv: list[str]) -> int:
     """`python -m kdlib bench --only align [--json] [--cache DIR]`: print the figures."""
     import argparse
+
     p = argparse.ArgumentParser(prog="python -m kdlib bench --only align")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--cache", default=None, help=f"cache folder (default {default_cache_dir()})")
@@ -157,15 +189,20 @@ def cli(argv: list[str]) -> int:
         p.error(f"--steps must be positive, got {args.steps}")
     result = bench_align(args.cache, steps=args.steps)
     meta = result.pop("meta")
-    print(f"align bench: {meta['words']} words, cased teacher {meta['teacher_steps']} steps "
-          f"(trained in this run: {meta['teacher_train_s_this_run']} s), measured in {meta['measure_s']} s on "
-          f"{meta['threads']} thread(s)", file=sys.stderr)
+    print(
+        f"align bench: {meta['words']} words, cased teacher {meta['teacher_steps']} steps "
+        f"(trained in this run: {meta['teacher_train_s_this_run']} s), measured in {meta['measure_s']} s on "
+        f"{meta['threads']} thread(s)",
+        file=sys.stderr,
+    )
     if args.json:
         print(json.dumps(result))
     else:
         for mode in VOCAB_CASES:
             r = result[mode]
-            print(f"{mode:<12} all {r['all']:.3f}  lowercase {r['lowercase']:.3f}  capitalised {r['capitalised']:.3f}"
-                  f"  (with mismatched words: {r['all_with_mismatched']:.3f}; mismatched {r['mismatched']:.1%})")
+            print(
+                f"{mode:<12} all {r['all']:.3f}  lowercase {r['lowercase']:.3f}  capitalised {r['capitalised']:.3f}"
+                f"  (with mismatched words: {r['all_with_mismatched']:.3f}; mismatched {r['mismatched']:.1%})"
+            )
         print(f"default: {result['default']}")
     return 0

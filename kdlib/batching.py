@@ -9,6 +9,7 @@
 * `make_batch` splits a batch into words, encodes it once per distinct tokenizer ("view") and masks the
   same words in every view (80/10/10 per word), optionally more often for rare words (`word_weights`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,7 @@ class TextCorpus:
             corpus = Dataset.from_dict({"text": [t if isinstance(t, str) else "" for t in corpus]})
         cols = getattr(corpus, "column_names", None)
         if cols is None or "text" not in cols:
-            raise ValueError(f"corpus must be a list of strings or a datasets.Dataset with a 'text' column; "
-                             f"got {cols}")
+            raise ValueError(f"corpus must be a list of strings or a datasets.Dataset with a 'text' column; got {cols}")
         self.dataset = corpus
         words = kcorpus.length_index(corpus, ("n_words",))["n_words"]
         self.rows = None if words.all() else np.flatnonzero(words).astype(np.int64)  # rows of non-empty texts
@@ -80,8 +80,7 @@ class TextCorpus:
 
 
 # ------------------------------------------------------------------------------------------- order
-def batch_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int, epoch: int,
-                pool: int) -> np.ndarray:
+def batch_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int, epoch: int, pool: int) -> np.ndarray:
     """Length-bucketed batches for one epoch, (n_batches, batch_size) indices, a function of (seed, epoch).
 
     Shuffle, sort by length (stable) within pools of `pool` batches (little padding), cut into full
@@ -94,10 +93,10 @@ def batch_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int,
     rng.shuffle(perm)
     chunk = batch_size * pool
     for i in range(0, len(perm), chunk):
-        part = perm[i:i + chunk]
+        part = perm[i : i + chunk]
         part[:] = part[np.argsort(lengths[part], kind="stable")]
     n_full = len(perm) // batch_size
-    batches = perm[:n_full * batch_size].reshape(n_full, batch_size)
+    batches = perm[: n_full * batch_size].reshape(n_full, batch_size)
     return batches[rng.permutation(n_full)]
 
 
@@ -108,8 +107,9 @@ class BatchStream:
     continues with exactly the batch the saved run would have read next.
     """
 
-    def __init__(self, corpus: TextCorpus, batch_size: int, *, seed: int, pool: int, epoch: int = 0,
-                 batch_idx: int = 0):
+    def __init__(
+        self, corpus: TextCorpus, batch_size: int, *, seed: int, pool: int, epoch: int = 0, batch_idx: int = 0
+    ):
         self.corpus, self.batch_size, self.seed, self.pool = corpus, batch_size, seed, pool
         self.epoch, self.batch_idx = epoch, batch_idx
         self.order = self._order()
@@ -141,8 +141,13 @@ def word_weights(corpus: TextCorpus, tokenizer, smoothing: float | None) -> torc
     return smoothing_weights(token_counts(tokenizer, corpus), smoothing)
 
 
-def make_batch(texts: list[str], views: dict[str, Any], config, generator: torch.Generator,
-               token_weights: tuple[str, torch.Tensor] | None = None) -> tuple[dict[str, WordView], torch.Tensor]:
+def make_batch(
+    texts: list[str],
+    views: dict[str, Any],
+    config,
+    generator: torch.Generator,
+    token_weights: tuple[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, WordView], torch.Tensor]:
     """Encode texts once per view and mask the same `config.mask_prob` of words in every view.
 
     Returns ({view: WordView with masked input_ids and labels}, masked_word (B, W) bool).
@@ -162,9 +167,13 @@ def make_batch(texts: list[str], views: dict[str, Any], config, generator: torch
     actions = sample_mask_actions(weights.reshape(-1), config.mask_prob, generator)
     out = {}
     for key, v in encoded.items():
-        unit = torch.where(v.word_index >= 0, torch.arange(v.input_ids.shape[0])[:, None] * n_w + v.word_index,
-                           torch.full_like(v.word_index, -1))
-        ids, labels = apply_mask_actions(v.input_ids, unit, actions, views[key].mask_token_id,
-                                         len(views[key]), generator)
+        unit = torch.where(
+            v.word_index >= 0,
+            torch.arange(v.input_ids.shape[0])[:, None] * n_w + v.word_index,
+            torch.full_like(v.word_index, -1),
+        )
+        ids, labels = apply_mask_actions(
+            v.input_ids, unit, actions, views[key].mask_token_id, len(views[key]), generator
+        )
         out[key] = WordView(ids, v.attention_mask, v.word_index, v.first_pos, labels)
     return out, (actions > 0).reshape(present.shape)

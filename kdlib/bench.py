@@ -22,9 +22,11 @@ Parts (``--parts``):
 speed-up, loop throughput, the shared run. The report and the figure are drawn by :mod:`kdlib.reporting`
 from that JSON alone (``reporting.format_report``, ``reporting.plot_bench``, ``reporting.bench_tables``).
 """
+
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -34,14 +36,14 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from kdlib.reporting import format_report, plot_bench, save_figure
 from kdlib.io import write_json_atomic
+from kdlib.reporting import format_report, plot_bench, save_figure
 
 PARTS = ("inference", "throughput", "shared", "pipeline")
 SCHEMA = 1
@@ -56,8 +58,10 @@ PAPER = {
     "speedup": 2.0,  # "twice as fast on a GPU"
 }
 TARGETS = {"speedup_b32_l128_cpu": 1.8, "kdlib_vs_reference": 1.5, "shared_vs_separate": 1.25}
-FLOP_FORMULA = "FLOPs/token = 6*P_student + 2*P_teacher (P = model.num_parameters(): forward+backward of the " \
-               "student, forward of each teacher; attention's length^2 term ignored)"
+FLOP_FORMULA = (
+    "FLOPs/token = 6*P_student + 2*P_teacher (P = model.num_parameters(): forward+backward of the "
+    "student, forward of each teacher; attention's length^2 term ignored)"
+)
 
 
 # ----------------------------------------------------------------------------------------- shapes
@@ -93,10 +97,31 @@ class TrainShapes:
     sentences: int = 4000
 
 
-PAPER_TRAIN = TrainShapes("paper (12x768 teacher, 6-layer student, vocab 50k)", 50000, 768, 12, 6, 12, 3072,
-                          batch_size=32, max_len=256, steps=50, sentences=20000)
-SMALL_TRAIN = TrainShapes("scaled-down (4x256 teacher, 2-layer student, vocab 8k)", 8000, 256, 4, 2, 4, 1024,
-                          batch_size=32, max_len=128, steps=40)
+PAPER_TRAIN = TrainShapes(
+    "paper (12x768 teacher, 6-layer student, vocab 50k)",
+    50000,
+    768,
+    12,
+    6,
+    12,
+    3072,
+    batch_size=32,
+    max_len=256,
+    steps=50,
+    sentences=20000,
+)
+SMALL_TRAIN = TrainShapes(
+    "scaled-down (4x256 teacher, 2-layer student, vocab 8k)",
+    8000,
+    256,
+    4,
+    2,
+    4,
+    1024,
+    batch_size=32,
+    max_len=128,
+    steps=40,
+)
 QUICK_TRAIN = replace(SMALL_TRAIN, steps=15, sentences=2000)
 
 
@@ -138,8 +163,15 @@ def device_info(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    info = {"type": device.type, "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    info = {
+        "type": device.type,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     try:
         import transformers
 
@@ -158,8 +190,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], Any], device: torch.device, *, budget_s: float, max_repeats: int,
-              warmup: Callable[[], Any] | None = None) -> dict:
+def time_call(
+    fn: Callable[[], Any],
+    device: torch.device,
+    *,
+    budget_s: float,
+    max_repeats: int,
+    warmup: Callable[[], Any] | None = None,
+) -> dict:
     """Median wall time of `fn` after one warm-up call: at least 1 run, 3 if they fit in `budget_s`, more while
     the budget lasts, at most `max_repeats`."""
     _check_positive("budget_s", budget_s)
@@ -178,8 +216,13 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, budget_s: float, m
         elapsed = time.perf_counter() - start
         if elapsed >= budget_s or (len(times) >= 3 and elapsed + times[-1] > budget_s):
             break  # budget spent, or three runs done and the next one would overrun it
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": len(times),
-            "median_cpu_s": statistics.median(cpu)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": len(times),
+        "median_cpu_s": statistics.median(cpu),
+    }
 
 
 def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 5) -> dict:
@@ -201,21 +244,42 @@ def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 5) -> dic
 def teacher_config(shapes: InferenceShapes, vocab: int):
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=vocab, hidden_size=shapes.hidden, num_hidden_layers=shapes.teacher_layers,
-                      num_attention_heads=shapes.heads, intermediate_size=shapes.ffn,
-                      max_position_embeddings=shapes.max_positions, type_vocab_size=shapes.type_vocab)
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=shapes.hidden,
+        num_hidden_layers=shapes.teacher_layers,
+        num_attention_heads=shapes.heads,
+        intermediate_size=shapes.ffn,
+        max_position_embeddings=shapes.max_positions,
+        type_vocab_size=shapes.type_vocab,
+    )
 
 
 def student_config(shapes: InferenceShapes, vocab: int):
     from transformers import DistilBertConfig
 
-    return DistilBertConfig(vocab_size=vocab, dim=shapes.hidden, n_layers=shapes.student_layers, n_heads=shapes.heads,
-                            hidden_dim=shapes.ffn, max_position_embeddings=shapes.max_positions,
-                            sinusoidal_pos_embds=True, tie_weights_=True)
+    return DistilBertConfig(
+        vocab_size=vocab,
+        dim=shapes.hidden,
+        n_layers=shapes.student_layers,
+        n_heads=shapes.heads,
+        hidden_dim=shapes.ffn,
+        max_position_embeddings=shapes.max_positions,
+        sinusoidal_pos_embds=True,
+        tie_weights_=True,
+    )
 
 
-def bert_param_formula(vocab: int, *, hidden: int = 768, layers: int = 12, ffn: int = 3072, positions: int = 512,
-                       type_vocab: int = 2, pooler: bool = True) -> int:
+def bert_param_formula(
+    vocab: int,
+    *,
+    hidden: int = 768,
+    layers: int = 12,
+    ffn: int = 3072,
+    positions: int = 512,
+    type_vocab: int = 2,
+    pooler: bool = True,
+) -> int:
     """Parameters of a BertModel: embeddings (+LayerNorm), layers, optional pooler."""
     h = hidden
     emb = (vocab + positions + type_vocab) * h + 2 * h
@@ -223,11 +287,13 @@ def bert_param_formula(vocab: int, *, hidden: int = 768, layers: int = 12, ffn: 
     return emb + layers * layer + (h * h + h if pooler else 0)
 
 
-def distilbert_param_formula(vocab: int, *, hidden: int = 768, layers: int = 6, ffn: int = 3072,
-                             positions: int = 512) -> int:
+def distilbert_param_formula(
+    vocab: int, *, hidden: int = 768, layers: int = 6, ffn: int = 3072, positions: int = 512
+) -> int:
     """Parameters of a DistilBertModel (no token types, no pooler, no MLM head)."""
-    return bert_param_formula(vocab, hidden=hidden, layers=layers, ffn=ffn, positions=positions, type_vocab=0,
-                              pooler=False)
+    return bert_param_formula(
+        vocab, hidden=hidden, layers=layers, ffn=ffn, positions=positions, type_vocab=0, pooler=False
+    )
 
 
 def _safetensors_size(model) -> int:
@@ -236,8 +302,9 @@ def _safetensors_size(model) -> int:
         return sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
 
 
-def _latencies(model, device: torch.device, settings, vocab: int, *, budget_s: float, max_repeats: int,
-               big_tokens: int) -> dict:
+def _latencies(
+    model, device: torch.device, settings, vocab: int, *, budget_s: float, max_repeats: int, big_tokens: int
+) -> dict:
     """Median forward latency per (batch, length); large inputs warm up on batch 1 at the same length."""
     gen = torch.Generator().manual_seed(0)
     out = {}
@@ -250,7 +317,7 @@ def _latencies(model, device: torch.device, settings, vocab: int, *, budget_s: f
             with torch.inference_mode():
                 model(input_ids=x, attention_mask=m)
 
-        warm = (lambda: run(small, mask[:1])) if batch * length >= big_tokens else None
+        warm = functools.partial(run, small, mask[:1]) if batch * length >= big_tokens else None
         res = time_call(run, device, budget_s=budget_s, max_repeats=max_repeats, warmup=warm)
         res["warmup"] = f"batch 1 x {length}" if warm else "same input"
         res["tokens_per_s"] = batch * length / res["median_s"]
@@ -267,27 +334,49 @@ def _quick_grid(shapes: InferenceShapes, quick: bool) -> tuple[list[tuple[int, i
         return settings, timed_vocabs, skipped
     longest = max(length for _, length in settings)
     if len({length for _, length in settings}) > 1:
-        skipped += [f"setting batch {b} x length {n} (--quick drops the longest length)"
-                    for b, n in settings if n == longest]
+        skipped += [
+            f"setting batch {b} x length {n} (--quick drops the longest length)" for b, n in settings if n == longest
+        ]
         settings = [(b, n) for b, n in settings if n != longest]
     if len(timed_vocabs) > 1:
-        skipped += [f"latency of vocab {v} models (--quick times vocab {timed_vocabs[0]} only; "
-                    "parameters and size still measured)" for v in timed_vocabs[1:]]
+        skipped += [
+            f"latency of vocab {v} models (--quick times vocab {timed_vocabs[0]} only; "
+            "parameters and size still measured)"
+            for v in timed_vocabs[1:]
+        ]
         timed_vocabs = timed_vocabs[:1]
     return settings, timed_vocabs, skipped
 
 
-def _measure_model(role: str, vocab: int, shapes: InferenceShapes, device: torch.device, settings, *,
-                   timed: bool, budget_s: float, max_repeats: int, big_tokens: int) -> dict:
+def _measure_model(
+    role: str,
+    vocab: int,
+    shapes: InferenceShapes,
+    device: torch.device,
+    settings,
+    *,
+    timed: bool,
+    budget_s: float,
+    max_repeats: int,
+    big_tokens: int,
+) -> dict:
     """Parameters (encoder and MLM model), safetensors size and, if `timed`, latency of one random-weight model."""
     from transformers import BertForMaskedLM, BertModel, DistilBertForMaskedLM, DistilBertModel
 
     teacher = role == "teacher"
     cfg = teacher_config(shapes, vocab) if teacher else student_config(shapes, vocab)
-    classes = (("encoder", BertModel), ("mlm", BertForMaskedLM)) if teacher else \
-        (("encoder", DistilBertModel), ("mlm", DistilBertForMaskedLM))
-    entry: dict[str, Any] = {"role": role, "vocab": vocab, "architecture": cfg.model_type,
-                             "layers": shapes.teacher_layers if teacher else shapes.student_layers, "params": {}}
+    classes = (
+        (("encoder", BertModel), ("mlm", BertForMaskedLM))
+        if teacher
+        else (("encoder", DistilBertModel), ("mlm", DistilBertForMaskedLM))
+    )
+    entry: dict[str, Any] = {
+        "role": role,
+        "vocab": vocab,
+        "architecture": cfg.model_type,
+        "layers": shapes.teacher_layers if teacher else shapes.student_layers,
+        "params": {},
+    }
     torch.manual_seed(0)
     for head, cls in classes:
         model = cls(cfg).eval()
@@ -298,18 +387,26 @@ def _measure_model(role: str, vocab: int, shapes: InferenceShapes, device: torch
         if timed:
             model.to(device)
             entry.setdefault("latency", {})[head] = _latencies(
-                model, device, settings, vocab, budget_s=budget_s, max_repeats=max_repeats, big_tokens=big_tokens)
+                model, device, settings, vocab, budget_s=budget_s, max_repeats=max_repeats, big_tokens=big_tokens
+            )
         del model
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if teacher:
-        entry["formula_params"] = bert_param_formula(vocab, hidden=shapes.hidden, layers=shapes.teacher_layers,
-                                                     ffn=shapes.ffn, positions=shapes.max_positions,
-                                                     type_vocab=shapes.type_vocab, pooler=True)
+        entry["formula_params"] = bert_param_formula(
+            vocab,
+            hidden=shapes.hidden,
+            layers=shapes.teacher_layers,
+            ffn=shapes.ffn,
+            positions=shapes.max_positions,
+            type_vocab=shapes.type_vocab,
+            pooler=True,
+        )
     else:
-        entry["formula_params"] = distilbert_param_formula(vocab, hidden=shapes.hidden, layers=shapes.student_layers,
-                                                           ffn=shapes.ffn, positions=shapes.max_positions)
+        entry["formula_params"] = distilbert_param_formula(
+            vocab, hidden=shapes.hidden, layers=shapes.student_layers, ffn=shapes.ffn, positions=shapes.max_positions
+        )
     entry["paper_params_M"] = PAPER[f"{role}_params_M"].get(vocab)
     entry["paper_size"] = PAPER[f"{role}_size"].get(vocab)
     return entry
@@ -317,23 +414,38 @@ def _measure_model(role: str, vocab: int, shapes: InferenceShapes, device: torch
 
 def _compare(t: dict, s: dict) -> dict:
     """A teacher and its student: size and parameter ratios and, when timed, speed-ups (wall and CPU time)."""
-    pair = {"teacher": f"teacher-{t['vocab']}", "student": f"student-{s['vocab']}",
-            "size_ratio": s["size"]["bytes"] / t["size"]["bytes"],
-            "size_reduction": 1 - s["size"]["bytes"] / t["size"]["bytes"],
-            "paper_size_reduction": PAPER["size_reduction"],
-            "params_ratio_encoder": s["params"]["encoder"] / t["params"]["encoder"]}
+    pair = {
+        "teacher": f"teacher-{t['vocab']}",
+        "student": f"student-{s['vocab']}",
+        "size_ratio": s["size"]["bytes"] / t["size"]["bytes"],
+        "size_reduction": 1 - s["size"]["bytes"] / t["size"]["bytes"],
+        "paper_size_reduction": PAPER["size_reduction"],
+        "params_ratio_encoder": s["params"]["encoder"] / t["params"]["encoder"],
+    }
     if "latency" in t:
-        pair["speedup"] = {head: {k: t["latency"][head][k]["median_s"] / s["latency"][head][k]["median_s"]
-                                  for k in t["latency"][head]} for head in ("encoder", "mlm")}
+        pair["speedup"] = {
+            head: {k: t["latency"][head][k]["median_s"] / s["latency"][head][k]["median_s"] for k in t["latency"][head]}
+            for head in ("encoder", "mlm")
+        }
         # process CPU time (all threads): less sensitive to other processes sharing the cores
         pair["speedup_cpu_time"] = {
-            head: {k: t["latency"][head][k]["median_cpu_s"] / max(s["latency"][head][k]["median_cpu_s"], 1e-9)
-                   for k in t["latency"][head]} for head in ("encoder", "mlm")}
+            head: {
+                k: t["latency"][head][k]["median_cpu_s"] / max(s["latency"][head][k]["median_cpu_s"], 1e-9)
+                for k in t["latency"][head]
+            }
+            for head in ("encoder", "mlm")
+        }
     return pair
 
 
-def bench_inference(device: torch.device, *, quick: bool = False, shapes: InferenceShapes | None = None,
-                    budget_s: float | None = None, max_repeats: int | None = None) -> dict:
+def bench_inference(
+    device: torch.device,
+    *,
+    quick: bool = False,
+    shapes: InferenceShapes | None = None,
+    budget_s: float | None = None,
+    max_repeats: int | None = None,
+) -> dict:
     """Parameters, safetensors size and latency of teachers and students (random weights)."""
     from tqdm.auto import tqdm
 
@@ -350,18 +462,36 @@ def bench_inference(device: torch.device, *, quick: bool = False, shapes: Infere
     for vocab, role in bar:
         bar.set_postfix_str(f"{role}-{vocab}")
         models[f"{role}-{vocab}"] = _measure_model(
-            role, vocab, shapes, device, settings, timed=vocab in timed_vocabs, budget_s=budget_s,
-            max_repeats=max_repeats, big_tokens=big_tokens)
+            role,
+            vocab,
+            shapes,
+            device,
+            settings,
+            timed=vocab in timed_vocabs,
+            budget_s=budget_s,
+            max_repeats=max_repeats,
+            big_tokens=big_tokens,
+        )
     pairs = [_compare(models[f"teacher-{v}"], models[f"student-{v}"]) for v in shapes.vocab_sizes]
-    return {"shapes": asdict(shapes), "settings": [list(s) for s in settings], "skipped": skipped,
-            "timed_vocabs": timed_vocabs, "budget_s_per_setting": budget_s, "max_repeats": max_repeats,
-            "warmup_rule": f"one warm-up call on the same input; inputs of >= {big_tokens} tokens warm up on batch 1",
-            "inference_mode": True, "dtype": "float32", "models": models, "pairs": pairs}
+    return {
+        "shapes": asdict(shapes),
+        "settings": [list(s) for s in settings],
+        "skipped": skipped,
+        "timed_vocabs": timed_vocabs,
+        "budget_s_per_setting": budget_s,
+        "max_repeats": max_repeats,
+        "warmup_rule": f"one warm-up call on the same input; inputs of >= {big_tokens} tokens warm up on batch 1",
+        "inference_mode": True,
+        "dtype": "float32",
+        "models": models,
+        "pairs": pairs,
+    }
 
 
 # ------------------------------------------------------------------- 2. the reference distill loop
-def reference_ce_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, attention_mask: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+def reference_ce_loss(
+    s_logits: torch.Tensor, t_logits: torch.Tensor, attention_mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T) averaged over ALL non-pad positions (DistilBERT's batchmean)."""
     keep = attention_mask.bool()
     s = s_logits[keep] / temperature
@@ -382,8 +512,15 @@ def reference_losses(s_out, t_out, batch: dict, *, temperature: float = 2.0, alp
     return {"loss": total, "ce": ce, "mlm": mlm, "cos": cos}
 
 
-def _mask_tokens(ids: torch.Tensor, attention: torch.Tensor, special: torch.Tensor, vocab: int, gen: torch.Generator,
-                 prob: float = 0.15, mask_id: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def _mask_tokens(
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    special: torch.Tensor,
+    vocab: int,
+    gen: torch.Generator,
+    prob: float = 0.15,
+    mask_id: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: `prob` of the real tokens; 80% [MASK], 10% random, 10% kept; labels -100 elsewhere."""
     cand = attention.bool() & ~special
     chosen = (torch.rand(ids.shape, generator=gen) < prob) & cand
@@ -416,8 +553,8 @@ def _padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Ten
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
     attn = torch.zeros((len(rows), longest), dtype=torch.long)
     for j, row in enumerate(rows):
-        ids[j, :len(row)] = torch.tensor(row)
-        attn[j, :len(row)] = 1
+        ids[j, : len(row)] = torch.tensor(row)
+        attn[j, : len(row)] = 1
     return ids, attn
 
 
@@ -432,9 +569,20 @@ def _reference_loss(student, teachers: list, b: dict[str, torch.Tensor]) -> torc
     return total
 
 
-def reference_distill(teacher_dirs: list[str | os.PathLike], texts: list[str], *, student_layers: int,
-                      batch_size: int, max_len: int, steps: int, device: torch.device, seed: int = 0,
-                      out_dir: str | os.PathLike | None = None, lr: float = 5e-4, max_grad_norm: float = 5.0) -> dict:
+def reference_distill(
+    teacher_dirs: list[str | os.PathLike],
+    texts: list[str],
+    *,
+    student_layers: int,
+    batch_size: int,
+    max_len: int,
+    steps: int,
+    device: torch.device,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    lr: float = 5e-4,
+    max_grad_norm: float = 5.0,
+) -> dict:
     """A straightforward loop after HF's DistilBERT recipe: random batches padded to the longest, fp32,
     KL over all non-pad positions and the full vocabulary, each teacher run separately for the student.
 
@@ -460,8 +608,9 @@ def reference_distill(teacher_dirs: list[str | os.PathLike], texts: list[str], *
     for _ in range(steps):
         idx = torch.randint(len(encoded), (batch_size,), generator=gen).tolist()
         ids, attn = _padded([encoded[i] for i in idx], tok.pad_token_id)  # padded to this random batch's longest
-        masked, labels = _mask_tokens(ids, attn, torch.isin(ids, special_ids), student.config.vocab_size, gen,
-                                      mask_id=tok.mask_token_id)
+        masked, labels = _mask_tokens(
+            ids, attn, torch.isin(ids, special_ids), student.config.vocab_size, gen, mask_id=tok.mask_token_id
+        )
         b = {"input_ids": masked.to(device), "attention_mask": attn.to(device), "labels": labels.to(device)}
         real_tokens += int(attn.sum())
         padded_tokens += attn.numel()
@@ -478,10 +627,20 @@ def reference_distill(teacher_dirs: list[str | os.PathLike], texts: list[str], *
         student.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
     total_s = time.perf_counter() - t_start
-    return {"steps": steps, "batch_size": batch_size, "total_s": total_s, "train_s": train_s,
-            "real_tokens": real_tokens, "padded_tokens": padded_tokens, "tokens_per_s": real_tokens / total_s,
-            "train_tokens_per_s": real_tokens / train_s, "first_loss": losses[0], "last_loss": losses[-1],
-            "student_params": student.num_parameters(), "teacher_params": [t.num_parameters() for t in teachers]}
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "total_s": total_s,
+        "train_s": train_s,
+        "real_tokens": real_tokens,
+        "padded_tokens": padded_tokens,
+        "tokens_per_s": real_tokens / total_s,
+        "train_tokens_per_s": real_tokens / train_s,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "student_params": student.num_parameters(),
+        "teacher_params": [t.num_parameters() for t in teachers],
+    }
 
 
 # ------------------------------------------------------------------------ assets for parts 2 and 3
@@ -503,30 +662,59 @@ def make_teachers(root: Path, texts: list[str], shapes: TrainShapes) -> dict[str
     for name, lowercase in (("t1", False), ("t2", True)):
         path = root / name
         tok = train_tokenizer(texts, path, vocab_size=shapes.vocab_size, lowercase=lowercase)
-        cfg = BertConfig(vocab_size=len(tok), hidden_size=shapes.hidden, num_hidden_layers=shapes.teacher_layers,
-                         num_attention_heads=shapes.heads, intermediate_size=shapes.ffn,
-                         max_position_embeddings=max(512, shapes.max_len))
+        cfg = BertConfig(
+            vocab_size=len(tok),
+            hidden_size=shapes.hidden,
+            num_hidden_layers=shapes.teacher_layers,
+            num_attention_heads=shapes.heads,
+            intermediate_size=shapes.ffn,
+            max_position_embeddings=max(512, shapes.max_len),
+        )
         torch.manual_seed(1 if lowercase else 0)
         BertForMaskedLM(cfg).save_pretrained(path)
         out[name] = path
     return out
 
 
-def _distill_config(root: Path, teachers: dict[str, Path], students: list[tuple[str, list[str]]],
-                    shapes: TrainShapes, device: torch.device, tag: str):
+def _distill_config(
+    root: Path,
+    teachers: dict[str, Path],
+    students: list[tuple[str, list[str]]],
+    shapes: TrainShapes,
+    device: torch.device,
+    tag: str,
+):
     """A kdlib DistillConfig for `students` [(name, [teacher names])]; default losses (KL on masked
     positions), only the final checkpoint."""
     from kdlib.distill import DistillConfig
 
     used = sorted({t for _, ts in students for t in ts})
     out = root / tag
-    return DistillConfig.from_dict(dict(
-        teachers=[{"name": t, "path": str(teachers[t]), "weight": 1.0} for t in used],
-        students=[{"name": s, "teachers": ts, "tokenizer_from": ts[0], "init": "teacher", "shape": "distilbert",
-                   "num_layers": shapes.student_layers, "out_dir": str(out / s)} for s, ts in students],
-        batch_size=shapes.batch_size, max_steps=shapes.steps, max_len=shapes.max_len, save_every=0,
-        grad_accum=1, device=device.type, out_dir=str(out), seed=0,
-    ))
+    return DistillConfig.from_dict(
+        dict(
+            teachers=[{"name": t, "path": str(teachers[t]), "weight": 1.0} for t in used],
+            students=[
+                {
+                    "name": s,
+                    "teachers": ts,
+                    "tokenizer_from": ts[0],
+                    "init": "teacher",
+                    "shape": "distilbert",
+                    "num_layers": shapes.student_layers,
+                    "out_dir": str(out / s),
+                }
+                for s, ts in students
+            ],
+            batch_size=shapes.batch_size,
+            max_steps=shapes.steps,
+            max_len=shapes.max_len,
+            save_every=0,
+            grad_accum=1,
+            device=device.type,
+            out_dir=str(out),
+            seed=0,
+        )
+    )
 
 
 def _run_kdlib(root: Path, teachers, students, shapes: TrainShapes, device: torch.device, texts, tag: str) -> dict:
@@ -564,9 +752,14 @@ def _log_tokens(path: Path) -> dict:
         for r in rows:
             tokens += r["tokens_per_s"] * (r["elapsed"] - prev)
             prev = r["elapsed"]
-        out.update({"real_tokens": tokens, "train_s": rows[-1]["elapsed"],
-                    "real_tokens_source": "log.jsonl: sum of tokens_per_s x step time",
-                    "log_median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows)})
+        out.update(
+            {
+                "real_tokens": tokens,
+                "train_s": rows[-1]["elapsed"],
+                "real_tokens_source": "log.jsonl: sum of tokens_per_s x step time",
+                "log_median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+            }
+        )
     return out
 
 
@@ -579,26 +772,45 @@ def _expected_real_tokens(texts: list[str], tokenizer_dir: Path, max_len: int, s
     return statistics.fmean(lengths) * sentences
 
 
-def bench_throughput(device: torch.device, root: Path, texts: list[str], teachers: dict[str, Path],
-                     shapes: TrainShapes, peak: dict) -> dict:
+def bench_throughput(
+    device: torch.device, root: Path, texts: list[str], teachers: dict[str, Path], shapes: TrainShapes, peak: dict
+) -> dict:
     """kdlib's distill loop against the reference loop: same teacher, student shape, data and steps."""
-    ref = reference_distill([teachers["t1"]], texts, student_layers=shapes.student_layers,
-                            batch_size=shapes.batch_size, max_len=shapes.max_len, steps=shapes.steps,
-                            device=device, out_dir=root / "reference" / "s1")
+    ref = reference_distill(
+        [teachers["t1"]],
+        texts,
+        student_layers=shapes.student_layers,
+        batch_size=shapes.batch_size,
+        max_len=shapes.max_len,
+        steps=shapes.steps,
+        device=device,
+        out_dir=root / "reference" / "s1",
+    )
     kd = _run_kdlib(root, teachers, [("s1", ["t1"])], shapes, device, texts, "kdlib")
-    kd["expected_real_tokens"] = _expected_real_tokens(texts, teachers["t1"], shapes.max_len,
-                                                       shapes.steps * shapes.batch_size)
+    kd["expected_real_tokens"] = _expected_real_tokens(
+        texts, teachers["t1"], shapes.max_len, shapes.steps * shapes.batch_size
+    )
     if not kd.get("real_tokens"):  # no usable log: same number of sentences drawn -> same expectation
-        kd.update({"real_tokens": kd["expected_real_tokens"], "train_s": kd["total_s"],
-                   "real_tokens_source": "expected (mean truncated length x sentences drawn)"})
+        kd.update(
+            {
+                "real_tokens": kd["expected_real_tokens"],
+                "train_s": kd["total_s"],
+                "real_tokens_source": "expected (mean truncated length x sentences drawn)",
+            }
+        )
         kd["tokens_per_s"] = kd["train_tokens_per_s"] = kd["real_tokens"] / kd["total_s"]
     flops_per_token = 6 * ref["student_params"] + 2 * sum(ref["teacher_params"])
-    out = {"reference": ref, "kdlib": kd, "flops_per_token": flops_per_token, "flop_formula": FLOP_FORMULA,
-           "ratio_tokens_per_s": kd["train_tokens_per_s"] / ref["train_tokens_per_s"],
-           "ratio_end_to_end_tokens_per_s": kd["tokens_per_s"] / ref["tokens_per_s"],
-           "ratio_wall_time": ref["total_s"] / kd["total_s"],
-           "timing": "ratio_tokens_per_s: the training loops alone (real non-pad tokens / loop seconds); "
-                     "end to end: load teacher, tokenize, train `steps` steps, save the student"}
+    out = {
+        "reference": ref,
+        "kdlib": kd,
+        "flops_per_token": flops_per_token,
+        "flop_formula": FLOP_FORMULA,
+        "ratio_tokens_per_s": kd["train_tokens_per_s"] / ref["train_tokens_per_s"],
+        "ratio_end_to_end_tokens_per_s": kd["tokens_per_s"] / ref["tokens_per_s"],
+        "ratio_wall_time": ref["total_s"] / kd["total_s"],
+        "timing": "ratio_tokens_per_s: the training loops alone (real non-pad tokens / loop seconds); "
+        "end to end: load teacher, tokenize, train `steps` steps, save the student",
+    }
     for name, r in (("reference", ref), ("kdlib", kd)):
         gflops = r["train_tokens_per_s"] * flops_per_token / 1e9
         out[f"{name}_gflops"] = gflops
@@ -606,17 +818,24 @@ def bench_throughput(device: torch.device, root: Path, texts: list[str], teacher
     return out
 
 
-def bench_shared(device: torch.device, root: Path, texts: list[str], teachers: dict[str, Path],
-                 shapes: TrainShapes) -> dict:
+def bench_shared(
+    device: torch.device, root: Path, texts: list[str], teachers: dict[str, Path], shapes: TrainShapes
+) -> dict:
     """Three students in one distill call (teachers run once per batch) against three separate calls."""
     students = [("s1", ["t1"]), ("s2", ["t2"]), ("s3", ["t1", "t2"])]
     shared = _run_kdlib(root, teachers, students, shapes, device, texts, "shared")
     separate = {s: _run_kdlib(root, teachers, [(s, ts)], shapes, device, texts, f"separate-{s}") for s, ts in students}
     sep_total = sum(r["total_s"] for r in separate.values())
-    return {"students": {s: ts for s, ts in students}, "shared": shared, "separate": separate,
-            "shared_s": shared["total_s"], "separate_s": sep_total, "speedup": sep_total / shared["total_s"],
-            "teacher_passes_per_batch": {"shared": 2, "separate": 4},
-            "timing": "end to end per distill call (load, tokenize, train, save)"}
+    return {
+        "students": {s: ts for s, ts in students},
+        "shared": shared,
+        "separate": separate,
+        "shared_s": shared["total_s"],
+        "separate_s": sep_total,
+        "speedup": sep_total / shared["total_s"],
+        "teacher_passes_per_batch": {"shared": 2, "separate": 4},
+        "timing": "end to end per distill call (load, tokenize, train, save)",
+    }
 
 
 # ------------------------------------------------------------------------------- 4. pipeline part
@@ -632,10 +851,15 @@ def bench_pipeline(runs_dir: str | os.PathLike) -> dict:
             out["profiles"][path.parent.name] = {"status": f"unreadable: {exc}"}
             continue
         out["profiles"][path.parent.name] = {
-            "status": "complete" if s.get("complete") else "incomplete", "path": str(path),
-            "total_wall_s": s.get("total_wall_s"), "peak_rss_mb": s.get("peak_rss_mb"),
-            "steps": {k: {"wall_s": v.get("wall_s"), "peak_rss_mb": v.get("peak_rss_mb"), "status": v.get("status")}
-                      for k, v in (s.get("steps") or {}).items()}}
+            "status": "complete" if s.get("complete") else "incomplete",
+            "path": str(path),
+            "total_wall_s": s.get("total_wall_s"),
+            "peak_rss_mb": s.get("peak_rss_mb"),
+            "steps": {
+                k: {"wall_s": v.get("wall_s"), "peak_rss_mb": v.get("peak_rss_mb"), "status": v.get("status")}
+                for k, v in (s.get("steps") or {}).items()
+            },
+        }
     for profile in ("smoke", "cpu"):
         out["profiles"].setdefault(profile, {"status": "not run"})
     return out
@@ -649,30 +873,59 @@ def _targets(result: dict) -> list[dict]:
         for pair in inf["pairs"]:
             sp = pair.get("speedup", {}).get("encoder", {}).get("b32_l128")
             if sp is not None:
-                rows.append({"name": f"student/teacher speed-up, encoder, batch 32 x 128, vocab {pair['teacher'][8:]}",
-                             "value": sp, "target": TARGETS["speedup_b32_l128_cpu"],
-                             "device": result["device"]["type"]})
+                rows.append(
+                    {
+                        "name": f"student/teacher speed-up, encoder, batch 32 x 128, vocab {pair['teacher'][8:]}",
+                        "value": sp,
+                        "target": TARGETS["speedup_b32_l128_cpu"],
+                        "device": result["device"]["type"],
+                    }
+                )
             sp = pair.get("speedup", {}).get("mlm", {}).get("b32_l128")
             if sp is not None:
-                rows.append({"name": f"student/teacher speed-up, MLM, batch 32 x 128, vocab {pair['teacher'][8:]}",
-                             "value": sp, "target": TARGETS["speedup_b32_l128_cpu"],
-                             "device": result["device"]["type"]})
+                rows.append(
+                    {
+                        "name": f"student/teacher speed-up, MLM, batch 32 x 128, vocab {pair['teacher'][8:]}",
+                        "value": sp,
+                        "target": TARGETS["speedup_b32_l128_cpu"],
+                        "device": result["device"]["type"],
+                    }
+                )
     if result.get("throughput", {}).get("ratio_tokens_per_s") is not None:
-        rows.append({"name": "kdlib loop / reference loop (tokens/s)", "value": result["throughput"]["ratio_tokens_per_s"],
-                     "target": TARGETS["kdlib_vs_reference"]})
+        rows.append(
+            {
+                "name": "kdlib loop / reference loop (tokens/s)",
+                "value": result["throughput"]["ratio_tokens_per_s"],
+                "target": TARGETS["kdlib_vs_reference"],
+            }
+        )
     if result.get("shared", {}).get("speedup") is not None:
-        rows.append({"name": "shared teacher passes / separate runs (wall time)", "value": result["shared"]["speedup"],
-                     "target": TARGETS["shared_vs_separate"]})
+        rows.append(
+            {
+                "name": "shared teacher passes / separate runs (wall time)",
+                "value": result["shared"]["speedup"],
+                "target": TARGETS["shared_vs_separate"],
+            }
+        )
     for r in rows:
         r["met"] = bool(r["value"] >= r["target"])
     return rows
 
 
-def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, device: str = "auto",
-              parts: str | list[str] | None = None, runs_dir: str | os.PathLike = "runs",
-              inference_shapes: InferenceShapes | None = None, train_shapes: TrainShapes | None = None,
-              budget_s: float | None = None, max_repeats: int | None = None, matmul_n: int = 2048,
-              verbose: bool = True) -> dict:
+def run_bench(
+    out_dir: str | os.PathLike,
+    *,
+    quick: bool = False,
+    device: str = "auto",
+    parts: str | list[str] | None = None,
+    runs_dir: str | os.PathLike = "runs",
+    inference_shapes: InferenceShapes | None = None,
+    train_shapes: TrainShapes | None = None,
+    budget_s: float | None = None,
+    max_repeats: int | None = None,
+    matmul_n: int = 2048,
+    verbose: bool = True,
+) -> dict:
     """Run the chosen benchmark parts, write out_dir/bench.json and out_dir/bench.png, return the result."""
     wanted = parse_parts(parts)
     _check_positive("budget_s", budget_s)
@@ -684,24 +937,34 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, device: str = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick,
-                              "device": device_info(dev), "parts": wanted, "target_values": dict(TARGETS),
-                              "paper": {"speedup": PAPER["speedup"], "size_reduction": PAPER["size_reduction"]}}
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "quick": quick,
+        "device": device_info(dev),
+        "parts": wanted,
+        "target_values": dict(TARGETS),
+        "paper": {"speedup": PAPER["speedup"], "size_reduction": PAPER["size_reduction"]},
+    }
     result["matmul_peak"] = matmul_peak(dev, n=matmul_n)
     if "inference" in wanted:
-        result["inference"] = bench_inference(dev, quick=quick, shapes=inference_shapes, budget_s=budget_s,
-                                              max_repeats=max_repeats)
+        result["inference"] = bench_inference(
+            dev, quick=quick, shapes=inference_shapes, budget_s=budget_s, max_repeats=max_repeats
+        )
     if "throughput" in wanted or "shared" in wanted:
-        shapes = train_shapes or (PAPER_TRAIN if (dev.type == "cuda" and not quick) else
-                                  QUICK_TRAIN if quick else SMALL_TRAIN)
+        shapes = train_shapes or (
+            PAPER_TRAIN if (dev.type == "cuda" and not quick) else QUICK_TRAIN if quick else SMALL_TRAIN
+        )
         with tempfile.TemporaryDirectory(prefix="kdlib-bench-") as tmp:
             root = Path(tmp)
             texts, source = _corpus_texts(shapes.sentences)
             teachers = make_teachers(root, texts, shapes)
             common = {"shapes": asdict(shapes), "corpus": source, "texts": len(texts)}
             if "throughput" in wanted:
-                result["throughput"] = {**common, **bench_throughput(dev, root, texts, teachers, shapes,
-                                                                     result["matmul_peak"])}
+                result["throughput"] = {
+                    **common,
+                    **bench_throughput(dev, root, texts, teachers, shapes, result["matmul_peak"]),
+                }
             if "shared" in wanted:
                 result["shared"] = {**common, **bench_shared(dev, root, texts, teachers, shapes)}
     if "pipeline" in wanted:
@@ -745,6 +1008,7 @@ def cli(argv: list[str]) -> int:
     known, argv = pre.parse_known_args(argv)
     if known.only in SEPARATE_PARTS:
         import importlib
+
         return importlib.import_module(SEPARATE_PARTS[known.only]).cli(argv)
     if known.only:
         argv = [*argv, "--parts", known.only]
@@ -756,6 +1020,13 @@ def cli(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"kdlib bench: {exc}", file=sys.stderr)
         return 2
-    run_bench(args.out, quick=args.quick, device=args.device, parts=args.parts, runs_dir=args.runs_dir,
-              budget_s=args.budget, max_repeats=args.repeats)
+    run_bench(
+        args.out,
+        quick=args.quick,
+        device=args.device,
+        parts=args.parts,
+        runs_dir=args.runs_dir,
+        budget_s=args.budget,
+        max_repeats=args.repeats,
+    )
     return 0

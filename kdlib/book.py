@@ -9,6 +9,7 @@ verdicts of ``<run>/claims/*.json``, the score-against-speed-and-size figure), e
 numbers come from the run. :func:`build_book` runs ``jupyter-book build`` on it (warnings are errors;
 notebooks are never re-executed).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,17 +50,18 @@ def claims_markdown(run_dir: str | os.PathLike) -> str:
     table, or a sentence saying they are absent."""
     files = sorted((Path(run_dir) / "claims").glob("*.json"))
     if not files:
-        return ("*This run has no claims verdicts yet: the claims notebook writes them to `<run>/claims/` "
-                "when its step runs.*\n")
+        return (
+            "*This run has no claims verdicts yet: the claims notebook writes them to `<run>/claims/` "
+            "when its step runs.*\n"
+        )
     records = [rec for f in files for rec in runner.read_json(f)]
     if claims is not None:
-        frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))})
-                                     for r in records])
+        frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))}) for r in records])
     else:
         frame = pd.DataFrame(records)
     counts = frame["verdict"].value_counts() if "verdict" in frame else pd.Series(dtype=int)
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-    return (frame.to_markdown(index=False) + f"\n\nOf {len(frame)} claims checked in this run: {summary}.\n")
+    return frame.to_markdown(index=False) + f"\n\nOf {len(frame)} claims checked in this run: {summary}.\n"
 
 
 def _interval(value: Any) -> Any:
@@ -84,16 +86,19 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
     reporting.save_figure(fig, gen_dir / "summary.png")
     tasks = reporting.task_columns(results["task"])
     prof = runner.read_json(run / "run_summary.json").get("profile", run.name)
-    return (f"## This run's headline (profile `{prof}`)\n\n"
-            f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
-            "poster's (empty where the paper has no such model):\n\n"
-            + table.to_markdown(floatfmt=".1f").replace("nan", "—") + "\n\n"
-            f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
-            f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
-            "### Claims\n\n" + claims_markdown(run) + "\n"
-            "### Score against size and speed\n\n"
-            "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
-            ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n")
+    return (
+        f"## This run's headline (profile `{prof}`)\n\n"
+        f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
+        "poster's (empty where the paper has no such model):\n\n"
+        + table.to_markdown(floatfmt=".1f").replace("nan", "—")
+        + "\n\n"
+        f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
+        f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
+        "### Claims\n\n" + claims_markdown(run) + "\n"
+        "### Score against size and speed\n\n"
+        "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
+        ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n"
+    )
 
 
 def _kept_share(results: pd.DataFrame, teacher_of: dict[str, list[str]]) -> pd.Series:
@@ -103,24 +108,29 @@ def _kept_share(results: pd.DataFrame, teacher_of: dict[str, list[str]]) -> pd.S
 
 
 def speed_size_sentence(results: pd.DataFrame) -> str:
-    agg = results.groupby("model").agg(score=("mean", "mean"), parameters=("parameters", "first"),
-                                       role=("role", "first"))
+    agg = results.groupby("model").agg(
+        score=("mean", "mean"), parameters=("parameters", "first"), role=("role", "first")
+    )
     teachers, students = agg[agg["role"] == "teacher"], agg[agg["role"] == "student"]
     if teachers.empty or students.empty:
         return ""
     share = 100.0 * students["parameters"].mean() / teachers["parameters"].mean()
     kept = 100.0 * students["score"].mean() / teachers["score"].mean()
-    return (f"The students have on average {share:.0f}% of the teachers' encoder parameters and reach "
-            f"{kept:.0f}% of their mean score.")
+    return (
+        f"The students have on average {share:.0f}% of the teachers' encoder parameters and reach "
+        f"{kept:.0f}% of their mean score."
+    )
 
 
 def colab_commands() -> str:
     """The command-line run of the colab profile on Colab, from the one repository URL and release tag."""
     url, ref = colab.repository_url(), colab.release_ref()
-    return ("```bash\n"
-            f"pip install -q \"{colab.pip_requirement()}\" papermill\n"
-            f"git clone -q --branch {ref} {url} repo\n"
-            f"cd repo && python -m kdlib run --profile colab --out {COLAB_RUN_DIR}\n```\n")
+    return (
+        "```bash\n"
+        f'pip install -q "{colab.pip_requirement()}" papermill\n'
+        f"git clone -q --branch {ref} {url} repo\n"
+        f"cd repo && python -m kdlib run --profile colab --out {COLAB_RUN_DIR}\n```\n"
+    )
 
 
 def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
@@ -138,8 +148,10 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
     steps = runner.list_steps(runner.DEFAULT_NOTEBOOKS_DIR)
     missing = [p.name for p in steps if not (executed / p.name).is_file()]
     if missing:
-        raise FileNotFoundError(f"run {run_dir} lacks executed notebooks {missing}; run the pipeline first "
-                                f"(python -m kdlib run --profile ... --out {run_dir})")
+        raise FileNotFoundError(
+            f"run {run_dir} lacks executed notebooks {missing}; run the pipeline first "
+            f"(python -m kdlib run --profile ... --out {run_dir})"
+        )
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -157,10 +169,12 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
     gen.mkdir(parents=True, exist_ok=True)
     summary = runner.read_json(run_dir / "run_summary.json")
     table = runner.summary_table(run_dir)
-    text = (f"Profile **{summary['profile']}**; total wall time of the steps "
-            f"**{summary['total_wall_s'] / 60:.1f} min**; peak memory of the notebook kernel "
-            f"**{summary['peak_rss_mb']:.0f} MB** (summed RSS of the kernel process tree, sampled "
-            f"every 0.5 s).\n\n" + table.to_markdown() + "\n")
+    text = (
+        f"Profile **{summary['profile']}**; total wall time of the steps "
+        f"**{summary['total_wall_s'] / 60:.1f} min**; peak memory of the notebook kernel "
+        f"**{summary['peak_rss_mb']:.0f} MB** (summed RSS of the kernel process tree, sampled "
+        f"every 0.5 s).\n\n" + table.to_markdown() + "\n"
+    )
     (gen / "run.md").write_text(text, encoding="utf-8")
     (gen / "headline.md").write_text(headline_markdown(run_dir, gen), encoding="utf-8")
     (gen / "colab.md").write_text(colab_commands(), encoding="utf-8")
@@ -171,14 +185,23 @@ def build_book(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = No
     """Stage the run's executed notebooks and build the HTML book (warnings as errors); returns index.html."""
     root = Path(out or runner.REPO_ROOT).resolve()
     src = stage_book(run_dir, root / "_build" / "src")
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-           "build", str(src), "--path-output", str(root)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(src),
+        "--path-output",
+        str(root),
+    ]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     log.info("building the book: %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
+        )
     index = root / "_build" / "html" / "index.html"
     if not index.is_file():
         raise RuntimeError(f"jupyter-book build ended without {index}")

@@ -13,6 +13,7 @@ A checkpoint is written into a temporary folder and renamed into place (`os.repl
 is rewritten atomically, so a run killed at any moment leaves the previous checkpoint intact.
 No pickle is ever loaded from disk: weights use safetensors, the rest JSON or weights_only torch.load.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return path
 
 
-def save_checkpoint(out_dir: str | Path, step: int, students: dict[str, dict], state: dict,
-                    rng_states: list[dict], *, keep: int = 2) -> Path:
+def save_checkpoint(
+    out_dir: str | Path, step: int, students: dict[str, dict], state: dict, rng_states: list[dict], *, keep: int = 2
+) -> Path:
     """Write checkpoint `step` atomically; keep the `keep` newest ones. Returns its folder.
 
     `students` maps name -> {"model", "optimizer", "scheduler", "scaler"} (an unwrapped model).
@@ -86,8 +88,14 @@ def save_checkpoint(out_dir: str | Path, step: int, students: dict[str, dict], s
         sdir = tmp / sname
         sdir.mkdir()
         save_model(parts["model"], str(sdir / "model.safetensors"))
-        torch.save({"optimizer": parts["optimizer"].state_dict(), "scheduler": parts["scheduler"].state_dict(),
-                    "scaler": parts["scaler"].state_dict()}, sdir / "train_state.pt")
+        torch.save(
+            {
+                "optimizer": parts["optimizer"].state_dict(),
+                "scheduler": parts["scheduler"].state_dict(),
+                "scaler": parts["scaler"].state_dict(),
+            },
+            sdir / "train_state.pt",
+        )
     with open(tmp / "rng.json", "w", encoding="utf-8") as fh:
         json.dump(rng_states, fh)
     with open(tmp / "state.json", "w", encoding="utf-8") as fh:
@@ -99,7 +107,7 @@ def save_checkpoint(out_dir: str | Path, step: int, students: dict[str, dict], s
     with atomic_path(root / "latest") as tmp_marker:
         tmp_marker.write_text(name, encoding="utf-8")
     older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name < name)  # never the one just written
-    for p in older[:max(len(older) - (keep - 1), 0)]:
+    for p in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(p, ignore_errors=True)
     return final
 

@@ -16,6 +16,7 @@ of every comparison behind the claims; :func:`task_table` the per-task score int
 usual alternate metrics and the majority-class baseline; :func:`collapsed_runs` the fine-tuning seeds
 that collapsed to one class.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,21 +54,35 @@ VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
 
 # The one place for the main claims' thresholds: the number and how the page words it.
 THRESHOLDS: dict[str, dict[str, Any]] = {
-    "speedup": {"value": 1.8, "above": True,
-                "text": "student/teacher speed-up (encoder, batch 32 x 128 tokens) above 1.8x (\"about twice as fast\")"},
+    "speedup": {
+        "value": 1.8,
+        "above": True,
+        "text": 'student/teacher speed-up (encoder, batch 32 x 128 tokens) above 1.8x ("about twice as fast")',
+    },
     "size_reduction_min": {"value": 30.0, "above": True, "text": "size reduction above 30%"},
-    "size_reduction_max": {"value": 40.0, "above": False,
-                           "text": "and below 40% (\"about 35% smaller\")"},
-    "teacher_gap": {"value": -3.0, "above": True,
-                    "text": "student - teacher above -3 points on every task (\"within a few points\")"},
-    "multi_vs_single": {"value": -1.0, "above": True,
-                        "text": "two-teacher - single-teacher above -1 point on the mean over tasks "
-                                "(\"as good as or better\", a 1-point non-inferiority margin)"},
-    "loyalty_over_control": {"value": 0.0, "above": True,
-                             "text": "student - control loyalty to the same teacher above 0 (L-L and P-L: mean over "
-                                     "tagging and classification tasks; R-L: STS)"},
-    "over_control": {"value": 0.0, "above": True,
-                     "text": "distilled student - MLM-only control above 0 points on the mean over tasks"},
+    "size_reduction_max": {"value": 40.0, "above": False, "text": 'and below 40% ("about 35% smaller")'},
+    "teacher_gap": {
+        "value": -3.0,
+        "above": True,
+        "text": 'student - teacher above -3 points on every task ("within a few points")',
+    },
+    "multi_vs_single": {
+        "value": -1.0,
+        "above": True,
+        "text": "two-teacher - single-teacher above -1 point on the mean over tasks "
+        '("as good as or better", a 1-point non-inferiority margin)',
+    },
+    "loyalty_over_control": {
+        "value": 0.0,
+        "above": True,
+        "text": "student - control loyalty to the same teacher above 0 (L-L and P-L: mean over "
+        "tagging and classification tasks; R-L: STS)",
+    },
+    "over_control": {
+        "value": 0.0,
+        "above": True,
+        "text": "distilled student - MLM-only control above 0 points on the mean over tasks",
+    },
 }
 LEVEL = 0.95
 POWER = 0.8
@@ -151,15 +166,28 @@ def _fmt(iv: Interval | None, unit: str = "") -> str:
 
 def claims_frame(claims: list[Claim]) -> pd.DataFrame:
     """The claims table a page shows: claim, this run's figure, its 95% interval, threshold, verdict."""
-    return pd.DataFrame([{"": c.id, "claim": c.claim, "this run": c.figure, "95% interval": _fmt(c.interval),
-                          "threshold": c.threshold, "verdict": c.verdict} for c in claims]).set_index("")
+    return pd.DataFrame(
+        [
+            {
+                "": c.id,
+                "claim": c.claim,
+                "this run": c.figure,
+                "95% interval": _fmt(c.interval),
+                "threshold": c.threshold,
+                "verdict": c.verdict,
+            }
+            for c in claims
+        ]
+    ).set_index("")
 
 
 def explain(claim: Claim) -> str:
     """One Markdown paragraph per claim: the verdict and why, generated from the claim's numbers."""
     iv = f" (95% interval {_fmt(claim.interval)})" if claim.interval else ""
-    text = f"**({claim.id}) {claim.claim}** — *{claim.verdict}*. This run: {claim.figure}{iv}; threshold: " \
-           f"{claim.threshold}."
+    text = (
+        f"**({claim.id}) {claim.claim}** — *{claim.verdict}*. This run: {claim.figure}{iv}; threshold: "
+        f"{claim.threshold}."
+    )
     return text + (f" {claim.reason}" if claim.reason else "")
 
 
@@ -167,8 +195,14 @@ def explain(claim: Claim) -> str:
 class RunResults:
     """The models, tasks and test predictions of one run, with the bootstrap of every comparison (cached)."""
 
-    def __init__(self, run_dir: str | os.PathLike, *, n_resamples: int = 1000, seed: int = 0,
-                 data_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        n_resamples: int = 1000,
+        seed: int = 0,
+        data_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.run = Path(run_dir)
         self.data_dir = data_dir
         self.zoo = model_zoo(self.run)
@@ -181,16 +215,20 @@ class RunResults:
         self.init = {n: self._init_of(n) for n in self.zoo}
         have = [n for n in self.zoo if any((self.run / "evaluate" / self.zoo[n]["key"]).glob("*/summary.json"))]
         self.models = have
-        found = [p.parent.name for n in have for p in (self.run / "evaluate" / self.zoo[n]["key"]).glob("*/summary.json")]
-        self.tasks = [t for t in task_columns(sorted(found))
-                      if have and all((self.run / "evaluate" / self.zoo[n]["key"] / t / "summary.json").is_file()
-                                      for n in have)]
+        found = [
+            p.parent.name for n in have for p in (self.run / "evaluate" / self.zoo[n]["key"]).glob("*/summary.json")
+        ]
+        self.tasks = [
+            t
+            for t in task_columns(sorted(found))
+            if have and all((self.run / "evaluate" / self.zoo[n]["key"] / t / "summary.json").is_file() for n in have)
+        ]
         self._runs: dict[tuple[str, str], list[Predictions]] = {}
         self._reps: dict[tuple, Any] = {}
         self._boots: dict[str, TaskBootstrap] = {}
 
     def _init_of(self, model: str) -> str:
-        """"random" or "teacher": how the student was initialised (kdlib.students records it in config.json)."""
+        """ "random" or "teacher": how the student was initialised (kdlib.students records it in config.json)."""
         info = self.zoo[model]
         for folder in (Path(info["path"]), self.run / "students" / info["key"]):
             if (folder / "config.json").is_file():
@@ -238,8 +276,9 @@ class RunResults:
     def boot(self, task: str) -> TaskBootstrap:
         """The task's resampled test sets, shared by every comparison on it (kdlib.stats.TaskBootstrap)."""
         if task not in self._boots:
-            self._boots[task] = TaskBootstrap(self.runs(self.models[0], task)[0], n_resamples=self.n_resamples,
-                                              seed=self.seed)
+            self._boots[task] = TaskBootstrap(
+                self.runs(self.models[0], task)[0], n_resamples=self.n_resamples, seed=self.seed
+            )
         return self._boots[task]
 
     def score(self, model: str, task: str) -> Replicates:
@@ -261,8 +300,10 @@ class RunResults:
         key = ("loyalty", a, b, teacher, measure)
         if key not in self._reps:
             tasks = [t for t in self.tasks if measure in default_measures(task_kind_and_metric(t)[0])]
-            per = {t: self.boot(t).loyalty_difference(self.runs(teacher, t), self.runs(a, t), self.runs(b, t), measure)
-                   for t in tasks}
+            per = {
+                t: self.boot(t).loyalty_difference(self.runs(teacher, t), self.runs(a, t), self.runs(b, t), measure)
+                for t in tasks
+            }
             self._reps[key] = {**per, "mean": Replicates.mean(list(per.values()))} if per else {}
         return self._reps[key]
 
@@ -302,14 +343,28 @@ def _budget(results: RunResults, rep: Replicates, threshold: float, what: str, t
         parts.append(f"about {need['test_units']:,} {units} (now {rep.n_units:,}{over}) with today's seeds")
     if not parts:
         parts.append(f"about {need['scale_both']:.1f} times both the seeds and the {units}")
-    caveat = " With one fine-tuning seed the seed-to-seed spread is not measured, so this is a lower bound." \
-        if rep.n_seeds == 1 else ""
-    return (f"To settle {what} (80% power, if the measured effect is the true one) would take "
-            + " or ".join(parts) + "." + caveat)
+    caveat = (
+        " With one fine-tuning seed the seed-to-seed spread is not measured, so this is a lower bound."
+        if rep.n_seeds == 1
+        else ""
+    )
+    return (
+        f"To settle {what} (80% power, if the measured effect is the true one) would take "
+        + " or ".join(parts)
+        + "."
+        + caveat
+    )
 
 
-def _items_claim(results: RunResults, cid: str, text: str, source: str, items: list[tuple[str, str, Replicates]],
-                 threshold_name: str, unit: str = " points") -> Claim:
+def _items_claim(
+    results: RunResults,
+    cid: str,
+    text: str,
+    source: str,
+    items: list[tuple[str, str, Replicates]],
+    threshold_name: str,
+    unit: str = " points",
+) -> Claim:
     """A claim over several comparisons (label, task, replicates): combined verdict, the worst one shown."""
     thr, above, wording = _threshold(threshold_name)
     if not items:
@@ -317,8 +372,9 @@ def _items_claim(results: RunResults, cid: str, text: str, source: str, items: l
     rows = []
     for label, task, rep in items:
         iv = rep.interval(LEVEL)
-        rows.append({"comparison": label, "task": task, **iv.as_dict(), "verdict": verdict(iv, thr, above=above),
-                     "rep": rep})
+        rows.append(
+            {"comparison": label, "task": task, **iv.as_dict(), "verdict": verdict(iv, thr, above=above), "rep": rep}
+        )
     worst = min(rows, key=lambda r: r["estimate"] if above else -r["estimate"])
     figure = f"{worst['estimate']:+.2f}{unit} ({worst['comparison']}, {worst['task']})"
     if len(rows) > 1:
@@ -329,19 +385,32 @@ def _items_claim(results: RunResults, cid: str, text: str, source: str, items: l
     if final == INCONCLUSIVE:
         open_rows = [r for r in rows if r["verdict"] == INCONCLUSIVE]
         hardest = min(open_rows, key=lambda r: abs(r["estimate"] - thr))
-        reason += " " + _budget(results, hardest["rep"], thr, f"{hardest['comparison']} on {hardest['task']}",
-                                hardest["task"])
+        reason += " " + _budget(
+            results, hardest["rep"], thr, f"{hardest['comparison']} on {hardest['task']}", hardest["task"]
+        )
     details = [{k: v for k, v in r.items() if k != "rep"} for r in rows]
-    return Claim(cid, text, source, figure, Interval(worst["estimate"], worst["low"], worst["high"]), wording,
-                 final, reason, details)
+    return Claim(
+        cid,
+        text,
+        source,
+        figure,
+        Interval(worst["estimate"], worst["low"], worst["high"]),
+        wording,
+        final,
+        reason,
+        details,
+    )
 
 
 def claim_speed_size(run_dir: str | os.PathLike) -> Claim:
     """(a) from bench/bench.json: encoder speed-up at batch 32 x 128 and the safetensors size reduction."""
     text, source = "The students are about twice as fast and about 35% smaller than their teachers", "paper §1, §7.3"
     path = Path(run_dir) / "bench" / "bench.json"
-    wording = THRESHOLDS["speedup"]["text"] + "; " + " ".join(
-        THRESHOLDS[k]["text"] for k in ("size_reduction_min", "size_reduction_max"))
+    wording = (
+        THRESHOLDS["speedup"]["text"]
+        + "; "
+        + " ".join(THRESHOLDS[k]["text"] for k in ("size_reduction_min", "size_reduction_max"))
+    )
     if not path.is_file():
         return Claim("a", text, source, "", None, wording, NOT_TESTABLE, "The run has no benchmark (06-bench).")
     bench = read_json(path)
@@ -351,16 +420,24 @@ def claim_speed_size(run_dir: str | os.PathLike) -> Claim:
         vocab = pair["teacher"].split("-", 1)[1]
         red = 100.0 * pair["size_reduction"]
         size_iv = Interval(red, red, red)
-        size_verdicts = [verdict(size_iv, THRESHOLDS[k]["value"], above=THRESHOLDS[k]["above"])
-                         for k in ("size_reduction_min", "size_reduction_max")]
-        rows.append({"comparison": f"size reduction, vocab {vocab}", **size_iv.as_dict(),
-                     "verdict": combine(size_verdicts)})
+        size_verdicts = [
+            verdict(size_iv, THRESHOLDS[k]["value"], above=THRESHOLDS[k]["above"])
+            for k in ("size_reduction_min", "size_reduction_max")
+        ]
+        rows.append(
+            {"comparison": f"size reduction, vocab {vocab}", **size_iv.as_dict(), "verdict": combine(size_verdicts)}
+        )
         t = models.get(pair["teacher"], {}).get("latency", {}).get("encoder", {}).get("b32_l128")
         s = models.get(pair["student"], {}).get("latency", {}).get("encoder", {}).get("b32_l128")
         if t and s:
             iv = Interval(t["median_s"] / s["median_s"], t["min_s"] / s["max_s"], t["max_s"] / s["min_s"])
-            rows.append({"comparison": f"speed-up, vocab {vocab}", **iv.as_dict(),
-                         "verdict": verdict(iv, THRESHOLDS["speedup"]["value"])})
+            rows.append(
+                {
+                    "comparison": f"speed-up, vocab {vocab}",
+                    **iv.as_dict(),
+                    "verdict": verdict(iv, THRESHOLDS["speedup"]["value"]),
+                }
+            )
             figures.append(f"{iv.estimate:.2f}x faster (vocab {vocab})")
         figures.append(f"{red:.1f}% smaller (vocab {vocab})")
     if not rows:
@@ -368,40 +445,92 @@ def claim_speed_size(run_dir: str | os.PathLike) -> Claim:
     speed = [r for r in rows if r["comparison"].startswith("speed")]
     shown = min(speed, key=lambda r: r["estimate"]) if speed else rows[0]
     device = bench.get("device", {}).get("type", "?")
-    reason = (f"Measured on {device} with the paper's shapes (random weights); the paper's speed figure is for a GPU. "
-              "Speed-up interval: teacher's fastest / student's slowest to teacher's slowest / student's fastest "
-              "repeat; sizes are exact (safetensors bytes).")
+    reason = (
+        f"Measured on {device} with the paper's shapes (random weights); the paper's speed figure is for a GPU. "
+        "Speed-up interval: teacher's fastest / student's slowest to teacher's slowest / student's fastest "
+        "repeat; sizes are exact (safetensors bytes)."
+    )
     if not speed:
         reason += " No latency was measured, so only the size part is tested."
-    return Claim("a", text, source, "; ".join(figures), Interval(shown["estimate"], shown["low"], shown["high"]),
-                 wording, combine([r["verdict"] for r in rows]), reason, rows)
+    return Claim(
+        "a",
+        text,
+        source,
+        "; ".join(figures),
+        Interval(shown["estimate"], shown["low"], shown["high"]),
+        wording,
+        combine([r["verdict"] for r in rows]),
+        reason,
+        rows,
+    )
 
 
-def main_claims(run_dir: str | os.PathLike, *, n_resamples: int = 1000, seed: int = 0,
-                results: RunResults | None = None) -> list[Claim]:
+def main_claims(
+    run_dir: str | os.PathLike, *, n_resamples: int = 1000, seed: int = 0, results: RunResults | None = None
+) -> list[Claim]:
     """The paper's main claims (a)-(e), and the random-initialisation pair, computed from the run's files."""
     r = results or RunResults(run_dir, n_resamples=n_resamples, seed=seed)
     claims = [claim_speed_size(run_dir)]
     gap = [(f"{s} - {t}", task, r.diff(s, t)[task]) for s in r.students for t in r.teachers_of(s) for task in r.tasks]
-    claims.append(_items_claim(r, "b", "Each student stays within a few points of its teacher on every task",
-                               "paper §7.1, Table 3", gap, "teacher_gap"))
+    claims.append(
+        _items_claim(
+            r,
+            "b",
+            "Each student stays within a few points of its teacher on every task",
+            "paper §7.1, Table 3",
+            gap,
+            "teacher_gap",
+        )
+    )
     multi = [(f"{m} - {s}", "mean", r.diff(m, s)["mean"]) for m in r.multi for s in r.single]
-    claims.append(_items_claim(r, "c", "The two-teacher student is as good as or better than the single-teacher "
-                               "students", "paper §7.1", multi, "multi_vs_single"))
+    claims.append(
+        _items_claim(
+            r,
+            "c",
+            "The two-teacher student is as good as or better than the single-teacher students",
+            "paper §7.1",
+            multi,
+            "multi_vs_single",
+        )
+    )
     claims.append(_loyalty_claim(r))
     control = [(f"{s} - {r.control}", "mean", r.diff(s, r.control)["mean"]) for s in r.students] if r.control else []
-    claims.append(_items_claim(r, "e", "Distillation adds something over training the same student without a "
-                               "teacher (the MLM-only control)", "paper §5 (the students' purpose)", control,
-                               "over_control"))
+    claims.append(
+        _items_claim(
+            r,
+            "e",
+            "Distillation adds something over training the same student without a teacher (the MLM-only control)",
+            "paper §5 (the students' purpose)",
+            control,
+            "over_control",
+        )
+    )
     pair = r.random_pair
     text = "From random weights too, distillation beats MLM-only training of the same student"
     if pair:
-        claims.append(_items_claim(r, "e-random", text, "issue #11 (not in the paper)",
-                                   [(f"{pair[0]} - {pair[1]}", "mean", r.diff(*pair)["mean"])], "over_control"))
+        claims.append(
+            _items_claim(
+                r,
+                "e-random",
+                text,
+                "issue #11 (not in the paper)",
+                [(f"{pair[0]} - {pair[1]}", "mean", r.diff(*pair)["mean"])],
+                "over_control",
+            )
+        )
     else:
-        claims.append(Claim("e-random", text, "issue #11 (not in the paper)", "", None,
-                            THRESHOLDS["over_control"]["text"], NOT_TESTABLE,
-                            "The run has no random-initialisation pair (notebook 03's random_pair parameter)."))
+        claims.append(
+            Claim(
+                "e-random",
+                text,
+                "issue #11 (not in the paper)",
+                "",
+                None,
+                THRESHOLDS["over_control"]["text"],
+                NOT_TESTABLE,
+                "The run has no random-initialisation pair (notebook 03's random_pair parameter).",
+            )
+        )
     return claims
 
 
@@ -409,8 +538,16 @@ def _loyalty_claim(r: RunResults) -> Claim:
     """(d) each student more loyal to its teacher than the control is, for L-L, P-L and R-L."""
     text, source = "The students are loyal to their teachers (L-L, P-L, R-L)", "paper §7.2, Table 4"
     if r.control is None:
-        return Claim("d", text, source, "", None, THRESHOLDS["loyalty_over_control"]["text"], NOT_TESTABLE,
-                     "The run has no MLM-only control to define loyalty against.")
+        return Claim(
+            "d",
+            text,
+            source,
+            "",
+            None,
+            THRESHOLDS["loyalty_over_control"]["text"],
+            NOT_TESTABLE,
+            "The run has no MLM-only control to define loyalty against.",
+        )
     items = []
     for s in r.students:
         for t in r.teachers_of(s):
@@ -419,8 +556,10 @@ def _loyalty_claim(r: RunResults) -> Claim:
                 if reps:
                     items.append((f"{short}: {s} - {r.control} (to {t})", "mean", reps["mean"]))
     claim = _items_claim(r, "d", text, source, items, "loyalty_over_control")
-    claim.reason = ("Loyal means more loyal to the teacher than the same-shape student trained without the "
-                    "teacher's outputs (the control) is. " + claim.reason)
+    claim.reason = (
+        "Loyal means more loyal to the teacher than the same-shape student trained without the "
+        "teacher's outputs (the control) is. " + claim.reason
+    )
     return claim
 
 
@@ -431,14 +570,19 @@ def _comparison_pairs(r: RunResults) -> list[tuple[str, str, str]]:
     if r.control:
         pairs += [("student - control", s, r.control) for s in r.students]
     pairs += [("two-teacher - single-teacher", m, s) for m in r.multi for s in r.single]
-    pairs += [("strategy A - strategy B", a, b) for i, a in enumerate(r.multi) for b in r.multi[i + 1:]]
+    pairs += [("strategy A - strategy B", a, b) for i, a in enumerate(r.multi) for b in r.multi[i + 1 :]]
     if r.random_pair:
         pairs.append(("random init: distilled - MLM only", *r.random_pair))
     return pairs
 
 
-def comparisons(run_dir: str | os.PathLike | None = None, *, results: RunResults | None = None,
-                n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def comparisons(
+    run_dir: str | os.PathLike | None = None,
+    *,
+    results: RunResults | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Every comparison (scores, and loyalty to the same teacher against the control) with its interval.
 
     Columns: comparison, a, b, measure (the task's headline metric, or L-L / P-L / R-L), task ("mean" = the
@@ -449,15 +593,24 @@ def comparisons(run_dir: str | os.PathLike | None = None, *, results: RunResults
     for what, a, b in _comparison_pairs(r):
         for task, rep in r.diff(a, b).items():
             measure = "mean" if task == "mean" else task_kind_and_metric(task)[1]
-            rows.append({"comparison": what, "a": a, "b": b, "measure": measure, "task": task,
-                         **rep.interval(LEVEL).as_dict()})
+            rows.append(
+                {"comparison": what, "a": a, "b": b, "measure": measure, "task": task, **rep.interval(LEVEL).as_dict()}
+            )
     if r.control:
         for s in r.students:
             for t in r.teachers_of(s):
                 for measure, short in LOYALTY_NAMES.items():
                     for task, rep in r.loyalty_diff(s, r.control, t, measure).items():
-                        rows.append({"comparison": f"loyalty to {t}: student - control", "a": s, "b": r.control,
-                                     "measure": short, "task": task, **rep.interval(LEVEL).as_dict()})
+                        rows.append(
+                            {
+                                "comparison": f"loyalty to {t}: student - control",
+                                "a": s,
+                                "b": r.control,
+                                "measure": short,
+                                "task": task,
+                                **rep.interval(LEVEL).as_dict(),
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
@@ -466,8 +619,14 @@ def _train_labels(task: str, data_dir: str | os.PathLike | None) -> list[Any]:
     return train["tags"] if task_kind_and_metric(task)[0] == "tagging" else train["label"]
 
 
-def task_table(run_dir: str | os.PathLike | None = None, *, results: RunResults | None = None,
-               data_dir: str | os.PathLike | None = None, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def task_table(
+    run_dir: str | os.PathLike | None = None,
+    *,
+    results: RunResults | None = None,
+    data_dir: str | os.PathLike | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per model and task: the headline score (x100) with its 95% interval, the usual alternate metrics
     (kdlib.metrics.ALTERNATES, mean over seeds) and, as model "majority-class baseline", the trivial
     predictor (most frequent train label / mean train value, kdlib.metrics.majority_baseline) on the same
@@ -481,15 +640,31 @@ def task_table(run_dir: str | os.PathLike | None = None, *, results: RunResults 
         alts = ALTERNATES.get(task, ())
         for model in r.models:
             summary = read_json(r.run / "evaluate" / r.zoo[model]["key"] / task / "summary.json")["test"]
-            rows.append({"model": model, "role": r.zoo[model]["role"], "task": task, "metric": metric,
-                         **r.score(model, task).interval(LEVEL).as_dict(),
-                         **{a: 100.0 * summary[a]["mean"] for a in alts if a in summary}})
+            rows.append(
+                {
+                    "model": model,
+                    "role": r.zoo[model]["role"],
+                    "task": task,
+                    "metric": metric,
+                    **r.score(model, task).interval(LEVEL).as_dict(),
+                    **{a: 100.0 * summary[a]["mean"] for a in alts if a in summary},
+                }
+            )
         ref = r.runs(r.models[0], task)[0]
         gold = ref.sentences(ref.gold.tolist()) if kind == "tagging" else ref.gold.tolist()
         base = majority_baseline(task, _train_labels(task, data_dir), gold)
-        rows.append({"model": "majority-class baseline", "role": "baseline", "task": task, "metric": metric,
-                     "estimate": 100.0 * base["score"], "low": np.nan, "high": np.nan,
-                     **{a: 100.0 * base[a] for a in alts if a in base}})
+        rows.append(
+            {
+                "model": "majority-class baseline",
+                "role": "baseline",
+                "task": task,
+                "metric": metric,
+                "estimate": 100.0 * base["score"],
+                "low": np.nan,
+                "high": np.nan,
+                **{a: 100.0 * base[a] for a in alts if a in base},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -522,10 +697,16 @@ def collapsed_runs(run_dir: str | os.PathLike | None = None, *, results: RunResu
                 missing = c.get("missing_labels", []) if kind == "classification" else []
                 if c["collapsed"] or missing:
                     names = p.label_names or []
-                    rows.append({"model": model, "task": task, "seed": _seed_of(r, model, task, i),
-                                 "collapsed": c["collapsed"],
-                                 "top label share": 100.0 * c.get("top_share", np.nan),
-                                 "never predicted": ", ".join(names[m] if m < len(names) else str(m) for m in missing)})
+                    rows.append(
+                        {
+                            "model": model,
+                            "task": task,
+                            "seed": _seed_of(r, model, task, i),
+                            "collapsed": c["collapsed"],
+                            "top label share": 100.0 * c.get("top_share", np.nan),
+                            "never predicted": ", ".join(names[m] if m < len(names) else str(m) for m in missing),
+                        }
+                    )
     return pd.DataFrame(rows, columns=["model", "task", "seed", "collapsed", "top label share", "never predicted"])
 
 

@@ -4,6 +4,7 @@ Each command lives in the module that owns the concept; that module exposes
 ``cli(argv: list[str]) -> int`` with its own argparse parser. Modules are imported lazily so
 `python -m kdlib --help` stays fast.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -8,6 +8,7 @@ it. It installs ``kdlib`` alone (no ``[book]`` extra: papermill, ipykernel and j
 packages of Colab's live runtime), pinned to the release tag ``v<version>`` the book is built from, from
 the repository named in the book's ``_config.yml`` (``repository.url``), the one place the URL is kept.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,9 +21,9 @@ import yaml
 
 from kdlib import __version__
 
-CONFIG_FILE = Path(__file__).resolve().parent.parent / "_config.yml"   # the book's config: repository.url
+CONFIG_FILE = Path(__file__).resolve().parent.parent / "_config.yml"  # the book's config: repository.url
 DRIVE_ROOT = Path("/content/drive")
-INSTALL_TAG = "kdlib:colab-install"                                     # first line of every install cell
+INSTALL_TAG = "kdlib:colab-install"  # first line of every install cell
 
 
 def on_colab() -> bool:
@@ -39,8 +40,10 @@ def repository_url(config: str | os.PathLike = CONFIG_FILE) -> str:
     """The repository URL of the book (``repository.url`` in _config.yml), the one place it is kept."""
     path = Path(config)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the repository URL is read from the book's _config.yml "
-                                "(run from a checkout of the repository)")
+        raise FileNotFoundError(
+            f"{path} does not exist: the repository URL is read from the book's _config.yml "
+            "(run from a checkout of the repository)"
+        )
     url = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}).get("url")
     if not url:
         raise ValueError(f"{path}: no repository.url")
@@ -64,11 +67,13 @@ def install_command(ref: str | None = None) -> list[str]:
 
 def install_cell_source(ref: str | None = None) -> str:
     """The text of every notebook's install cell: runs :func:`install_command` on Colab only."""
-    cmd = ", ".join(['sys.executable', '"-m"', '"pip"', '"install"', '"-q"', json.dumps(pip_requirement(ref))])
-    return (f"# {INSTALL_TAG}: on Colab only, install kdlib at the release this book was built from\n"
-            "import subprocess\nimport sys\n\n"
-            'if "google.colab" in sys.modules:\n'
-            f"    subprocess.run([{cmd}], check=True)")
+    cmd = ", ".join(["sys.executable", '"-m"', '"pip"', '"install"', '"-q"', json.dumps(pip_requirement(ref))])
+    return (
+        f"# {INSTALL_TAG}: on Colab only, install kdlib at the release this book was built from\n"
+        "import subprocess\nimport sys\n\n"
+        'if "google.colab" in sys.modules:\n'
+        f"    subprocess.run([{cmd}], check=True)"
+    )
 
 
 def ensure_drive(run_dir: str | os.PathLike, *, mount: bool = True, drive_root: Path | None = None) -> None:
@@ -83,11 +88,15 @@ def ensure_drive(run_dir: str | os.PathLike, *, mount: bool = True, drive_root: 
     if not on_colab() or not run.is_relative_to(drive_root) or os.path.ismount(drive_root):
         return
     if drive_root.is_dir() and any(drive_root.iterdir()):
-        raise RuntimeError(f"{drive_root} is a local folder, not your mounted Drive (something wrote there before "
-                           f"the mount): move it away (`!mv {drive_root} /content/drive-local`), then run this again")
+        raise RuntimeError(
+            f"{drive_root} is a local folder, not your mounted Drive (something wrote there before "
+            f"the mount): move it away (`!mv {drive_root} /content/drive-local`), then run this again"
+        )
     if not mount:
-        raise RuntimeError(f"run folder {run} is on Google Drive, which is not mounted: run "
-                           f"`from google.colab import drive; drive.mount('{drive_root}')` in a notebook cell first")
+        raise RuntimeError(
+            f"run folder {run} is on Google Drive, which is not mounted: run "
+            f"`from google.colab import drive; drive.mount('{drive_root}')` in a notebook cell first"
+        )
     from google.colab import drive  # only exists on Colab
 
     drive.mount(str(drive_root))

@@ -4,6 +4,7 @@ A config is a plain dataclass, loadable from JSON or YAML (`DistillConfig.from_f
 ``key=value`` strings (`parse_overrides`, the CLI's ``--set``). `DistillConfig.validate` runs the cheap
 checks (types, ranges, names) so that a bad setting fails before any model is loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,9 +24,24 @@ CROSS_MISMATCH = ("skip", "keep")
 CROSS_COSINE = ("linear", "raw", "off")
 TEACHER_DTYPES = ("auto", "fp32")
 # settings that fix the data order and the loss: a resumed run must use the checkpoint's values
-RESUME_KEYS = ("seed", "batch_size", "grad_accum", "bucket_pool", "max_len", "mask_prob", "kl_on", "strategy",
-               "temperature", "alpha_ce", "alpha_mlm", "alpha_cos", "max_steps", "vocab_case", "cross_mismatch",
-               "cross_cosine")
+RESUME_KEYS = (
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "bucket_pool",
+    "max_len",
+    "mask_prob",
+    "kl_on",
+    "strategy",
+    "temperature",
+    "alpha_ce",
+    "alpha_mlm",
+    "alpha_cos",
+    "max_steps",
+    "vocab_case",
+    "cross_mismatch",
+    "cross_cosine",
+)
 
 
 @dataclass
@@ -44,10 +60,10 @@ class StudentSpec:
     name: str
     teachers: list[str]
     tokenizer_from: str | None = None  # default: the first of `teachers`
-    init: str = "teacher"              # "teacher" | "random"
-    shape: str = "distilbert"          # "distilbert" | "bort"
+    init: str = "teacher"  # "teacher" | "random"
+    shape: str = "distilbert"  # "distilbert" | "bort"
     num_layers: int | None = None
-    out_dir: str | None = None         # default: <config.out_dir>/<name>
+    out_dir: str | None = None  # default: <config.out_dir>/<name>
 
 
 @dataclass
@@ -72,7 +88,7 @@ class DistillConfig:
     students: list[StudentSpec]
     strategy: str = "average"
     cross_tokenizer: str = "word"
-    vocab_case: str = "prior"          # see kdlib.align.build_vocab_map
+    vocab_case: str = "prior"  # see kdlib.align.build_vocab_map
     cross_mismatch: str = "skip"
     cross_cosine: str = "linear"
     alpha_ce: float = 5.0
@@ -83,25 +99,25 @@ class DistillConfig:
     kl_on: str = "masked"
     mlm_smoothing: float | None = None  # e.g. 0.7: words masked with probability ~ count^-0.7
     lr: float = 5e-4
-    warmup: float = 0.05               # < 1: share of max_steps; >= 1: number of steps
+    warmup: float = 0.05  # < 1: share of max_steps; >= 1: number of steps
     weight_decay: float = 0.0
     adam_eps: float = 1e-6
     max_grad_norm: float = 5.0
-    batch_size: int = 8                # per process, per micro-batch
+    batch_size: int = 8  # per process, per micro-batch
     grad_accum: int = 1
     max_steps: int = 100
     max_len: int = 128
-    bucket_pool: int = 50              # length bucketing: sort within pools of this many batches
-    save_every: int = 0                # 0: only the final checkpoint
-    keep_checkpoints: int | None = None     # None: 1 on Colab or when out_dir is on Drive, else 2
+    bucket_pool: int = 50  # length bucketing: sort within pools of this many batches
+    save_every: int = 0  # 0: only the final checkpoint
+    keep_checkpoints: int | None = None  # None: 1 on Colab or when out_dir is on Drive, else 2
     keep_final_checkpoint: bool | None = None  # after the students are saved; None: no on Colab/Drive, else yes
-    teacher_dtype: str = "auto"        # "auto": bf16 (fp16 without bf16) on a GPU, fp32 elsewhere; "fp32"
+    teacher_dtype: str = "auto"  # "auto": bf16 (fp16 without bf16) on a GPU, fp32 elsewhere; "fp32"
     log_every: int = 1
     seed: int = 56
     amp: str = "auto"
     device: str = "auto"
     out_dir: str = "runs/distill"
-    corpus: str = "shuffled"           # CLI default corpus: a kdlib.corpus mode, or a path / dataset name
+    corpus: str = "shuffled"  # CLI default corpus: a kdlib.corpus mode, or a path / dataset name
     corpus_max_sentences: int | None = None
 
     @classmethod
@@ -150,31 +166,45 @@ class DistillConfig:
 
     def validate(self) -> None:
         """Cheap checks, raised before any model is loaded."""
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ValueError(f"DistillConfig: {msg}")
+
         for key in ("max_steps", "batch_size", "grad_accum", "max_len", "bucket_pool", "log_every"):
-            need(isinstance(getattr(self, key), int) and getattr(self, key) > 0,
-                 f"{key} must be a positive integer, got {getattr(self, key)!r}")
+            need(
+                isinstance(getattr(self, key), int) and getattr(self, key) > 0,
+                f"{key} must be a positive integer, got {getattr(self, key)!r}",
+            )
         need(self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")
-        need(self.keep_checkpoints is None or (isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1),
-             f"keep_checkpoints must be null (automatic) or an integer >= 1, got {self.keep_checkpoints!r}")
-        need(self.teacher_dtype in TEACHER_DTYPES,
-             f"teacher_dtype={self.teacher_dtype!r}; expected one of {TEACHER_DTYPES}")
+        need(
+            self.keep_checkpoints is None or (isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1),
+            f"keep_checkpoints must be null (automatic) or an integer >= 1, got {self.keep_checkpoints!r}",
+        )
+        need(
+            self.teacher_dtype in TEACHER_DTYPES,
+            f"teacher_dtype={self.teacher_dtype!r}; expected one of {TEACHER_DTYPES}",
+        )
         need(self.strategy in STRATEGIES, f"strategy={self.strategy!r}; expected one of {STRATEGIES}")
         need(self.kl_on in KL_ON, f"kl_on={self.kl_on!r}; expected one of {KL_ON}")
-        need(self.cross_tokenizer in CROSS_TOKENIZER,
-             f"cross_tokenizer={self.cross_tokenizer!r}; expected one of {CROSS_TOKENIZER}")
+        need(
+            self.cross_tokenizer in CROSS_TOKENIZER,
+            f"cross_tokenizer={self.cross_tokenizer!r}; expected one of {CROSS_TOKENIZER}",
+        )
         need(self.vocab_case in VOCAB_CASES, f"vocab_case={self.vocab_case!r}; expected one of {VOCAB_CASES}")
-        need(self.cross_mismatch in CROSS_MISMATCH,
-             f"cross_mismatch={self.cross_mismatch!r}; expected one of {CROSS_MISMATCH}")
+        need(
+            self.cross_mismatch in CROSS_MISMATCH,
+            f"cross_mismatch={self.cross_mismatch!r}; expected one of {CROSS_MISMATCH}",
+        )
         need(self.cross_cosine in CROSS_COSINE, f"cross_cosine={self.cross_cosine!r}; expected one of {CROSS_COSINE}")
         need(0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), got {self.mask_prob}")
         need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(min(self.alpha_ce, self.alpha_mlm, self.alpha_cos) >= 0 and
-             self.alpha_ce + self.alpha_mlm + self.alpha_cos > 0,
-             "alpha_ce/alpha_mlm/alpha_cos must be >= 0, not all 0")
+        need(
+            min(self.alpha_ce, self.alpha_mlm, self.alpha_cos) >= 0
+            and self.alpha_ce + self.alpha_mlm + self.alpha_cos > 0,
+            "alpha_ce/alpha_mlm/alpha_cos must be >= 0, not all 0",
+        )
         names = [t.name for t in self.teachers]
         need(len(set(names)) == len(names), f"teacher names must be unique, got {names}")
         need(all(t.weight > 0 for t in self.teachers), "teacher weights must be > 0")

@@ -21,6 +21,7 @@ Modes (after RobBERTje, Delobelle et al. 2022): ``ordered`` (task order, then fi
 (seeded shuffle of the sentences), ``merged`` (walking each document in order, a sentence is joined to
 the previous unit with probability ``merge_p``; the merged lines are then shuffled with the seed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,15 +45,30 @@ from kdlib import data
 from kdlib import tasks as tasks_mod
 from kdlib.text import normalizer, split_sentences
 
-__all__ = ["MODES", "build_corpus", "corpus_stats", "load_text_corpus", "detokenize", "heldout_texts",
-           "write_corpus", "cli"]
+__all__ = [
+    "MODES",
+    "build_corpus",
+    "corpus_stats",
+    "load_text_corpus",
+    "detokenize",
+    "heldout_texts",
+    "write_corpus",
+    "cli",
+]
 
 MODES = ("ordered", "shuffled", "merged")
 _NO_SPACE_BEFORE = {",", ".", ";", ":", "!", "?", ")", "]", "}", "%", "...", "…", "”", "»", "'"}
 _NO_SPACE_AFTER = {"(", "[", "{", "„", "«", "“"}
 # one corpus source per underlying dataset (upos and xpos share RRT, sapn and sar share LaRoSeDa)
-_SOURCE_OF = {"upos": "rrt", "xpos": "rrt", "ner": "ronec", "sapn": "laroseda", "sar": "laroseda",
-              "di": "di", "sts": "sts"}
+_SOURCE_OF = {
+    "upos": "rrt",
+    "xpos": "rrt",
+    "ner": "ronec",
+    "sapn": "laroseda",
+    "sar": "laroseda",
+    "di": "di",
+    "sts": "sts",
+}
 _TASK_OF = {"rrt": "upos", "ronec": "ner", "laroseda": "sapn", "di": "di", "sts": "sts"}
 
 
@@ -106,7 +122,7 @@ def _documents(source: str, split: str, data_dir: str) -> list[list[str]]:
     if source == "laroseda":
         titles, contents = _column(ds, "text_a"), _column(ds, "text_b")
         return [[u for u in [_clean(a)] + split_sentences(b) if u] for a, b in zip(titles, contents)]
-    if "text_b" not in ds.column_names:   # DI, or any single-text task: a text is a document
+    if "text_b" not in ds.column_names:  # DI, or any single-text task: a text is a document
         return [split_sentences(t) for t in _column(ds, "text_a")]
     return [split_sentences(t) for pair in zip(_column(ds, "text_a"), _column(ds, "text_b")) for t in pair]
 
@@ -140,8 +156,15 @@ def heldout_texts(data_dir=None) -> frozenset[str]:
     return _heldout(_active_sources(), str(data.resolve_data_dir(data_dir)))
 
 
-def build_corpus(mode: str = "shuffled", *, merge_p: float = 0.5, seed: int = 0, tasks=None, data_dir=None,
-                 max_sentences: int | None = None) -> Dataset:
+def build_corpus(
+    mode: str = "shuffled",
+    *,
+    merge_p: float = 0.5,
+    seed: int = 0,
+    tasks=None,
+    data_dir=None,
+    max_sentences: int | None = None,
+) -> Dataset:
     """Distillation corpus (column ``text``) from the train splits of ``tasks``: names (or declarations) of
     kdlib.tasks; default: the active tasks (the profile's declared tasks, else all seven)."""
     if mode not in MODES:
@@ -210,11 +233,16 @@ def length_index(ds: Dataset, columns: tuple[str, ...] = ("n_words", "n_chars"))
     n_words = np.zeros(len(ds), dtype=np.int32)
     n_chars = np.zeros(len(ds), dtype=np.int32)
     i = 0
-    for batch in tqdm(ds.select_columns(["text"]).iter(batch_size=10_000), total=-(-len(ds) // 10_000),
-                      desc="length index", disable=len(ds) < 1_000_000, dynamic_ncols=True):
+    for batch in tqdm(
+        ds.select_columns(["text"]).iter(batch_size=10_000),
+        total=-(-len(ds) // 10_000),
+        desc="length index",
+        disable=len(ds) < 1_000_000,
+        dynamic_ncols=True,
+    ):
         texts = [t if isinstance(t, str) else "" for t in batch["text"]]
-        n_words[i:i + len(texts)] = [len(t.split()) for t in texts]
-        n_chars[i:i + len(texts)] = [len(t) for t in texts]
+        n_words[i : i + len(texts)] = [len(t.split()) for t in texts]
+        n_chars[i : i + len(texts)] = [len(t) for t in texts]
         i += len(texts)
     if cache is not None:
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
@@ -254,10 +282,20 @@ def _index_path(ds: Dataset) -> Path | None:
     return Path(ds.cache_files[0]["filename"]).parent / f"lengths-{ds._fingerprint}.npz"
 
 
-def load_text_corpus(name_or_path: str, *, split: str = "train", text_column: str = "text",
-                     max_sentences: int | None = None, config: str | None = None, normalize: bool = True,
-                     language: str | None = None, dedup: bool = True, filter_heldout: bool | None = None,
-                     data_dir=None, cache_dir: str | None = None) -> Dataset:
+def load_text_corpus(
+    name_or_path: str,
+    *,
+    split: str = "train",
+    text_column: str = "text",
+    max_sentences: int | None = None,
+    config: str | None = None,
+    normalize: bool = True,
+    language: str | None = None,
+    dedup: bool = True,
+    filter_heldout: bool | None = None,
+    data_dir=None,
+    cache_dir: str | None = None,
+) -> Dataset:
     """Any text corpus as an on-disk Dataset with one column ``text`` (empty lines dropped, normalised for
     ``language``: default the active profile's, else Romanian; see kdlib.text.normalizer).
 
@@ -299,8 +337,7 @@ def _write_texts(texts: Iterable[str], path: Path) -> None:
     """Stream texts into an Arrow file in record batches of RECORD_BATCH rows; atomic (rename at the end)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    writer = ArrowWriter(features=Features({"text": Value("string")}), path=str(tmp),
-                         writer_batch_size=RECORD_BATCH)
+    writer = ArrowWriter(features=Features({"text": Value("string")}), path=str(tmp), writer_batch_size=RECORD_BATCH)
     try:
         batch: list[str] = []
         for text in texts:
@@ -318,8 +355,7 @@ def _write_texts(texts: Iterable[str], path: Path) -> None:
         raise
 
 
-def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | None
-               ) -> tuple[Iterable[str], bool, str]:
+def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | None) -> tuple[Iterable[str], bool, str]:
     """(texts, streamed, source key): the raw texts of a local corpus, or the sentences of a streamed one."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
@@ -335,7 +371,9 @@ def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | No
         return _file_lines(sorted(path.glob("*.txt"))), False, f"{path.resolve()}{_stat_key(path)}"
     if path.is_dir() and not any(f for pattern in _DATA_FILES for f in path.glob(pattern)):
         raise FileNotFoundError(f"{path} holds no *.txt files and is not a saved dataset")
-    if not path.exists() and (name_or_path.startswith((".", "/", "~")) or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}):
+    if not path.exists() and (
+        name_or_path.startswith((".", "/", "~")) or path.suffix in {".txt", ".gz", ".xz", ".jsonl"}
+    ):
         raise FileNotFoundError(f"corpus path {name_or_path} does not exist")
     # a hub corpus, or a local folder of json/parquet/csv files: streamed, never listed in memory
     name, _, cfg = name_or_path.partition(":") if not path.is_dir() else (str(path), "", "")
@@ -361,8 +399,9 @@ def _batched_column(ds: Dataset, column: str, batch_size: int = 10_000) -> Itera
         yield from batch[column]
 
 
-def _clean_units(texts: Iterable, norm: Callable[[str], str] | None, dedup: bool, blocked: frozenset[str],
-                 limit: int | None) -> Iterable[str]:
+def _clean_units(
+    texts: Iterable, norm: Callable[[str], str] | None, dedup: bool, blocked: frozenset[str], limit: int | None
+) -> Iterable[str]:
     """Texts: stripped, normalised, first occurrence only, no held-out text, at most `limit`."""
     seen: set[int] = set()
     n = 0
@@ -423,12 +462,18 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=MODES, default="shuffled")
     parser.add_argument("--merge-p", type=float, default=0.5, help="merge probability (mode merged)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tasks", default=None, help="comma-separated tasks whose train splits are used (default: the active tasks, "
-                             "see kdlib.tasks)")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks whose train splits are used (default: the active tasks, see kdlib.tasks)",
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--max-sentences", type=int, default=None)
-    parser.add_argument("--source", default=None,
-                        help="use this text corpus (file, folder or hub name) instead of the task train splits")
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="use this text corpus (file, folder or hub name) instead of the task train splits",
+    )
     parser.add_argument("--out", required=True, help="output text file, one text per line")
     args = parser.parse_args(argv)
     try:
@@ -436,13 +481,23 @@ def cli(argv: list[str]) -> int:
             ds = load_text_corpus(args.source, max_sentences=args.max_sentences)
         else:
             tasks = args.tasks.split(",") if args.tasks else None
-            ds = build_corpus(args.mode, merge_p=args.merge_p, seed=args.seed, tasks=tasks, data_dir=args.data_dir,
-                              max_sentences=args.max_sentences)
+            ds = build_corpus(
+                args.mode,
+                merge_p=args.merge_p,
+                seed=args.seed,
+                tasks=tasks,
+                data_dir=args.data_dir,
+                max_sentences=args.max_sentences,
+            )
     except (ValueError, FileNotFoundError) as exc:
         print(f"kdlib corpus: {exc}", file=sys.stderr)
         return 2
     path = write_corpus(ds, args.out)
-    stats = {"out": str(path), "mode": None if args.source else args.mode, "source": args.source or "task train splits",
-             **corpus_stats(ds)}
+    stats = {
+        "out": str(path),
+        "mode": None if args.source else args.mode,
+        "source": args.source or "task train splits",
+        **corpus_stats(ds),
+    }
     print(json.dumps(stats))
     return 0

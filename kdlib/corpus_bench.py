@@ -13,6 +13,7 @@ its repetition number so that de-duplication keeps every line), the benchmark me
 Goals (issue #16): peak RSS grows by at most 200 MB from the smallest to the largest corpus, preparation
 runs at >= 1 M sentences per minute on 2 cores, and the step time does not depend on the corpus size.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,18 +53,27 @@ def prepare(text_file: Path, out_dir: Path, cache_dir: Path) -> dict[str, float]
 
 
 def _tiny_config(root: Path, teacher: Path, steps: int) -> Path:
-    config = {"teachers": [{"name": "t", "path": str(teacher)}],
-              "students": [{"name": "s", "teachers": ["t"], "num_layers": 1, "out_dir": str(root / "student")}],
-              "batch_size": 8, "max_len": 32, "max_steps": steps, "save_every": 0, "device": "cpu",
-              "out_dir": str(root / "distill"), "seed": 0}
+    config = {
+        "teachers": [{"name": "t", "path": str(teacher)}],
+        "students": [{"name": "s", "teachers": ["t"], "num_layers": 1, "out_dir": str(root / "student")}],
+        "batch_size": 8,
+        "max_len": 32,
+        "max_steps": steps,
+        "save_every": 0,
+        "device": "cpu",
+        "out_dir": str(root / "distill"),
+        "seed": 0,
+    }
     path = root / "distill.json"
     path.write_text(json.dumps(config))
     return path
 
 
-_CHILD = ("import sys\nfrom kdlib.distill import cli\nrc = cli(sys.argv[1:])\n"
-          "print('VmHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
-          "sys.exit(rc)")
+_CHILD = (
+    "import sys\nfrom kdlib.distill import cli\nrc = cli(sys.argv[1:])\n"
+    "print('VmHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
+    "sys.exit(rc)"
+)
 
 
 def peak_rss_mb() -> float:
@@ -81,16 +91,23 @@ def distill_process(corpus_dir: Path, teacher: Path, root: Path, steps: int = 4)
     config = _tiny_config(root, teacher, steps)
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, "--config", str(config), "--corpus", str(corpus_dir)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, "--config", str(config), "--corpus", str(corpus_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"distill on {corpus_dir} failed: {proc.stderr[-2000:]}")
     hwm_kb = int(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("VmHWM")))
     elapsed = [r["elapsed"] for r in read_log(root / "distill" / "log.jsonl") if "elapsed" in r]
     steps_s = [b - a for a, b in zip(elapsed, elapsed[1:])]
-    return {"peak_rss_mb": hwm_kb / 1024, "setup_s": wall - elapsed[-1],
-            "step_s": statistics.median(steps_s) if steps_s else elapsed[0]}
+    return {
+        "peak_rss_mb": hwm_kb / 1024,
+        "setup_s": wall - elapsed[-1],
+        "step_s": statistics.median(steps_s) if steps_s else elapsed[0],
+    }
 
 
 def bench_corpus(sizes: tuple[int, ...] = SIZES, *, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -106,23 +123,30 @@ def bench_corpus(sizes: tuple[int, ...] = SIZES, *, work_dir: str | os.PathLike 
             here = root / f"n{n}"
             here.mkdir()
             text = write_repeated_corpus(here / "corpus.txt", n, base)
-            row = {"requested": n, **prepare(text, here / "corpus", here / "cache"),
-                   "prepare_peak_rss_mb": peak_rss_mb()}
+            row = {
+                "requested": n,
+                **prepare(text, here / "corpus", here / "cache"),
+                "prepare_peak_rss_mb": peak_rss_mb(),
+            }
             text.unlink()
             row.update(distill_process(here / "corpus", teacher, here))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     first, last = rows[0], rows[-1]
-    return {"rows": rows, "base_sentences": len(base),
-            "rss_growth_mb": last["peak_rss_mb"] - first["peak_rss_mb"],
-            "min_sentences_per_min": min(r["sentences_per_min"] for r in rows),
-            "step_time_ratio": last["step_s"] / first["step_s"],
-            "goals": GOALS}
+    return {
+        "rows": rows,
+        "base_sentences": len(base),
+        "rss_growth_mb": last["peak_rss_mb"] - first["peak_rss_mb"],
+        "min_sentences_per_min": min(r["sentences_per_min"] for r in rows),
+        "step_time_ratio": last["step_s"] / first["step_s"],
+        "goals": GOALS,
+    }
 
 
 def cli(argv: list[str]) -> int:
     """`python -m kdlib bench --only corpus [--json] [--sizes 100000,1000000,10000000] [--quick]`."""
     import argparse
+
     p = argparse.ArgumentParser(prog="python -m kdlib bench --only corpus")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help=f"sizes {','.join(map(str, QUICK_SIZES))}")
@@ -141,10 +165,14 @@ def cli(argv: list[str]) -> int:
         print(json.dumps(result))
     else:
         for r in result["rows"]:
-            print(f"{r['sentences']:>11,} sentences: prepared in {r['prepare_s']:.1f} s "
-                  f"({r['sentences_per_min'] / 1e6:.2f} M/min), distill peak {r['peak_rss_mb']:.0f} MB, "
-                  f"set-up {r['setup_s']:.1f} s, {r['step_s'] * 1000:.0f} ms/step")
-        print(f"peak RSS growth {result['rss_growth_mb']:.0f} MB (goal <= {GOALS['rss_growth_mb']:.0f}); "
-              f"slowest preparation {result['min_sentences_per_min'] / 1e6:.2f} M sentences/min "
-              f"(goal >= {GOALS['prepare_sentences_per_min'] / 1e6:.0f}); step time ratio {result['step_time_ratio']:.2f}")
+            print(
+                f"{r['sentences']:>11,} sentences: prepared in {r['prepare_s']:.1f} s "
+                f"({r['sentences_per_min'] / 1e6:.2f} M/min), distill peak {r['peak_rss_mb']:.0f} MB, "
+                f"set-up {r['setup_s']:.1f} s, {r['step_s'] * 1000:.0f} ms/step"
+            )
+        print(
+            f"peak RSS growth {result['rss_growth_mb']:.0f} MB (goal <= {GOALS['rss_growth_mb']:.0f}); "
+            f"slowest preparation {result['min_sentences_per_min'] / 1e6:.2f} M sentences/min "
+            f"(goal >= {GOALS['prepare_sentences_per_min'] / 1e6:.0f}); step time ratio {result['step_time_ratio']:.2f}"
+        )
     return 0

@@ -12,6 +12,7 @@ the device's peak (a table of GPU peaks for the autocast precision; on CPU a sho
 times `UTILISATION`, the share of peak such loops reach in practice (0.3 is typical for BERT-base
 training with mixed precision on one GPU; tiny models on CPU reach less).
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,19 @@ import torch
 
 UTILISATION = 0.3
 # dense fp16/bf16 tensor-core peak (FLOP/s) by a substring of torch.cuda.get_device_name(); fp32 is far lower
-GPU_PEAK_HALF = {"T4": 65e12, "L4": 121e12, "A10G": 125e12, "A10": 125e12, "V100": 125e12, "A100": 312e12,
-                 "L40": 181e12, "H100": 989e12, "H200": 989e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
+GPU_PEAK_HALF = {
+    "T4": 65e12,
+    "L4": 121e12,
+    "A10G": 125e12,
+    "A10": 125e12,
+    "V100": 125e12,
+    "A100": 312e12,
+    "L40": 181e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
 
 
 @dataclass(frozen=True)
@@ -39,8 +51,12 @@ class EncoderShape:
         """From a transformers config (BERT names, or DistilBERT's n_layers / dim / hidden_dim)."""
         c = model.config
         get = lambda *names: next(getattr(c, n) for n in names if hasattr(c, n))  # noqa: E731
-        return cls(get("num_hidden_layers", "n_layers"), get("hidden_size", "dim"),
-                   get("intermediate_size", "hidden_dim"), get("vocab_size"))
+        return cls(
+            get("num_hidden_layers", "n_layers"),
+            get("hidden_size", "dim"),
+            get("intermediate_size", "hidden_dim"),
+            get("vocab_size"),
+        )
 
 
 def forward_flops(shape: EncoderShape, tokens: float, seq_len: float, head_tokens: float) -> float:
@@ -50,14 +66,16 @@ def forward_flops(shape: EncoderShape, tokens: float, seq_len: float, head_token
     return tokens * shape.layers * per_token_layer + head_tokens * 2 * (h * h + h * shape.vocab)
 
 
-def distill_step_flops(teachers: list[EncoderShape], students: list[EncoderShape], *, texts: int,
-                       seq_len: float, head_share: float) -> float:
+def distill_step_flops(
+    teachers: list[EncoderShape], students: list[EncoderShape], *, texts: int, seq_len: float, head_share: float
+) -> float:
     """FLOPs of one optimizer step: each teacher one forward, each student forward + backward (x3), over
     `texts` sequences of `seq_len` tokens, vocabulary heads on `head_share` of the tokens."""
     tokens = texts * seq_len
     head = tokens * head_share
-    return (sum(forward_flops(t, tokens, seq_len, head) for t in teachers)
-            + 3 * sum(forward_flops(s, tokens, seq_len, head) for s in students))
+    return sum(forward_flops(t, tokens, seq_len, head) for t in teachers) + 3 * sum(
+        forward_flops(s, tokens, seq_len, head) for s in students
+    )
 
 
 def peak_flops(device: torch.device, half: bool) -> float | None:
@@ -73,7 +91,7 @@ def peak_flops(device: torch.device, half: bool) -> float | None:
     while time.perf_counter() - t0 < 0.05:
         a @ a
         n += 1
-    return n * 2 * 256 ** 3 / (time.perf_counter() - t0)
+    return n * 2 * 256**3 / (time.perf_counter() - t0)
 
 
 def device_name(device: torch.device) -> str:

@@ -12,6 +12,7 @@ same budget) gets a percentile bootstrap interval (``scipy.stats.bootstrap``, th
 resampled independently). Each run's loss is measured on its own training batches, so two runs on different
 corpora compare how well each fits its own text, not a common held-out set.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ __all__ = ["AXES", "late_loss_difference", "loss_curve"]
 AXES = ("step", "elapsed", "tokens_seen")
 
 
-def loss_curve(log_path: str | Path, student: str | None = None, *, loss: str = "total",
-               window: int = 10) -> pd.DataFrame:
+def loss_curve(
+    log_path: str | Path, student: str | None = None, *, loss: str = "total", window: int = 10
+) -> pd.DataFrame:
     """One student's curve: step, elapsed (s), tokens_seen (cumulative), ``loss``, and its rolling mean."""
     df = log_frame(log_path)
     if "student" in df.columns:
@@ -46,9 +48,17 @@ def loss_curve(log_path: str | Path, student: str | None = None, *, loss: str = 
     return curve
 
 
-def late_loss_difference(curve_a: pd.DataFrame, curve_b: pd.DataFrame, *, by: str = "elapsed", share: float = 0.2,
-                         loss: str = "total", n_resamples: int = 1000, seed: int = 0,
-                         level: float = 0.95) -> Interval:
+def late_loss_difference(
+    curve_a: pd.DataFrame,
+    curve_b: pd.DataFrame,
+    *,
+    by: str = "elapsed",
+    share: float = 0.2,
+    loss: str = "total",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
     """Mean loss of b minus mean loss of a over the last ``share`` of the common horizon on axis ``by``."""
     if by not in AXES:
         raise ValueError(f"late_loss_difference: by={by!r}; expected one of {AXES}")
@@ -59,12 +69,20 @@ def late_loss_difference(curve_a: pd.DataFrame, curve_b: pd.DataFrame, *, by: st
     for name, curve in (("a", curve_a), ("b", curve_b)):
         late = curve.loc[(curve[by] <= horizon) & (curve[by] > (1 - share) * horizon), loss].to_numpy(float)
         if len(late) < 2:
-            raise ValueError(f"late_loss_difference: curve {name} has {len(late)} logged step(s) in the last "
-                             f"{share:.0%} of the common {by} horizon {horizon:.4g}; log more often or raise share")
+            raise ValueError(
+                f"late_loss_difference: curve {name} has {len(late)} logged step(s) in the last "
+                f"{share:.0%} of the common {by} horizon {horizon:.4g}; log more often or raise share"
+            )
         parts.append(late)
     late_a, late_b = parts
-    res = sps.bootstrap((late_b, late_a), lambda b, a: np.mean(b) - np.mean(a), n_resamples=n_resamples,
-                        confidence_level=level, method="percentile", random_state=np.random.default_rng(seed),
-                        vectorized=False)
+    res = sps.bootstrap(
+        (late_b, late_a),
+        lambda b, a: np.mean(b) - np.mean(a),
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+        vectorized=False,
+    )
     ci = res.confidence_interval
     return Interval(float(late_b.mean() - late_a.mean()), float(ci.low), float(ci.high))

@@ -38,6 +38,7 @@ Text is normalised with ``kdlib.text.normalizer(task language)`` unless ``normal
 seven (Romanian) tasks ``normalize_romanian`` (cedilla -> comma-below, NFC); for a declared task of
 another language only NFC. Bad input raises ``ValueError`` naming the file, the line and what was expected.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,21 @@ from kdlib.tasks import TaskSpec, get_task
 from kdlib.text import normalizer
 
 __all__ = [
-    "TaskSpec", "TASKS", "TASK_NAMES", "SPLITS", "SPLIT_SEED", "UPOS_TAGS", "RONEC_V1_CLASSES",
-    "RONEC_V2_CLASSES", "resolve_data_dir", "load_task", "load_split", "label_names", "task_sources",
-    "check", "cli",
+    "TaskSpec",
+    "TASKS",
+    "TASK_NAMES",
+    "SPLITS",
+    "SPLIT_SEED",
+    "UPOS_TAGS",
+    "RONEC_V1_CLASSES",
+    "RONEC_V2_CLASSES",
+    "resolve_data_dir",
+    "load_task",
+    "load_split",
+    "label_names",
+    "task_sources",
+    "check",
+    "cli",
 ]
 
 SPLITS = ("train", "validation", "test")
@@ -77,17 +90,64 @@ RONEC_V2_CARVE_VALIDATION = 0.2
 log = logging.getLogger("kdlib.data")
 
 
-TASKS: dict[str, TaskSpec] = tasks_mod.BUILTIN   # the seven Romanian tasks (kdlib.tasks)
+TASKS: dict[str, TaskSpec] = tasks_mod.BUILTIN  # the seven Romanian tasks (kdlib.tasks)
 TASK_NAMES = tasks_mod.BUILTIN_NAMES
 
-UPOS_TAGS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
-             "PUNCT", "SCONJ", "SYM", "VERB", "X"]
-RONEC_V1_CLASSES = ["DATETIME", "EVENT", "FACILITY", "GPE", "LANGUAGE", "LOC", "MONEY", "NAT_REL_POL",
-                    "NUMERIC_VALUE", "ORDINAL", "ORGANIZATION", "PERIOD", "PERSON", "PRODUCT", "QUANTITY",
-                    "WORK_OF_ART"]
+UPOS_TAGS = [
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+]
+RONEC_V1_CLASSES = [
+    "DATETIME",
+    "EVENT",
+    "FACILITY",
+    "GPE",
+    "LANGUAGE",
+    "LOC",
+    "MONEY",
+    "NAT_REL_POL",
+    "NUMERIC_VALUE",
+    "ORDINAL",
+    "ORGANIZATION",
+    "PERIOD",
+    "PERSON",
+    "PRODUCT",
+    "QUANTITY",
+    "WORK_OF_ART",
+]
 # in RONEC v2's ner_ids order (B-X = 2k-1, I-X = 2k)
-RONEC_V2_CLASSES = ["PERSON", "ORG", "GPE", "LOC", "NAT_REL_POL", "EVENT", "LANGUAGE", "WORK_OF_ART",
-                    "DATETIME", "PERIOD", "MONEY", "QUANTITY", "NUMERIC", "ORDINAL", "FACILITY"]
+RONEC_V2_CLASSES = [
+    "PERSON",
+    "ORG",
+    "GPE",
+    "LOC",
+    "NAT_REL_POL",
+    "EVENT",
+    "LANGUAGE",
+    "WORK_OF_ART",
+    "DATETIME",
+    "PERIOD",
+    "MONEY",
+    "QUANTITY",
+    "NUMERIC",
+    "ORDINAL",
+    "FACILITY",
+]
 SAPN_NAMES = ["negative", "positive"]
 SAR_NAMES = ["1", "2", "4", "5"]
 DI_NAMES = ["moldavian", "romanian"]
@@ -103,7 +163,11 @@ _UD_FILE_SPLIT = {"train": "train", "validation": "dev", "test": "test"}
 
 # options each task accepts (besides normalize), with their allowed values
 _OPTIONS: dict[str, dict[str, tuple]] = {
-    "upos": {}, "xpos": {}, "sapn": {}, "sar": {}, "sts": {},
+    "upos": {},
+    "xpos": {},
+    "sapn": {},
+    "sar": {},
+    "sts": {},
     "ner": {"version": (1, 2), "v2_train": ("download", "carve")},
     "di": {"source": ("auto", "moroco", "vardial")},
 }
@@ -115,6 +179,7 @@ def bio_names(classes: list[str]) -> list[str]:
 
 
 # --- data folder ---------------------------------------------------------------------------------------
+
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     """The data folder: the argument, else ``$KDLIB_DATA_DIR``, else ``~/.cache/kdlib/data``.
@@ -129,8 +194,10 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
         return sources.default_cache_dir()
     path = Path(data_dir).expanduser().resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"{origin}={data_dir} is not a folder; point it at a folder laid out like the "
-                                f"offline mirror ../shared/data (see its README.md)")
+        raise FileNotFoundError(
+            f"{origin}={data_dir} is not a folder; point it at a folder laid out like the "
+            f"offline mirror ../shared/data (see its README.md)"
+        )
     return path
 
 
@@ -158,8 +225,12 @@ def _laroseda_reviews(path: Path) -> list[dict]:
         if not isinstance(review, dict) or any(not isinstance(review.get(k), str) for k in keys):
             raise _fail(path, None, f"review #{i}: expected string fields {', '.join(keys)}, got {review!r:.120}")
         if review["starRating"] not in SAR_NAMES:
-            raise _fail(path, None, f"review #{i} (index {review['index']}): expected starRating 1, 2, 4 or 5, "
-                                    f"found {review['starRating']!r}")
+            raise _fail(
+                path,
+                None,
+                f"review #{i} (index {review['index']}): expected starRating 1, 2, 4 or 5, "
+                f"found {review['starRating']!r}",
+            )
     return data["reviews"]
 
 
@@ -172,17 +243,18 @@ def _sts_split(path: Path, norm: Callable[[str], str], split: str) -> list[dict]
                 continue
             cols = line.split("\t")
             if len(cols) != 3:
-                raise _fail(path, lineno, f"expected 3 tab-separated columns (score, sentence1, sentence2), "
-                                          f"found {len(cols)}")
+                raise _fail(
+                    path, lineno, f"expected 3 tab-separated columns (score, sentence1, sentence2), found {len(cols)}"
+                )
             try:
                 score = float(cols[0])
             except ValueError:
                 score = float("nan")
             if not 0.0 <= score <= 5.0:
-                raise _fail(path, lineno, f"expected a similarity score between 0 and 5 in column 1, "
-                                          f"found {cols[0]!r}")
-            records.append({"id": f"{split}-{lineno}", "text_a": norm(cols[1]), "text_b": norm(cols[2]),
-                            "label": score})
+                raise _fail(path, lineno, f"expected a similarity score between 0 and 5 in column 1, found {cols[0]!r}")
+            records.append(
+                {"id": f"{split}-{lineno}", "text_a": norm(cols[1]), "text_b": norm(cols[2]), "label": score}
+            )
     return records
 
 
@@ -201,6 +273,7 @@ def _id_label_lines(path: Path, what: str) -> list[tuple[str, str, int]]:
 
 
 # --- per-task builders: return ({split: records}, {split: [relpaths]}, source note) ------------------------
+
 
 class _Files:
     """Fetches files for one load and remembers which split used which file."""
@@ -227,8 +300,10 @@ def _stratified_split(labels: list, fraction: float, seed: int) -> tuple[list[in
 def _build_ner(files: _Files, norm, version: int = 1, v2_train: str = "download") -> tuple[dict, list[str]]:
     if version == 1:
         names = bio_names(RONEC_V1_CLASSES)
-        return {s: _tagging_split(files.get(_RONEC1.format(_UD_FILE_SPLIT[s]), s), 11, 10, names, norm, bio=True)
-                for s in SPLITS}, names
+        return {
+            s: _tagging_split(files.get(_RONEC1.format(_UD_FILE_SPLIT[s]), s), 11, 10, names, norm, bio=True)
+            for s in SPLITS
+        }, names
     names = bio_names(RONEC_V2_CLASSES)
 
     def read(split_file: str, *splits: str) -> list[dict]:
@@ -238,48 +313,60 @@ def _build_ner(files: _Files, norm, version: int = 1, v2_train: str = "download"
             raise _fail(path, None, "expected a JSON list of sentences (RONEC v2 format)")
         recs = []
         for i, item in enumerate(data):
-            ok = isinstance(item, dict) and isinstance(item.get("tokens"), list) \
-                and isinstance(item.get("ner_tags"), list) and len(item["tokens"]) == len(item["ner_tags"])
+            ok = (
+                isinstance(item, dict)
+                and isinstance(item.get("tokens"), list)
+                and isinstance(item.get("ner_tags"), list)
+                and len(item["tokens"]) == len(item["ner_tags"])
+            )
             if not ok or any(t not in names for t in item["ner_tags"]):
-                raise _fail(path, None, f"sentence #{i}: expected tokens and ner_tags lists of equal length "
-                                        f"with BIO tags of the 15 RONEC v2 classes")
-            recs.append({"id": str(item.get("id", i)), "tokens": [norm(t) for t in item["tokens"]],
-                         "tags": item["ner_tags"]})
+                raise _fail(
+                    path,
+                    None,
+                    f"sentence #{i}: expected tokens and ner_tags lists of equal length "
+                    f"with BIO tags of the 15 RONEC v2 classes",
+                )
+            recs.append(
+                {"id": str(item.get("id", i)), "tokens": [norm(t) for t in item["tokens"]], "tags": item["ner_tags"]}
+            )
         return recs
 
     test = read("test", "test")
     if v2_train == "carve":
         pool = read("valid", "train", "validation")
         import random
+
         order = list(range(len(pool)))
         random.Random(SPLIT_SEED).shuffle(order)
         n_val = round(len(pool) * RONEC_V2_CARVE_VALIDATION)
         val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-        return {"train": [pool[i] for i in train_idx], "validation": [pool[i] for i in val_idx],
-                "test": test}, names
+        return {"train": [pool[i] for i in train_idx], "validation": [pool[i] for i in val_idx], "test": test}, names
     try:
         train = read("train", "train")
     except sources.DataFileMissingError as exc:
         raise sources.DataFileMissingError(
             f"{exc}\nRONEC v2's train split is not in the offline mirror. Use load_task('ner') for RONEC v1 "
             f"(complete), or load_task('ner', version=2, v2_train='carve') to carve train/validation from "
-            f"the v2 validation file.") from None
+            f"the v2 validation file."
+        ) from None
     return {"train": train, "validation": read("valid", "validation"), "test": test}, names
 
 
 def _build_laroseda(files: _Files, norm, task: str) -> tuple[dict, list[str]]:
     train_all = _laroseda_reviews(files.get(_LAROSEDA.format("train"), "train", "validation"))
     test = _laroseda_reviews(files.get(_LAROSEDA.format("test"), "test"))
-    keep, carved = _stratified_split([r["starRating"] for r in train_all], LAROSEDA_VALIDATION_FRACTION,
-                                     SPLIT_SEED)
+    keep, carved = _stratified_split([r["starRating"] for r in train_all], LAROSEDA_VALIDATION_FRACTION, SPLIT_SEED)
 
     def rec(r: dict) -> dict:
         star = r["starRating"]
         label = ("negative" if star in {"1", "2"} else "positive") if task == "sapn" else star
         return {"id": r["index"], "text_a": norm(r["title"]), "text_b": norm(r["content"]), "label": label}
 
-    out = {"train": [rec(train_all[i]) for i in keep], "validation": [rec(train_all[i]) for i in carved],
-           "test": [rec(r) for r in test]}
+    out = {
+        "train": [rec(train_all[i]) for i in keep],
+        "validation": [rec(train_all[i]) for i in carved],
+        "test": [rec(r) for r in test],
+    }
     return out, SAPN_NAMES if task == "sapn" else SAR_NAMES
 
 
@@ -329,13 +416,18 @@ def _build_vardial(files: _Files, norm) -> dict:
         if g not in {"MD", "RO"}:
             raise _fail(gold_path, lineno, f"expected MD or RO, found {g!r}")
         labels.append("moldavian" if g == "MD" else "romanian")
-    recs = [{"id": f"vardial-{i + 1}", "text_a": norm(t.strip()), "label": lab}
-            for i, (t, lab) in enumerate(zip(texts, labels))]
+    recs = [
+        {"id": f"vardial-{i + 1}", "text_a": norm(t.strip()), "label": lab}
+        for i, (t, lab) in enumerate(zip(texts, labels))
+    ]
     rest, test_idx = _stratified_split(labels, VARDIAL_FRACTIONS[2], SPLIT_SEED)
     val_share = VARDIAL_FRACTIONS[1] / (VARDIAL_FRACTIONS[0] + VARDIAL_FRACTIONS[1])
     train_pos, val_pos = _stratified_split([labels[i] for i in rest], val_share, SPLIT_SEED)
-    return {"train": [recs[rest[i]] for i in train_pos], "validation": [recs[rest[i]] for i in val_pos],
-            "test": [recs[i] for i in test_idx]}
+    return {
+        "train": [recs[rest[i]] for i in train_pos],
+        "validation": [recs[rest[i]] for i in val_pos],
+        "test": [recs[i] for i in test_idx],
+    }
 
 
 def _build_di(files: _Files, norm, source: str = "auto") -> tuple[dict, list[str], str]:
@@ -351,11 +443,15 @@ _DI_FALLBACK = "; MOROCO texts not found"
 def _warn_source(name: str, source: str) -> None:
     """Say which DI source ``auto`` fell back to, on every load (the parse itself is cached)."""
     if name == "di" and source.endswith(_DI_FALLBACK):
-        warnings.warn("di: MOROCO's samples.txt files are not available locally; using the VarDial 2019 MRC "
-                      "set carved 80/10/10 (pass source='moroco' to download MOROCO)", stacklevel=3)
+        warnings.warn(
+            "di: MOROCO's samples.txt files are not available locally; using the VarDial 2019 MRC "
+            "set carved 80/10/10 (pass source='moroco' to download MOROCO)",
+            stacklevel=3,
+        )
 
 
 # --- declared tasks: generic formats (kdlib.readers), validation carved from train -----------------------
+
 
 def _declared_file(files: _Files, spec: TaskSpec, split: str) -> Path:
     """A declared split's file: absolute, a pinned data-folder file (fetched), or data-folder relative."""
@@ -366,8 +462,10 @@ def _declared_file(files: _Files, spec: TaskSpec, split: str) -> Path:
             return files.get(value, split)
         path = files.data_dir / value
     if not path.is_file():
-        raise FileNotFoundError(f"task {spec.name!r}: {split} file {path} does not exist (expected a {spec.format} "
-                                f"file; a relative path is read from the data folder {files.data_dir})")
+        raise FileNotFoundError(
+            f"task {spec.name!r}: {split} file {path} does not exist (expected a {spec.format} "
+            f"file; a relative path is read from the data folder {files.data_dir})"
+        )
     files.used[split].append(str(path))
     return path
 
@@ -401,21 +499,34 @@ def _read_hf_dataset(spec: TaskSpec, names: list[str] | None, norm) -> dict[str,
     try:
         ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(name, opts.get("config"))
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
-        raise FileNotFoundError(f"task {spec.name!r}: cannot load dataset {name!r}"
-                                f"{' config ' + repr(opts['config']) if opts.get('config') else ''}: {exc}") from None
+        raise FileNotFoundError(
+            f"task {spec.name!r}: cannot load dataset {name!r}"
+            f"{' config ' + repr(opts['config']) if opts.get('config') else ''}: {exc}"
+        ) from None
     if not isinstance(ds, DatasetDict):
-        raise ValueError(f"task {spec.name!r}: dataset {name!r} is a single split; expected splits "
-                         f"(a DatasetDict with train and test)")
+        raise ValueError(
+            f"task {spec.name!r}: dataset {name!r} is a single split; expected splits "
+            f"(a DatasetDict with train and test)"
+        )
     out = {}
     for split in SPLITS:
         split_name = opts.get(split, split)
         if split_name not in ds:
             if split == "validation" and "validation" not in opts:
                 continue
-            raise ValueError(f"task {spec.name!r}: dataset {name!r} has no split {split_name!r} (used as {split}); "
-                             f"its splits: {', '.join(ds)}")
-        out[split] = readers.dataset_records(ds[split_name], ds[split_name].features, f"{name} [{split_name}]",
-                                             opts, spec.kind, norm, set(names) if names else None)
+            raise ValueError(
+                f"task {spec.name!r}: dataset {name!r} has no split {split_name!r} (used as {split}); "
+                f"its splits: {', '.join(ds)}"
+            )
+        out[split] = readers.dataset_records(
+            ds[split_name],
+            ds[split_name].features,
+            f"{name} [{split_name}]",
+            opts,
+            spec.kind,
+            norm,
+            set(names) if names else None,
+        )
     return out
 
 
@@ -427,14 +538,18 @@ def _carve_validation(spec: TaskSpec, train: list[dict]) -> tuple[list[dict], li
     n = len(train)
     n_val = max(1, round(n * fraction))
     if n < 2 or n_val >= n:
-        raise ValueError(f"task {spec.name!r}: train has {n} example(s), too few to carve a validation split "
-                         f"({fraction:.0%}); declare a validation file")
+        raise ValueError(
+            f"task {spec.name!r}: train has {n} example(s), too few to carve a validation split "
+            f"({fraction:.0%}); declare a validation file"
+        )
     labels = [r["label"] for r in train] if spec.kind == "classification" else None
     counts = collections.Counter(labels or [])
     stratify = labels if labels and min(counts.values()) >= 2 and len(counts) <= min(n_val, n - n_val) else None
     keep, carved = train_test_split(list(range(n)), test_size=n_val, random_state=SPLIT_SEED, stratify=stratify)
-    note = (f"validation carved from train: {n_val} of {n} examples ({fraction:.0%}, seed {SPLIT_SEED}, "
-            f"{'stratified by label' if stratify else 'not stratified'})")
+    note = (
+        f"validation carved from train: {n_val} of {n} examples ({fraction:.0%}, seed {SPLIT_SEED}, "
+        f"{'stratified by label' if stratify else 'not stratified'})"
+    )
     return [train[i] for i in sorted(keep)], [train[i] for i in sorted(carved)], note
 
 
@@ -462,8 +577,11 @@ def _build_declared(spec: TaskSpec, files: _Files, norm) -> tuple[dict, list[str
     if spec.format == "datasets":
         records = _read_hf_dataset(spec, names, norm)
     else:
-        records = {s: _read_declared_file(spec, _declared_file(files, spec, s), s, names, norm)
-                   for s in SPLITS if spec.options.get(s)}
+        records = {
+            s: _read_declared_file(spec, _declared_file(files, spec, s), s, names, norm)
+            for s in SPLITS
+            if spec.options.get(s)
+        }
     source = spec.dataset
     if "validation" not in records:
         records["train"], records["validation"], note = _carve_validation(spec, records["train"])
@@ -477,10 +595,12 @@ def _build_declared(spec: TaskSpec, files: _Files, norm) -> tuple[dict, list[str
 
 # --- assembling datasets ------------------------------------------------------------------------------------
 
+
 def _features(kind: str, names: list[str] | None, pair: bool) -> Features:
     if kind == "tagging":
-        return Features({"id": Value("string"), "tokens": Sequence(Value("string")),
-                         "tags": Sequence(ClassLabel(names=names))})
+        return Features(
+            {"id": Value("string"), "tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=names))}
+        )
     cols = {"id": Value("string"), "text_a": Value("string")}
     if pair:
         cols["text_b"] = Value("string")
@@ -515,8 +635,12 @@ def _build_builtin(spec: TaskSpec, files: _Files, norm, opts: dict) -> tuple[dic
         return _build_declared(spec, files, norm)
     if spec.format == "ronec":
         records, names = _build_ner(files, norm, **opts)
-        return records, names, f"RONEC v{opts.get('version', 1)}" + (
-            " (train/validation carved from v2 valid)" if opts.get("v2_train") == "carve" else "")
+        return (
+            records,
+            names,
+            f"RONEC v{opts.get('version', 1)}"
+            + (" (train/validation carved from v2 valid)" if opts.get("v2_train") == "carve" else ""),
+        )
     if spec.format == "laroseda":
         records, names = _build_laroseda(files, norm, name)
         return records, names, "LaRoSeDa (validation carved from train, 10%, stratified)"
@@ -537,8 +661,9 @@ def _assemble(spec: TaskSpec, records: dict, names: list[str] | None, files: _Fi
     for split in SPLITS:
         if not records[split]:
             raise ValueError(f"task {spec.name!r}: split {split!r} is empty (read from {', '.join(files.used[split])})")
-        out[split] = Dataset.from_list(records[split], features=features, info=copy.deepcopy(info),
-                                       split=datasets.NamedSplit(split))
+        out[split] = Dataset.from_list(
+            records[split], features=features, info=copy.deepcopy(info), split=datasets.NamedSplit(split)
+        )
     return DatasetDict(out)
 
 
@@ -556,8 +681,9 @@ def _load_cached(name: str, data_dir: str, normalize: bool, options: tuple) -> t
 
 
 @lru_cache(maxsize=32)
-def _load_declared_cached(name: str, declaration: str, data_dir: str, normalize: bool,
-                          stamps: tuple) -> tuple[DatasetDict, dict, str]:
+def _load_declared_cached(
+    name: str, declaration: str, data_dir: str, normalize: bool, stamps: tuple
+) -> tuple[DatasetDict, dict, str]:
     spec = tasks_mod.parse_declaration(name, json.loads(declaration))
     files = _Files(Path(data_dir))
     norm = normalizer(spec.language) if normalize else _identity
@@ -589,14 +715,17 @@ def _cached(name, data_dir, normalize: bool, options: dict):
         options = _check_options(spec.name, options)
         return _load_cached(spec.name, str(root), bool(normalize), tuple(sorted(options.items())))
     if options:
-        raise TypeError(f"load_task({spec.name!r}): a declared task takes no options (got {sorted(options)}); "
-                        f"put them in its declaration")
+        raise TypeError(
+            f"load_task({spec.name!r}): a declared task takes no options (got {sorted(options)}); "
+            f"put them in its declaration"
+        )
     declaration = json.dumps(spec.declaration(), sort_keys=True)
     return _load_declared_cached(spec.name, declaration, str(root), bool(normalize), _stamps(spec, root))
 
 
-def load_task(name: str | Mapping | TaskSpec, data_dir: str | Path | None = None, *, normalize: bool = True,
-              **options) -> DatasetDict:
+def load_task(
+    name: str | Mapping | TaskSpec, data_dir: str | Path | None = None, *, normalize: bool = True, **options
+) -> DatasetDict:
     """Load a task as a DatasetDict with train/validation/test (see the module docstring).
 
     ``name``: one of the seven Romanian tasks, a task declared in the active profile (kdlib.tasks), or a
@@ -618,8 +747,9 @@ def load_split(name: str | Mapping, split: str, data_dir: str | Path | None = No
     return load_task(name, data_dir, **kwargs)[split]
 
 
-def task_sources(name: str | Mapping, data_dir: str | Path | None = None, *, normalize: bool = True,
-                 **options) -> tuple[dict[str, list[str]], str]:
+def task_sources(
+    name: str | Mapping, data_dir: str | Path | None = None, *, normalize: bool = True, **options
+) -> tuple[dict[str, list[str]], str]:
     """({split: [files read: data-folder relpaths or paths]}, description of the source) for one task."""
     _, used, source = _cached(name, data_dir, normalize, options)
     return used, source
@@ -634,6 +764,7 @@ def label_names(ds_dict: DatasetDict | Dataset, task: str | Mapping) -> list[str
 
 
 # --- `python -m kdlib data --check` ---------------------------------------------------------------------
+
 
 def _file_note(path: str, root: Path) -> str:
     """A file read by a task: a pinned data file with its origin and checksum state, or the path itself."""
@@ -655,31 +786,61 @@ def check(data_dir: str | Path | None = None, tasks: list[str] | None = None) ->
             root = resolve_data_dir(data_dir)
             for split in SPLITS:
                 files = "; ".join(_file_note(r, root) for r in dict.fromkeys(used[split]))
-                tokens = (pc.sum(pc.list_value_length(ds[split].data.column("tokens"))).as_py()
-                          if get_task(name).kind == "tagging" else None)
-                rows.append({"task": name, "split": split, "examples": len(ds[split]), "tokens": tokens,
-                             "source": source, "files": files})
+                tokens = (
+                    pc.sum(pc.list_value_length(ds[split].data.column("tokens"))).as_py()
+                    if get_task(name).kind == "tagging"
+                    else None
+                )
+                rows.append(
+                    {
+                        "task": name,
+                        "split": split,
+                        "examples": len(ds[split]),
+                        "tokens": tokens,
+                        "source": source,
+                        "files": files,
+                    }
+                )
             for w in caught:
-                rows.append({"task": name, "split": "-", "examples": None, "tokens": None,
-                             "source": "warning", "files": str(w.message).splitlines()[0]})
+                rows.append(
+                    {
+                        "task": name,
+                        "split": "-",
+                        "examples": None,
+                        "tokens": None,
+                        "source": "warning",
+                        "files": str(w.message).splitlines()[0],
+                    }
+                )
         except Exception as exc:  # report every task, then fail
             ok = False
-            rows.append({"task": name, "split": "-", "examples": None, "tokens": None, "source": "FAILED",
-                         "files": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+            rows.append(
+                {
+                    "task": name,
+                    "split": "-",
+                    "examples": None,
+                    "tokens": None,
+                    "source": "FAILED",
+                    "files": f"{type(exc).__name__}: {exc}".splitlines()[0],
+                }
+            )
     return rows, ok
 
 
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of ``check`` rows."""
     header = ["task", "split", "examples", "tokens", "source", "files"]
-    cells = [[("" if r[h] is None else f"{r[h]:,}" if isinstance(r[h], int) else str(r[h])) for h in header]
-             for r in rows]
+    cells = [
+        [("" if r[h] is None else f"{r[h]:,}" if isinstance(r[h], int) else str(r[h])) for h in header] for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
     widths[-1] = len(header[-1])  # last column is not padded
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) if i < 2 or i > 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-              for row in cells]
+    lines += [
+        "  ".join(c.ljust(w) if i < 2 or i > 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -688,8 +849,9 @@ def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib data", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="load every task and print split sizes and sources")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR)")
-    parser.add_argument("--task", action="append",
-                        help="only these tasks (repeatable; default: the active tasks, see kdlib.tasks)")
+    parser.add_argument(
+        "--task", action="append", help="only these tasks (repeatable; default: the active tasks, see kdlib.tasks)"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = parser.parse_args(argv)
     if not args.check:

@@ -4,6 +4,7 @@
 the DDP helpers read the environment variables that `torchrun` sets (RANK, LOCAL_RANK, WORLD_SIZE)
 so the same script runs on one process or many without changes.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -21,6 +21,7 @@ Global batch = batch_size * world_size * grad_accum texts per optimizer step; ev
 disjoint slice of each global micro-batch of batch_size * world_size texts. Losses are normalised by
 counts over the global micro-batch, so DDP computes the same gradient as one process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,8 +102,9 @@ __all__ = [
 
 # -------------------------------------------------------------------------------------------- output
 def _model_card(student: Student, config: DistillConfig, summary: dict, corpus_meta: dict) -> str:
-    tlist = "\n".join(f"- `{t.name}`: `{t.path}` (weight {t.weight})" for t in config.teachers
-                      if t.name in student.teachers)
+    tlist = "\n".join(
+        f"- `{t.name}`: `{t.path}` (weight {t.weight})" for t in config.teachers if t.name in student.teachers
+    )
     losses = ", ".join(f"{k} {v:.4f}" for k, v in summary["final_losses"].items())
     return f"""---
 language: ro
@@ -122,12 +124,15 @@ Student vocabulary and tokenizer from `{student.spec.tokenizer_from or student.t
 
 ## Training
 - multi-teacher strategy: `{config.strategy}`; cross-tokenizer alignment: `{config.cross_tokenizer}`
-- loss: {config.alpha_ce} * T^2 * KL (T={config.temperature}, on {config.kl_on} positions) + {config.alpha_mlm} * MLM + {config.alpha_cos} * cosine
-- corpus: {corpus_meta.get('name')}: {corpus_meta.get('sentences'):,} sentences, {corpus_meta.get('characters'):,} characters
-- steps: {summary['steps']}; global batch {summary['global_batch']} texts; lr {config.lr}; seed {config.seed}
+- loss: {config.alpha_ce} * T^2 * KL (T={config.temperature}, on {config.kl_on} positions)
+  + {config.alpha_mlm} * MLM + {config.alpha_cos} * cosine
+- corpus: {corpus_meta.get("name")}: {corpus_meta.get("sentences"):,} sentences,
+  {corpus_meta.get("characters"):,} characters
+- steps: {summary["steps"]}; global batch {summary["global_batch"]} texts; lr {config.lr}; seed {config.seed}
 - final losses (mean of the last logged steps): {losses}
-- mean unmapped teacher mass (cross-vocabulary teachers): {summary.get('unmapped') or 'n/a'}
-- wall time: {summary['wall_time_s']:.1f} s on {summary['device']} (amp {summary['amp']}, {summary['world_size']} process(es))
+- mean unmapped teacher mass (cross-vocabulary teachers): {summary.get("unmapped") or "n/a"}
+- wall time: {summary["wall_time_s"]:.1f} s on {summary["device"]}
+  (amp {summary["amp"]}, {summary["world_size"]} process(es))
 """
 
 
@@ -149,7 +154,7 @@ def _save_student(student: Student, config: DistillConfig, summary: dict, corpus
 def read_log(log_path: str | Path) -> list[dict]:
     """The records of a distillation log.jsonl. A torn LAST line (the process was killed while writing it) is
     skipped, so a crashed run can still resume; a malformed line elsewhere is an error naming the line."""
-    lines = [l for l in Path(log_path).read_text(encoding="utf-8").splitlines() if l.strip()]
+    lines = [line for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = []
     for i, line in enumerate(lines):
         try:
@@ -171,32 +176,45 @@ def _summarise(log_path: Path, students: list[Student], last: int = 10) -> dict[
         keys = tail[0].keys() if tail else []
         whole = ("unmapped/", "mismatch/")
         final = {k: float(np.mean([t[k] for t in tail])) for k in keys if not k.startswith(whole)}
-        run_mean = {k: float(np.mean([r["students"][s.spec.name][k] for r in rows])) for k in keys if k.startswith(whole)}
+        run_mean = {
+            k: float(np.mean([r["students"][s.spec.name][k] for r in rows])) for k in keys if k.startswith(whole)
+        }
         first = rows[0]["students"][s.spec.name] if rows else {}
-        out[s.spec.name] = {"final_losses": final, "first_losses": first,
-                            "unmapped": {k: v for k, v in run_mean.items() if k.startswith("unmapped/")},
-                            "mismatch": {k: v for k, v in run_mean.items() if k.startswith("mismatch/")}}
+        out[s.spec.name] = {
+            "final_losses": final,
+            "first_losses": first,
+            "unmapped": {k: v for k, v in run_mean.items() if k.startswith("unmapped/")},
+            "mismatch": {k: v for k, v in run_mean.items() if k.startswith("mismatch/")},
+        }
     return out
 
 
 # -------------------------------------------------------------------------------------------- resume
-def _check_resumable(path: Path, state: dict, rng_states: list, config: DistillConfig, world_size: int,
-                     n_texts: int) -> None:
+def _check_resumable(
+    path: Path, state: dict, rng_states: list, config: DistillConfig, world_size: int, n_texts: int
+) -> None:
     """Raise if checkpoint `path` was written with another world size, corpus size or data/loss settings."""
     if len(rng_states) != world_size:
-        raise ValueError(f"checkpoint {path} was written by {len(rng_states)} process(es); resume with the "
-                         f"same number (now {world_size}), or start over with --fresh (fresh=True)")
+        raise ValueError(
+            f"checkpoint {path} was written by {len(rng_states)} process(es); resume with the "
+            f"same number (now {world_size}), or start over with --fresh (fresh=True)"
+        )
     saved = state.get("config", {})
-    changed = [f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in RESUME_KEYS
-               if k in saved and saved[k] != getattr(config, k)]
+    changed = [
+        f"{k}: {saved[k]!r} -> {getattr(config, k)!r}"
+        for k in RESUME_KEYS
+        if k in saved and saved[k] != getattr(config, k)
+    ]
     if state.get("n_texts") is not None and state["n_texts"] != n_texts:
         changed.append(f"corpus texts: {state['n_texts']} -> {n_texts}")
     if state.get("code") is not None and state["code"] != code_fingerprint():
         changed.append(f"kdlib training code: {state['code']} -> {code_fingerprint()}")
     if changed:
-        raise ValueError(f"cannot resume exactly from {path}: settings differ from the checkpoint's "
-                         f"({'; '.join(changed)}); restore them, or start over with --fresh (fresh=True), "
-                         f"which removes its checkpoints and log")
+        raise ValueError(
+            f"cannot resume exactly from {path}: settings differ from the checkpoint's "
+            f"({'; '.join(changed)}); restore them, or start over with --fresh (fresh=True), "
+            f"which removes its checkpoints and log"
+        )
 
 
 def resume_point(config: DistillConfig, fresh: bool, env: DistEnv, n_texts: int) -> tuple[Path, dict, list] | None:
@@ -211,8 +229,21 @@ def resume_point(config: DistillConfig, fresh: bool, env: DistEnv, n_texts: int)
 
 
 # the modules whose code decides what a run computes: a checkpoint or finished run of other code is not reused
-TRAINING_MODULES = ("align", "batching", "config", "device", "distill", "losses", "mlm", "models", "objective",
-                    "optim", "students", "teachers", "text")
+TRAINING_MODULES = (
+    "align",
+    "batching",
+    "config",
+    "device",
+    "distill",
+    "losses",
+    "mlm",
+    "models",
+    "objective",
+    "optim",
+    "students",
+    "teachers",
+    "text",
+)
 
 
 def code_fingerprint() -> str:
@@ -224,8 +255,16 @@ def code_fingerprint() -> str:
 
 
 # settings that do not change what a finished run computed (a rerun with other values reuses it)
-OPERATIONAL_KEYS = ("device", "save_every", "keep_checkpoints", "keep_final_checkpoint", "log_every", "corpus",
-                    "corpus_max_sentences", "out_dir")
+OPERATIONAL_KEYS = (
+    "device",
+    "save_every",
+    "keep_checkpoints",
+    "keep_final_checkpoint",
+    "log_every",
+    "corpus",
+    "corpus_max_sentences",
+    "out_dir",
+)
 RUN_FILE = "run.json"  # written last by a finished run: its config and corpus size
 
 
@@ -254,16 +293,23 @@ def say(message: str) -> None:
 def announce_cost(run: Run, texts: TextCorpus, step: int) -> None:
     """Print the expected time of the remaining steps from their FLOP count (kdlib.cost) and the device."""
     config, env = run.config, run.env
-    sample = run.students[0].tokenizer(texts.texts(np.arange(min(2000, len(texts)))), truncation=True, max_length=config.max_len)["input_ids"]
+    sample = run.students[0].tokenizer(
+        texts.texts(np.arange(min(2000, len(texts)))), truncation=True, max_length=config.max_len
+    )["input_ids"]
     seq_len = float(np.mean([len(ids) for ids in sample]))
     texts_per_step = config.batch_size * env.world_size * config.grad_accum
     flops = (config.max_steps - step) * cost.distill_step_flops(
         [cost.EncoderShape.of(run.teachers[n].model) for n in run.used_teachers],
-        [cost.EncoderShape.of(s.model) for s in run.students], texts=texts_per_step, seq_len=seq_len,
-        head_share=config.mask_prob if config.kl_on == "masked" else 1.0)
+        [cost.EncoderShape.of(s.model) for s in run.students],
+        texts=texts_per_step,
+        seq_len=seq_len,
+        head_share=config.mask_prob if config.kl_on == "masked" else 1.0,
+    )
     seconds = cost.expected_seconds(flops / env.world_size, run.device, half=run.amp.dtype is not None)
-    say(f"distill: {config.max_steps - step} steps x {texts_per_step} texts x {seq_len:.0f} tokens = "
-        f"{cost.describe(flops, seconds, run.device)}" + (f" per process ({env.world_size})" if env.distributed else ""))
+    say(
+        f"distill: {config.max_steps - step} steps x {texts_per_step} texts x {seq_len:.0f} tokens = "
+        f"{cost.describe(flops, seconds, run.device)}" + (f" per process ({env.world_size})" if env.distributed else "")
+    )
 
 
 # -------------------------------------------------------------------------------------------- steps
@@ -299,9 +345,15 @@ def make_optimizers(students: list[Student], config: DistillConfig, device: torc
     """AdamW (kdlib.optim: no decay on biases and norm weights) + linear warmup/decay + GradScaler, per student."""
     for s in students:
         s.trainable.train()  # the student and its cross-model linear maps
-        s.optimizer, s.scheduler = make_adamw(s.trainable, lr=config.lr, weight_decay=config.weight_decay,
-                                              warmup_steps=config.warmup_steps, total_steps=config.max_steps,
-                                              betas=(0.9, 0.98), eps=config.adam_eps)
+        s.optimizer, s.scheduler = make_adamw(
+            s.trainable,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_steps,
+            total_steps=config.max_steps,
+            betas=(0.9, 0.98),
+            eps=config.adam_eps,
+        )
         s.scaler = grad_scaler(device, amp)
 
 
@@ -319,8 +371,9 @@ def restore(run: Run, corpus: TextCorpus, start: tuple[Path, dict, list] | None)
         ckpt.restore_rng(rng_states[env.rank])
     else:
         torch.manual_seed(config.seed + env.rank)  # dropout differs per rank; init was seeded above
-    stream = BatchStream(corpus, config.batch_size * env.world_size, seed=config.seed, pool=config.bucket_pool,
-                         **position)
+    stream = BatchStream(
+        corpus, config.batch_size * env.world_size, seed=config.seed, pool=config.bucket_pool, **position
+    )
     return step, stream, elapsed
 
 
@@ -340,13 +393,16 @@ def start_log(run: Run, step: int, resumed: bool) -> None:
     out_dir = Path(run.config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resumed:
-        say(f"distill: resuming {out_dir} from step {step} of {run.config.max_steps} (fresh=True / --fresh starts over)")
+        say(
+            f"distill: resuming {out_dir} from step {step} of {run.config.max_steps} (fresh=True / --fresh starts over)"
+        )
         if run.log_path.exists():
             kept = [r for r in read_log(run.log_path) if r["step"] <= step]
             run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         return
     old = [p.name for p in (run.log_path, out_dir / RUN_FILE) if p.exists()] + [
-        f"checkpoints/{p.name}" for p in sorted(ckpt.checkpoint_root(out_dir).glob("step-*"))]
+        f"checkpoints/{p.name}" for p in sorted(ckpt.checkpoint_root(out_dir).glob("step-*"))
+    ]
     if old:
         say(f"distill: starting over in {out_dir}: removing {', '.join(old)}")
     run.log_path.unlink(missing_ok=True)
@@ -362,11 +418,19 @@ def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str
     gviews, gmasked = make_batch(texts, run.views, config, g, run.token_weights)
     lo, hi = env.rank * config.batch_size, (env.rank + 1) * config.batch_size
     lviews = {k: v.rows(lo, hi) for k, v in gviews.items()}
-    plans = {s.spec.name: student_plan(s, run.teachers, lviews, gmasked[lo:hi], config.kl_on, config.cross_mismatch) for s in run.students}
+    plans = {
+        s.spec.name: student_plan(s, run.teachers, lviews, gmasked[lo:hi], config.kl_on, config.cross_mismatch)
+        for s in run.students
+    }
     # counts over the global micro-batch (identical on every rank): the loss normalisers
-    counts = {s.spec.name: count_only(plans[s.spec.name] if not env.distributed else
-                                      student_plan(s, run.teachers, gviews, gmasked, config.kl_on, config.cross_mismatch))
-              for s in run.students}
+    counts = {
+        s.spec.name: count_only(
+            plans[s.spec.name]
+            if not env.distributed
+            else student_plan(s, run.teachers, gviews, gmasked, config.kl_on, config.cross_mismatch)
+        )
+        for s in run.students
+    }
     # each teacher runs once; its outputs are shared by every student that uses it
     t_out = teacher_outputs(run.teachers, run.used_teachers, lviews, config, device, run.amp)
     last = micro == config.grad_accum - 1
@@ -374,10 +438,16 @@ def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str
         v, plan = lviews[s.view], plans[s.spec.name]
         with contextlib.nullcontext() if not env.distributed or last else s.wrapped.no_sync():
             with autocast(device, run.amp):
-                s_out = s.wrapped(v.input_ids.to(device), v.attention_mask.to(device), plan["kl_b"].to(device),
-                                  plan["kl_p"].to(device), output_hidden=config.alpha_cos > 0)
-            comps = student_losses(s, run.teachers, config, plan, counts[s.spec.name], v, s_out, t_out,
-                                   scale=float(env.world_size))
+                s_out = s.wrapped(
+                    v.input_ids.to(device),
+                    v.attention_mask.to(device),
+                    plan["kl_b"].to(device),
+                    plan["kl_p"].to(device),
+                    output_hidden=config.alpha_cos > 0,
+                )
+            comps = student_losses(
+                s, run.teachers, config, plan, counts[s.spec.name], v, s_out, t_out, scale=float(env.world_size)
+            )
             s.scaler.scale(comps["total"] / config.grad_accum).backward()
         for k, val in comps.items():
             sums[s.spec.name][k] = sums[s.spec.name].get(k, 0.0) + float(val.detach()) / config.grad_accum
@@ -402,7 +472,8 @@ def check_finite(sums: dict[str, dict[str, float]], step: int, out_dir: Path) ->
             last = ckpt.latest_checkpoint(out_dir)
             raise FloatingPointError(
                 f"non-finite loss ({comps['total']}) at step {step + 1} for student {name!r}; training "
-                f"stopped, last good checkpoint: {last or 'none written yet'}")
+                f"stopped, last good checkpoint: {last or 'none written yet'}"
+            )
 
 
 def sync_map_gradients(students: list[Student], env: DistEnv) -> None:
@@ -431,14 +502,27 @@ def log_step(run: Run, bar, step: int, epoch: int, sums: dict, tokens: int, seco
     """One JSONL record per `log_every` steps (and the last), and the progress bar's figures."""
     tok_s = tokens / max(seconds, 1e-9)  # non-pad tokens of the global batch (first student's view)
     if run.env.is_main and (step % run.config.log_every == 0 or step == run.config.max_steps):
-        rec = {"step": step, "lr": run.students[0].scheduler.get_last_lr()[0], "tokens": tokens,
-               "tokens_per_s": tok_s, "elapsed": elapsed, "epoch": epoch,
-               "students": {k: {c: round(x, 6) for c, x in v.items()} for k, v in sums.items()}}
+        rec = {
+            "step": step,
+            "lr": run.students[0].scheduler.get_last_lr()[0],
+            "tokens": tokens,
+            "tokens_per_s": tok_s,
+            "elapsed": elapsed,
+            "epoch": epoch,
+            "students": {k: {c: round(x, 6) for c, x in v.items()} for k, v in sums.items()},
+        }
         with open(run.log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
         first = sums[run.students[0].spec.name]
-        bar.set_postfix({"loss": f"{first['total']:.3f}", "kl": f"{first['kl']:.3f}",
-                         "mlm": f"{first['mlm']:.3f}", "cos": f"{first['cos']:.3f}", "tok/s": f"{tok_s:.0f}"})
+        bar.set_postfix(
+            {
+                "loss": f"{first['total']:.3f}",
+                "kl": f"{first['kl']:.3f}",
+                "mlm": f"{first['mlm']:.3f}",
+                "cos": f"{first['cos']:.3f}",
+                "tok/s": f"{tok_s:.0f}",
+            }
+        )
     bar.update(1)
 
 
@@ -451,10 +535,21 @@ def save(run: Run, step: int, stream: BatchStream, elapsed: float, n_texts: int)
         dist.all_gather_object(rng_all, ckpt.capture_rng())
     path = None
     if env.is_main:
-        state = {**stream.position, "elapsed": elapsed, "n_texts": n_texts, "config": asdict(config),
-                 "code": code_fingerprint()}
-        path = ckpt.save_checkpoint(config.out_dir, step, {s.spec.name: s.train_parts for s in run.students},
-                                    state, rng_all, keep=config.checkpoint_policy()[0])
+        state = {
+            **stream.position,
+            "elapsed": elapsed,
+            "n_texts": n_texts,
+            "config": asdict(config),
+            "code": code_fingerprint(),
+        }
+        path = ckpt.save_checkpoint(
+            config.out_dir,
+            step,
+            {s.spec.name: s.train_parts for s in run.students},
+            state,
+            rng_all,
+            keep=config.checkpoint_policy()[0],
+        )
     if env.distributed:
         dist.barrier()
     return path
@@ -470,18 +565,29 @@ def finish(run: Run, corpus: TextCorpus, corpus_name: str | None, step: int, wal
         per = _summarise(run.log_path, run.students)
         rows = read_log(run.log_path)
         for s in run.students:
-            info = {"teachers": s.teachers, "tokenizer_from": s.spec.tokenizer_from or s.teachers[0],
-                    "cross_vocab_teachers": sorted(s.cross), "strategy": config.strategy, "steps": step,
-                    "global_batch": config.batch_size * run.env.world_size * config.grad_accum,
-                    "wall_time_s": wall,
-                    "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows])) if rows else None,
-                    "device": str(run.device), "amp": run.amp.name, "world_size": run.env.world_size,
-                    "out_dir": str(s.out_dir), "corpus": meta, **per[s.spec.name]}
+            info = {
+                "teachers": s.teachers,
+                "tokenizer_from": s.spec.tokenizer_from or s.teachers[0],
+                "cross_vocab_teachers": sorted(s.cross),
+                "strategy": config.strategy,
+                "steps": step,
+                "global_batch": config.batch_size * run.env.world_size * config.grad_accum,
+                "wall_time_s": wall,
+                "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows])) if rows else None,
+                "device": str(run.device),
+                "amp": run.amp.name,
+                "world_size": run.env.world_size,
+                "out_dir": str(s.out_dir),
+                "corpus": meta,
+                **per[s.spec.name],
+            }
             _save_student(s, config, info, meta)
             summary[s.spec.name] = info
         ckpt.write_json_atomic(Path(config.out_dir) / "summary.json", summary)
-        ckpt.write_json_atomic(Path(config.out_dir) / RUN_FILE, {"config": asdict(config), "n_texts": len(corpus),
-                                                                 "code": code_fingerprint()})
+        ckpt.write_json_atomic(
+            Path(config.out_dir) / RUN_FILE,
+            {"config": asdict(config), "n_texts": len(corpus), "code": code_fingerprint()},
+        )
         if not config.checkpoint_policy()[1] and ckpt.checkpoint_root(config.out_dir).exists():
             ckpt.clear_checkpoints(config.out_dir)
             say(f"distill: students saved; removed the checkpoints of {config.out_dir} (keep_final_checkpoint)")
@@ -491,8 +597,16 @@ def finish(run: Run, corpus: TextCorpus, corpus_name: str | None, step: int, wal
 
 
 # --------------------------------------------------------------------------------------------- loop
-def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: bool | None = None,
-            teachers: dict | None = None, students: dict | None = None, corpus_name: str | None = None) -> dict:
+def distill(
+    config: DistillConfig,
+    corpus: Any,
+    *,
+    fresh: bool = False,
+    resume: bool | None = None,
+    teachers: dict | None = None,
+    students: dict | None = None,
+    corpus_name: str | None = None,
+) -> dict:
     """Distil the config's teachers into its students on `corpus` (Dataset with "text", or list of str).
 
     A rerun continues exactly from the newest checkpoint in out_dir when there is one (it must have been
@@ -508,8 +622,10 @@ def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: 
     texts = TextCorpus(corpus)  # read by index; only word counts in memory
     env, device = init_distributed(config.device)
     if len(texts) < config.batch_size * env.world_size:
-        raise ValueError(f"corpus has {len(texts)} non-empty texts, fewer than one global micro-batch "
-                         f"(batch_size {config.batch_size} x world size {env.world_size})")
+        raise ValueError(
+            f"corpus has {len(texts)} non-empty texts, fewer than one global micro-batch "
+            f"(batch_size {config.batch_size} x world size {env.world_size})"
+        )
     amp = amp_settings(device, config.amp)
     if not fresh and (done := finished_summary(config, len(texts))) is not None:  # e.g. made with torchrun
         say(f"distill: {config.out_dir} holds a finished run with these settings; fresh=True / --fresh redoes it")
@@ -523,8 +639,16 @@ def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: 
     teachers_to_half(tmap, config, device)  # after the students copied their full-precision weights
     make_optimizers(studs, config, device, amp)
     weights = word_weights(texts, studs[0].tokenizer, config.mlm_smoothing)
-    run = Run(config, env, device, amp, tmap, studs, tokenizer_views(tmap),
-              None if weights is None else (studs[0].view, weights))
+    run = Run(
+        config,
+        env,
+        device,
+        amp,
+        tmap,
+        studs,
+        tokenizer_views(tmap),
+        None if weights is None else (studs[0].view, weights),
+    )
 
     # where we are: step, data position, RNG (from the checkpoint or fresh); the log follows
     step, stream, elapsed_before = restore(run, texts, start)
@@ -535,8 +659,7 @@ def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: 
 
     # the loop: grad_accum micro-batches, reduce over ranks, one optimizer step, log, save
     t0 = time.perf_counter()
-    with tqdm(total=config.max_steps, initial=step, disable=not env.is_main, desc="distill",
-              dynamic_ncols=True) as bar:
+    with tqdm(total=config.max_steps, initial=step, disable=not env.is_main, desc="distill", dynamic_ncols=True) as bar:
         while step < config.max_steps:
             t_step = time.perf_counter()
             sums: dict[str, dict[str, float]] = {s.spec.name: {} for s in studs}
@@ -555,23 +678,34 @@ def distill(config: DistillConfig, corpus: Any, *, fresh: bool = False, resume: 
 
 # --------------------------------------------------------------------------------------------- CLI
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m kdlib distill",
-                                description="Distil one or several masked-LM teachers into one or several students.")
+    p = argparse.ArgumentParser(
+        prog="python -m kdlib distill",
+        description="Distil one or several masked-LM teachers into one or several students.",
+    )
     p.add_argument("--config", required=True, help="JSON or YAML DistillConfig file")
-    p.add_argument("--corpus", help="kdlib.corpus mode (ordered|shuffled|merged) or a text corpus path/name; "
-                                    "default: the config's 'corpus'")
+    p.add_argument(
+        "--corpus",
+        help="kdlib.corpus mode (ordered|shuffled|merged) or a text corpus path/name; default: the config's 'corpus'",
+    )
     p.add_argument("--max-steps", type=int)
     p.add_argument("--save-every", type=int)
     p.add_argument("--out", help="output folder (config out_dir)")
     p.add_argument("--device")
-    p.add_argument("--fresh", action="store_true",
-                   help="start over: remove out_dir's log and checkpoints (default: continue from a compatible one)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: remove out_dir's log and checkpoints (default: continue from a compatible one)",
+    )
     p.add_argument("--resume", action="store_true", help="(the default; kept for old scripts)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
-    for key, val in (("max_steps", args.max_steps), ("save_every", args.save_every), ("out_dir", args.out),
-                     ("device", args.device)):
+    for key, val in (
+        ("max_steps", args.max_steps),
+        ("save_every", args.save_every),
+        ("out_dir", args.out),
+        ("device", args.device),
+    ):
         if val is not None:
             overrides[key] = val
     try:
@@ -586,8 +720,11 @@ def cli(argv: list[str]) -> int:
     finally:
         cleanup()
     if summary:
-        print(json.dumps({k: {"final_losses": v["final_losses"], "out_dir": v["out_dir"]} for k, v in summary.items()},
-                         indent=2))
+        print(
+            json.dumps(
+                {k: {"final_losses": v["final_losses"], "out_dir": v["out_dir"]} for k, v in summary.items()}, indent=2
+            )
+        )
     return 0
 
 

@@ -12,13 +12,15 @@ One head per task kind, identical hyperparameters (:class:`FinetuneConfig`) for 
 
 Sentence pairs (LaRoSeDa title + content, STS) are encoded as ``tokenizer(text_a, text_b,
 truncation="longest_first")``; only inputs the encoder's ``forward`` accepts are passed (DistilBERT takes no
-``token_type_ids``). Training: AdamW (no decay on biases and LayerNorm weights, kdlib.optim), linear warmup then decay, gradient
+``token_type_ids``). Training: AdamW (no decay on biases and LayerNorm weights, kdlib.optim), linear warmup
+then decay, gradient
 clipping; validation after every epoch; the best epoch's weights (headline metric on validation, ties ->
 earliest) are kept in memory and scored on test. ``out_dir`` receives ``predictions.npz`` (test predictions,
 format in :mod:`kdlib.loyalty`) and then ``metrics.json`` (with a collapse check of the test predictions,
 :func:`kdlib.metrics.prediction_collapse`; written last, atomically: its presence marks a
 finished run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +53,8 @@ from kdlib.optim import make_adamw
 
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
-MODEL_DIR = "model"                 # finetune(save_model=True): the best epoch's TaskModel, in out_dir/model
-TASK_HEAD_FILE = "task_head.json"   # what the saved head is for: task, kind, label names
+MODEL_DIR = "model"  # finetune(save_model=True): the best epoch's TaskModel, in out_dir/model
+TASK_HEAD_FILE = "task_head.json"  # what the saved head is for: task, kind, label names
 HEAD_WEIGHTS_FILE = "head.safetensors"
 
 
@@ -138,8 +140,9 @@ class TaskModel(nn.Module):
         encoder = AutoModel.from_pretrained(name_or_path, config=config, **kwargs)
         return cls(encoder, kind, num_labels, dropout)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (batch, tokens, labels) for tagging, (batch, labels) or (batch,) otherwise."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and "token_type_ids" in self._accepts:
@@ -158,10 +161,19 @@ class TaskModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                  folder / HEAD_WEIGHTS_FILE)
-        write_json_atomic(folder / TASK_HEAD_FILE, {"task": task, "kind": self.kind, "num_labels": self.head.out_features,
-                                                    "label_names": label_names, "dropout": self.dropout.p})
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD_WEIGHTS_FILE
+        )
+        write_json_atomic(
+            folder / TASK_HEAD_FILE,
+            {
+                "task": task,
+                "kind": self.kind,
+                "num_labels": self.head.out_features,
+                "label_names": label_names,
+                "dropout": self.dropout.p,
+            },
+        )
         return folder
 
     @classmethod
@@ -178,8 +190,11 @@ class TaskModel(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- data
 def _check_columns(ds, kind: str) -> None:
-    need = {"tagging": ("id", "tokens", "tags"), "classification": ("id", "text_a", "label"),
-            "regression": ("id", "text_a", "text_b", "label")}[kind]
+    need = {
+        "tagging": ("id", "tokens", "tags"),
+        "classification": ("id", "text_a", "label"),
+        "regression": ("id", "text_a", "text_b", "label"),
+    }[kind]
     for split in ("train", "validation", "test"):
         if split not in ds:
             raise ValueError(f"dataset has splits {list(ds)}; expected train, validation and test")
@@ -200,7 +215,8 @@ def _label_names(ds, kind: str) -> list[str] | None:
 
 
 def _encode_tagging(rows: dict[str, list], tokenizer, max_len: int) -> list[dict[str, Any]]:
-    """One feature per word chunk that fits ``max_len``; ``words`` = (sentence index, word index) per first sub-token."""
+    """One feature per word chunk that fits ``max_len``; ``words`` = (sentence index, word index) per first
+    sub-token."""
     sents = [[w if w.strip() else tokenizer.unk_token for w in toks] for toks in rows["tokens"]]
     counts_enc = tokenizer(sents, is_split_into_words=True, add_special_tokens=False)
     budget = max_len - tokenizer.num_special_tokens_to_add(pair=False)
@@ -220,8 +236,9 @@ def _encode_tagging(rows: dict[str, list], tokenizer, max_len: int) -> list[dict
             used += c
         if cur:
             chunks.append((s, cur))
-    enc = tokenizer([[sents[s][w] for w in ws] for s, ws in chunks], is_split_into_words=True,
-                    truncation=True, max_length=max_len)
+    enc = tokenizer(
+        [[sents[s][w] for w in ws] for s, ws in chunks], is_split_into_words=True, truncation=True, max_length=max_len
+    )
     feats = []
     for k, (s, ws) in enumerate(chunks):
         tags = rows["tags"][s]
@@ -264,8 +281,9 @@ def _collate(feats: list[dict[str, Any]], pad_id: int, kind: str) -> dict[str, t
     if kind == "tagging":
         batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in feats])
     else:
-        batch["labels"] = torch.tensor([f["labels"] for f in feats],
-                                       dtype=torch.float32 if kind == "regression" else torch.long)
+        batch["labels"] = torch.tensor(
+            [f["labels"] for f in feats], dtype=torch.float32 if kind == "regression" else torch.long
+        )
     return batch
 
 
@@ -280,19 +298,30 @@ def set_seed(seed: int) -> None:
 def _loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "regression":
         return nn.functional.mse_loss(logits.float(), labels)
-    return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                       ignore_index=-100)
+    return nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+    )
 
 
 def _batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
     for i in range(0, len(order), size):
-        yield [feats[j] for j in order[i:i + size]]
+        yield [feats[j] for j in order[i : i + size]]
 
 
 @torch.inference_mode()
-def predict(model: TaskModel, feats: list[dict[str, Any]], n_examples: int, *, pad_id: int,
-            batch_size: int, device: torch.device, amp: str = "off", desc: str = "eval",
-            progress: bool = True, logits: bool = False) -> list[Any]:
+def predict(
+    model: TaskModel,
+    feats: list[dict[str, Any]],
+    n_examples: int,
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    amp: str = "off",
+    desc: str = "eval",
+    progress: bool = True,
+    logits: bool = False,
+) -> list[Any]:
     """Per example: softmax probabilities (tagging: a (words, classes) array per sentence) or a float.
 
     ``logits=True`` returns the raw logits instead of probabilities (task-specific distillation reads them).
@@ -345,11 +374,13 @@ def _to_predictions(task: str, model: str, kind: str, split, outputs, label_name
     ids = [str(i) for i in split["id"]]
     if kind == "regression":
         vals = np.asarray(outputs, dtype=np.float32)
-        return Predictions(task, model, kind, "test", None, ids, np.asarray(split["label"], np.float32), vals,
-                           outputs=vals)
+        return Predictions(
+            task, model, kind, "test", None, ids, np.asarray(split["label"], np.float32), vals, outputs=vals
+        )
     probs = np.stack(outputs).astype(np.float32)
-    return Predictions(task, model, kind, "test", label_names, ids, np.asarray(split["label"], np.int64),
-                       probs.argmax(1), probs=probs)
+    return Predictions(
+        task, model, kind, "test", label_names, ids, np.asarray(split["label"], np.int64), probs.argmax(1), probs=probs
+    )
 
 
 def _check_model_path(name_or_path: str) -> None:
@@ -367,8 +398,11 @@ def _reused(out_dir: Path, model_name_or_path: str, task: str, config: FinetuneC
     if not (out_dir / METRICS_FILE).is_file():
         return None
     old = json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    same = (old.get("model"), old.get("task"), old.get("config")) == (model_name_or_path, task,
-                                                                       dataclasses.asdict(config))
+    same = (old.get("model"), old.get("task"), old.get("config")) == (
+        model_name_or_path,
+        task,
+        dataclasses.asdict(config),
+    )
     return old if same else None
 
 
@@ -384,21 +418,40 @@ def _splits(task: str, kind: str, dataset, data_dir, config: FinetuneConfig):
         train = train.shuffle(seed=0).select(range(config.max_train_examples))
     val, test = dataset["validation"], dataset["test"]
     if config.max_eval_examples:
-        val, test = (split.shuffle(seed=0).select(range(config.max_eval_examples))
-                     if config.max_eval_examples < len(split) else split for split in (val, test))
+        val, test = (
+            split.shuffle(seed=0).select(range(config.max_eval_examples))
+            if config.max_eval_examples < len(split)
+            else split
+            for split in (val, test)
+        )
     return _label_names(dataset, kind), train, val, test
 
 
-def _train_epoch(model: TaskModel, train_feats: list[dict[str, Any]], order: list[int], parts: dict, *,
-                 config: FinetuneConfig, pad_id: int, step: int, desc: str, progress: bool) -> tuple[list[float], int]:
+def _train_epoch(
+    model: TaskModel,
+    train_feats: list[dict[str, Any]],
+    order: list[int],
+    parts: dict,
+    *,
+    config: FinetuneConfig,
+    pad_id: int,
+    step: int,
+    desc: str,
+    progress: bool,
+) -> tuple[list[float], int]:
     """One pass over the training features in `order`; (losses per step, global step after the epoch).
 
     `parts`: optimizer, scheduler, scaler, device, amp."""
     model.train()
     kind, device, optimizer, scaler = model.kind, parts["device"], parts["optimizer"], parts["scaler"]
     losses = []
-    bar = tqdm(_batches(train_feats, config.batch_size, order), total=math.ceil(len(order) / config.batch_size),
-               desc=desc, disable=not progress, leave=False)
+    bar = tqdm(
+        _batches(train_feats, config.batch_size, order),
+        total=math.ceil(len(order) / config.batch_size),
+        desc=desc,
+        disable=not progress,
+        leave=False,
+    )
     for chunk in bar:
         batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items()}
         labels = batch.pop("labels")
@@ -419,30 +472,71 @@ def _train_epoch(model: TaskModel, train_feats: list[dict[str, Any]], order: lis
     return losses, step
 
 
-def _fit(model: TaskModel, feats: dict, val, gold: dict, label_names, *, task: str, config: FinetuneConfig,
-         pad_id: int, device: torch.device, progress: bool) -> tuple[list[dict], dict, float]:
+def _fit(
+    model: TaskModel,
+    feats: dict,
+    val,
+    gold: dict,
+    label_names,
+    *,
+    task: str,
+    config: FinetuneConfig,
+    pad_id: int,
+    device: torch.device,
+    progress: bool,
+) -> tuple[list[dict], dict, float]:
     """Train `config.epochs` epochs, validating after each; load the best epoch's weights (ties -> earliest).
     Returns (history, best epoch's record, training seconds)."""
     amp = amp_settings(device, config.amp)
     total = math.ceil(len(feats["train"]) / config.batch_size) * config.epochs
-    optimizer, scheduler = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay,
-                                      warmup_steps=int(config.warmup * total), total_steps=total)
-    parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": grad_scaler(device, amp), "device": device,
-             "amp": amp}
+    optimizer, scheduler = make_adamw(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup * total),
+        total_steps=total,
+    )
+    parts = {
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": grad_scaler(device, amp),
+        "device": device,
+        "amp": amp,
+    }
     rng = np.random.default_rng(config.seed)
-    pkw = {"pad_id": pad_id, "batch_size": config.eval_batch_size, "device": device, "amp": config.amp,
-           "progress": progress}
+    pkw = {
+        "pad_id": pad_id,
+        "batch_size": config.eval_batch_size,
+        "device": device,
+        "amp": config.amp,
+        "progress": progress,
+    }
     history, best, best_state, step, t_train = [], None, None, 0, 0.0
     for epoch in range(1, config.epochs + 1):
         te = time.perf_counter()
         order = rng.permutation(len(feats["train"])).tolist()
-        losses, step = _train_epoch(model, feats["train"], order, parts, config=config, pad_id=pad_id, step=step,
-                                    desc=f"{task} epoch {epoch}/{config.epochs}", progress=progress)
+        losses, step = _train_epoch(
+            model,
+            feats["train"],
+            order,
+            parts,
+            config=config,
+            pad_id=pad_id,
+            step=step,
+            desc=f"{task} epoch {epoch}/{config.epochs}",
+            progress=progress,
+        )
         t_train += time.perf_counter() - te
         outs = predict(model, feats["validation"], len(val), desc=f"{task} validation", **pkw)
         val_metrics = _score(task, model.kind, outs, gold["validation"], label_names)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation": val_metrics,
-                        "seconds": time.perf_counter() - te})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "validation": val_metrics,
+                "seconds": time.perf_counter() - te,
+            }
+        )
         if best is None or val_metrics["score"] > best["validation"]["score"]:
             best = history[-1]
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -450,9 +544,19 @@ def _fit(model: TaskModel, feats: dict, val, gold: dict, label_names, *, task: s
     return history, best, t_train
 
 
-def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config: FinetuneConfig | None = None,
-             data_dir: str | Path | None = None, max_train_examples: int | None = None, dataset=None,
-             reuse: bool = False, progress: bool = True, save_model: bool = False) -> dict[str, Any]:
+def finetune(
+    model_name_or_path: str,
+    task: str,
+    out_dir: str | Path,
+    *,
+    config: FinetuneConfig | None = None,
+    data_dir: str | Path | None = None,
+    max_train_examples: int | None = None,
+    dataset=None,
+    reuse: bool = False,
+    progress: bool = True,
+    save_model: bool = False,
+) -> dict[str, Any]:
     """Fine-tune ``model_name_or_path`` on ``task``, keep the best validation epoch, score test.
 
     ``save_model`` also saves the best epoch's model to ``out_dir/model`` (:meth:`TaskModel.save`), e.g. to
@@ -469,8 +573,11 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     kind, metric = task_kind_and_metric(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (reuse and (not save_model or (out_dir / MODEL_DIR / TASK_HEAD_FILE).is_file())
-            and (old := _reused(out_dir, model_name_or_path, task, config)) is not None):
+    if (
+        reuse
+        and (not save_model or (out_dir / MODEL_DIR / TASK_HEAD_FILE).is_file())
+        and (old := _reused(out_dir, model_name_or_path, task, config)) is not None
+    ):
         return old
     _check_model_path(model_name_or_path)
     label_names, train, val, test = _splits(task, kind, dataset, data_dir, config)
@@ -480,31 +587,56 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
     model = TaskModel.from_pretrained(model_name_or_path, kind, len(label_names or [0]), config.dropout).to(device)
-    feats = {name: encode_split(split, tokenizer, kind, config.max_len)
-             for name, split in (("train", train), ("validation", val), ("test", test))}
+    feats = {
+        name: encode_split(split, tokenizer, kind, config.max_len)
+        for name, split in (("train", train), ("validation", val), ("test", test))
+    }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    gold = {name: (split["tags"] if kind == "tagging" else split["label"])
-            for name, split in (("validation", val), ("test", test))}
-    history, best, t_train = _fit(model, feats, val, gold, label_names, task=task, config=config, pad_id=pad_id,
-                                  device=device, progress=progress)
+    gold = {
+        name: (split["tags"] if kind == "tagging" else split["label"])
+        for name, split in (("validation", val), ("test", test))
+    }
+    history, best, t_train = _fit(
+        model, feats, val, gold, label_names, task=task, config=config, pad_id=pad_id, device=device, progress=progress
+    )
     # the best epoch on test: predictions, then metrics.json (written last: marks a finished run)
     if save_model:
         model.save(out_dir / MODEL_DIR, tokenizer, task=task, label_names=label_names)
     te = time.perf_counter()
-    outs = predict(model, feats["test"], len(test), pad_id=pad_id, batch_size=config.eval_batch_size, device=device,
-                   amp=config.amp, desc=f"{task} test", progress=progress)
+    outs = predict(
+        model,
+        feats["test"],
+        len(test),
+        pad_id=pad_id,
+        batch_size=config.eval_batch_size,
+        device=device,
+        amp=config.amp,
+        desc=f"{task} test",
+        progress=progress,
+    )
     test_metrics = _score(task, kind, outs, gold["test"], label_names)
     t_test = time.perf_counter() - te
     test_pred = _to_predictions(task, model_name_or_path, kind, test, outs, label_names)
     save_predictions(test_pred, out_dir / PREDICTIONS_FILE)
     result = {
-        "model": model_name_or_path, "task": task, "kind": kind, "metric": metric,
-        "config": dataclasses.asdict(config), "device": str(device),
+        "model": model_name_or_path,
+        "task": task,
+        "kind": kind,
+        "metric": metric,
+        "config": dataclasses.asdict(config),
+        "device": str(device),
         "parameters": sum(p.numel() for p in model.encoder.parameters()),
         "label_names": label_names,
-        "examples": {"train": len(train), "validation": len(val), "test": len(test),
-                     "train_features": len(feats["train"])},
-        "epochs": history, "best_epoch": best["epoch"], "validation": best["validation"], "test": test_metrics,
+        "examples": {
+            "train": len(train),
+            "validation": len(val),
+            "test": len(test),
+            "train_features": len(feats["train"]),
+        },
+        "epochs": history,
+        "best_epoch": best["epoch"],
+        "validation": best["validation"],
+        "test": test_metrics,
         "collapse": prediction_collapse(kind, test_pred.gold, test_pred.pred),
         "timing": {"train_seconds": t_train, "test_seconds": t_test, "total_seconds": time.perf_counter() - t0},
         "predictions": PREDICTIONS_FILE,
@@ -513,8 +645,15 @@ def finetune(model_name_or_path: str, task: str, out_dir: str | Path, *, config:
     return result
 
 
-def finetune_seeds(model_name_or_path: str, task: str, out_dir: str | Path, seeds: Sequence[int] = (1, 2, 3),
-                   *, config: FinetuneConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+def finetune_seeds(
+    model_name_or_path: str,
+    task: str,
+    out_dir: str | Path,
+    seeds: Sequence[int] = (1, 2, 3),
+    *,
+    config: FinetuneConfig | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Run :func:`finetune` once per seed into ``out_dir/seed-<s>`` and summarise test/validation metrics.
 
     ``summary.json`` holds, per numeric metric (the headline ``score`` and the alternates of
@@ -527,23 +666,34 @@ def finetune_seeds(model_name_or_path: str, task: str, out_dir: str | Path, seed
         raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
-    runs = [finetune(model_name_or_path, task, out_dir / f"seed-{s}", config=dataclasses.replace(config, seed=s),
-                     **kwargs) for s in seeds]
+    runs = [
+        finetune(model_name_or_path, task, out_dir / f"seed-{s}", config=dataclasses.replace(config, seed=s), **kwargs)
+        for s in seeds
+    ]
 
     def summarise(split: str) -> dict[str, dict[str, Any]]:
         keys = [k for k, v in runs[0][split].items() if isinstance(v, (int, float))]
         out = {}
         for k in keys:
             vals = [float(r[split][k]) for r in runs]
-            out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                      "values": vals}
+            out[k] = {
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                "values": vals,
+            }
         return out
 
-    summary = {"model": model_name_or_path, "task": task, "metric": runs[0]["metric"], "seeds": seeds,
-               "runs": [str(out_dir / f"seed-{s}") for s in seeds],
-               "test": summarise("test"), "validation": summarise("validation"),
-               "best_epochs": [r["best_epoch"] for r in runs],
-               "collapsed_seeds": [s for s, r in zip(seeds, runs) if r.get("collapse", {}).get("collapsed")]}
+    summary = {
+        "model": model_name_or_path,
+        "task": task,
+        "metric": runs[0]["metric"],
+        "seeds": seeds,
+        "runs": [str(out_dir / f"seed-{s}") for s in seeds],
+        "test": summarise("test"),
+        "validation": summarise("validation"),
+        "best_epochs": [r["best_epoch"] for r in runs],
+        "collapsed_seeds": [s for s, r in zip(seeds, runs) if r.get("collapse", {}).get("collapsed")],
+    }
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
 
@@ -563,12 +713,18 @@ def cli(argv: list[str]) -> int:
         typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], int)
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default}")
     args = ap.parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
-                 if getattr(args, f.name) is not None}
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig) if getattr(args, f.name) is not None
+    }
     try:
         config = FinetuneConfig(**overrides)
-        kw = {"config": config, "data_dir": args.data_dir, "reuse": args.reuse, "progress": not args.no_progress,
-              "save_model": args.save_model}
+        kw = {
+            "config": config,
+            "data_dir": args.data_dir,
+            "reuse": args.reuse,
+            "progress": not args.no_progress,
+            "save_model": args.save_model,
+        }
         if args.seeds:
             result = finetune_seeds(args.model, args.task, args.out, args.seeds, **kw)
             collapsed = result["collapsed_seeds"]
@@ -577,8 +733,11 @@ def cli(argv: list[str]) -> int:
             collapsed = [config.seed] if result["collapse"]["collapsed"] else []
         print(json.dumps(result["test"], indent=2))
         if collapsed:
-            print(f"kdlib finetune: seed(s) {collapsed} collapsed to one class or a constant output "
-                  "(see 'collapse' in their metrics.json)", file=sys.stderr)
+            print(
+                f"kdlib finetune: seed(s) {collapsed} collapsed to one class or a constant output "
+                "(see 'collapse' in their metrics.json)",
+                file=sys.stderr,
+            )
     except (ValueError, FileNotFoundError) as exc:
         print(f"kdlib finetune: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 Everything is written to a temporary file in the destination's folder and moved into place with
 `os.replace` (atomic on POSIX and Windows when source and target are on the same file system).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -17,6 +17,7 @@ every model is scored on each bin separately, with the same intervals as the who
    :func:`kdlib.stats.difference_interval` (paired bootstrap over the bin's examples and spread over
    fine-tuning seeds).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -29,14 +30,22 @@ from kdlib.loyalty import Predictions
 from kdlib.metrics import task_kind_and_metric
 from kdlib.stats import difference_interval, score_interval
 
-__all__ = ["binned_differences", "binned_scores", "example_lengths", "length_bins", "split_by_bin",
-           "subset_predictions", "unit_of"]
+__all__ = [
+    "binned_differences",
+    "binned_scores",
+    "example_lengths",
+    "length_bins",
+    "split_by_bin",
+    "subset_predictions",
+    "unit_of",
+]
 
 BIN_NAMES = {2: ("short", "long"), 3: ("short", "medium", "long")}
 
 
-def example_lengths(task: str, tokenizer, *, split: str = "test", data_dir: str | Path | None = None,
-                    dataset=None) -> dict[str, int]:
+def example_lengths(
+    task: str, tokenizer, *, split: str = "test", data_dir: str | Path | None = None, dataset=None
+) -> dict[str, int]:
     """Sub-tokens (special tokens included, no truncation) of every example of ``split``, by example id.
 
     ``dataset`` (a DatasetDict or a single split with the kdlib.data schema) replaces ``load_task``.
@@ -44,6 +53,7 @@ def example_lengths(task: str, tokenizer, *, split: str = "test", data_dir: str 
     kind, _ = task_kind_and_metric(task)
     if dataset is None:
         from kdlib.data import load_task
+
         dataset = load_task(task, data_dir)
     rows = dataset[split] if hasattr(dataset, "keys") and split in dataset else dataset
     ids = [str(i) for i in rows["id"]]
@@ -72,8 +82,10 @@ def length_bins(lengths: Mapping[str, int], n_bins: int = 3, *, labels: Sequence
     try:
         frame["bin"] = pd.qcut(frame["length"], n_bins, labels=names)
     except ValueError as exc:  # duplicate edges: too many equal lengths for this many quantiles
-        raise ValueError(f"length_bins: the {len(frame)} lengths (only {frame['length'].nunique()} distinct) "
-                         f"cannot be cut into {n_bins} quantile bins ({exc})") from exc
+        raise ValueError(
+            f"length_bins: the {len(frame)} lengths (only {frame['length'].nunique()} distinct) "
+            f"cannot be cut into {n_bins} quantile bins ({exc})"
+        ) from exc
     frame.index.name = "id"
     return frame
 
@@ -86,10 +98,19 @@ def unit_of(pred: Predictions) -> list[str]:
 def subset_predictions(pred: Predictions, rows: Sequence[int] | np.ndarray) -> Predictions:
     """The predictions at row indices ``rows`` (same task, model, split and labels)."""
     rows = np.asarray(rows, dtype=np.int64)
-    pick = (lambda a: None if a is None else np.asarray(a)[rows])
-    return Predictions(pred.task, pred.model, pred.kind, pred.split, pred.label_names,
-                       [pred.ids[i] for i in rows], pick(pred.gold), pick(pred.pred), probs=pick(pred.probs),
-                       outputs=pick(pred.outputs))
+    pick = lambda a: None if a is None else np.asarray(a)[rows]
+    return Predictions(
+        pred.task,
+        pred.model,
+        pred.kind,
+        pred.split,
+        pred.label_names,
+        [pred.ids[i] for i in rows],
+        pick(pred.gold),
+        pick(pred.pred),
+        probs=pick(pred.probs),
+        outputs=pick(pred.outputs),
+    )
 
 
 def split_by_bin(runs: Sequence[Predictions], bins: pd.DataFrame) -> dict[str, list[Predictions]]:
@@ -106,8 +127,10 @@ def split_by_bin(runs: Sequence[Predictions], bins: pd.DataFrame) -> dict[str, l
         units = unit_of(pred)
         missing = sorted({u for u in units if u not in bin_of})
         if missing:
-            raise ValueError(f"split_by_bin: {len(missing)} {pred.task} example(s) of {pred.model} have no length "
-                             f"bin (first: {missing[0]!r}); bin the same split the predictions are on")
+            raise ValueError(
+                f"split_by_bin: {len(missing)} {pred.task} example(s) of {pred.model} have no length "
+                f"bin (first: {missing[0]!r}); bin the same split the predictions are on"
+            )
         labels = np.array([bin_of[u] for u in units])
         for b in order:
             out[b].append(subset_predictions(pred, np.flatnonzero(labels == b)))
@@ -123,8 +146,14 @@ def _bin_info(bins: pd.DataFrame, part: list[Predictions], name: str, max_len: i
     return info
 
 
-def binned_scores(runs_by_model: Mapping[str, Sequence[Predictions]], bins: pd.DataFrame, *,
-                  metric: str | None = None, max_len: int | None = None, **interval_kw) -> pd.DataFrame:
+def binned_scores(
+    runs_by_model: Mapping[str, Sequence[Predictions]],
+    bins: pd.DataFrame,
+    *,
+    metric: str | None = None,
+    max_len: int | None = None,
+    **interval_kw,
+) -> pd.DataFrame:
     """One row per (model, bin): examples, length range, [truncated at ``max_len``], estimate, low, high.
 
     ``runs_by_model``: model -> its fine-tuning runs (one Predictions per seed) on the same test examples.
@@ -140,8 +169,14 @@ def binned_scores(runs_by_model: Mapping[str, Sequence[Predictions]], bins: pd.D
     return pd.DataFrame(rows)
 
 
-def binned_differences(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], bins: pd.DataFrame, *,
-                       metric: str | None = None, **interval_kw) -> pd.DataFrame:
+def binned_differences(
+    runs_a: Sequence[Predictions],
+    runs_b: Sequence[Predictions],
+    bins: pd.DataFrame,
+    *,
+    metric: str | None = None,
+    **interval_kw,
+) -> pd.DataFrame:
     """score(a) - score(b) per bin, paired over the bin's examples (:func:`kdlib.stats.difference_interval`)."""
     parts_a, parts_b = split_by_bin(runs_a, bins), split_by_bin(runs_b, bins)
     rows = []

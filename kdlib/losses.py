@@ -6,6 +6,7 @@ Every loss takes already-selected rows (positions) and, by default, averages ove
 replaces the row count (the training loop passes the count over the *global* batch so that DDP and
 one process give the same gradients).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,13 @@ def _norm(n_rows: int, normalizer: float | None) -> float:
     return float(max(n_rows, 1) if normalizer is None else normalizer)
 
 
-def kd_kl_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
-               normalizer: float | None = None, row_weights: torch.Tensor | None = None) -> torch.Tensor:
+def kd_kl_loss(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    temperature: float,
+    normalizer: float | None = None,
+    row_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T), summed over rows and divided by the row count (batchmean).
 
     `student_logits` (N, V) raw logits; `teacher_probs` (N, V) teacher distributions already softened
@@ -53,12 +59,15 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, normalizer: float | Non
     return ce / _norm(int((labels != -100).sum()), normalizer)
 
 
-def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
-                normalizer: float | None = None) -> torch.Tensor:
+def cosine_loss(
+    student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, normalizer: float | None = None
+) -> torch.Tensor:
     """Mean of (1 - cos(s_i, t_i)) over rows: CosineEmbeddingLoss with target 1 (HF's L_cos)."""
     if student_hidden.shape != teacher_hidden.shape:
-        raise ValueError(f"cosine_loss: student {tuple(student_hidden.shape)} vs teacher {tuple(teacher_hidden.shape)}; "
-                         "hidden sizes must match for the cosine term (set alpha_cos=0 otherwise)")
+        raise ValueError(
+            f"cosine_loss: student {tuple(student_hidden.shape)} vs teacher {tuple(teacher_hidden.shape)}; "
+            "hidden sizes must match for the cosine term (set alpha_cos=0 otherwise)"
+        )
     cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)
     return (1.0 - cos).sum() / _norm(student_hidden.shape[0], normalizer)
 
@@ -69,8 +78,9 @@ def smoothing_weights(counts: torch.Tensor, smoothing: float = 0.7) -> torch.Ten
     return counts.clamp(min=1).float() ** (-smoothing)
 
 
-def sample_mask_actions(weights: torch.Tensor, prob: float, generator: torch.Generator,
-                        split: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> torch.Tensor:
+def sample_mask_actions(
+    weights: torch.Tensor, prob: float, generator: torch.Generator, split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> torch.Tensor:
     """Pick ceil(prob * #candidates) units and an action for each: MASK / RANDOM / KEEP (80/10/10).
 
     `weights` (n,) >= 0; zero-weight units are never picked (pad, special tokens). Sampling is without
@@ -92,9 +102,14 @@ def sample_mask_actions(weights: torch.Tensor, prob: float, generator: torch.Gen
     return actions
 
 
-def apply_mask_actions(input_ids: torch.Tensor, unit_index: torch.Tensor, actions: torch.Tensor,
-                       mask_token_id: int, vocab_size: int, generator: torch.Generator
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_mask_actions(
+    input_ids: torch.Tensor,
+    unit_index: torch.Tensor,
+    actions: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply per-unit actions to every token of each unit; return (masked input_ids, MLM labels).
 
     `unit_index` has the shape of `input_ids` and gives each token's unit (word or token) number in
@@ -109,9 +124,16 @@ def apply_mask_actions(input_ids: torch.Tensor, unit_index: torch.Tensor, action
     return out, labels
 
 
-def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, *, mask_token_id: int, vocab_size: int,
-                generator: torch.Generator, prob: float = 0.15, token_weights: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    generator: torch.Generator,
+    prob: float = 0.15,
+    token_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-level 15% masking with 80/10/10 (the single-tokenizer DistilBERT recipe).
 
     `special_mask` is True at special tokens and padding (never masked). `token_weights` (V,) gives

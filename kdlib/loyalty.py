@@ -27,6 +27,7 @@ Prediction file format (written by :func:`save_predictions`, used by ``kdlib.fin
 
 .npz rather than JSON because XPOS has ~400 classes: 16k test words × 400 probabilities is ~60 MB as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -156,8 +157,14 @@ def save_predictions(pred: Predictions, path: str | Path) -> Path:
     """Write ``pred`` to ``path`` (.npz) atomically: a temporary file in the same folder, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "task": pred.task, "model": pred.model, "kind": pred.kind,
-            "split": pred.split, "label_names": pred.label_names}
+    meta = {
+        "format": FORMAT,
+        "task": pred.task,
+        "model": pred.model,
+        "kind": pred.kind,
+        "split": pred.split,
+        "label_names": pred.label_names,
+    }
     regression = pred.kind == "regression"
     arrays: dict[str, np.ndarray] = {
         "meta": np.array(json.dumps(meta, ensure_ascii=False)),
@@ -194,9 +201,16 @@ def load_predictions(path: str | Path) -> Predictions:
         raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     try:
         return Predictions(
-            task=meta["task"], model=meta["model"], kind=meta["kind"], split=meta.get("split", "test"),
-            label_names=meta.get("label_names"), ids=[str(i) for i in data["ids"]],
-            gold=data["gold"], pred=data["pred"], probs=data.get("probs"), outputs=data.get("outputs"),
+            task=meta["task"],
+            model=meta["model"],
+            kind=meta["kind"],
+            split=meta.get("split", "test"),
+            label_names=meta.get("label_names"),
+            ids=[str(i) for i in data["ids"]],
+            gold=data["gold"],
+            pred=data["pred"],
+            probs=data.get("probs"),
+            outputs=data.get("outputs"),
         )
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
@@ -213,8 +227,9 @@ def _check_compatible(teacher: Predictions, student: Predictions, tname: str, sn
         if len(teacher.ids) != len(student.ids):
             raise ValueError(f"{tname} has {len(teacher.ids)} examples but {sname} has {len(student.ids)}")
         i = next(k for k, (a, b) in enumerate(zip(teacher.ids, student.ids)) if a != b)
-        raise ValueError(f"example ids differ at position {i}: {tname} has {teacher.ids[i]!r}, "
-                         f"{sname} has {student.ids[i]!r}")
+        raise ValueError(
+            f"example ids differ at position {i}: {tname} has {teacher.ids[i]!r}, {sname} has {student.ids[i]!r}"
+        )
     if teacher.label_names != student.label_names:
         raise ValueError(f"label names differ between {tname} and {sname}")
 
@@ -224,8 +239,10 @@ def _loyalty(teacher: Predictions | np.ndarray, student: Predictions) -> dict[st
         t = teacher.outputs if isinstance(teacher, Predictions) else teacher
         return {"regression_loyalty": regression_loyalty(t, student.outputs)}
     t = teacher.probs if isinstance(teacher, Predictions) else teacher
-    return {"label_loyalty": label_loyalty(t, student.probs),
-            "probability_loyalty": probability_loyalty(t, student.probs)}
+    return {
+        "label_loyalty": label_loyalty(t, student.probs),
+        "probability_loyalty": probability_loyalty(t, student.probs),
+    }
 
 
 def loyalty_report(teacher_pred_paths: Sequence[str | Path], student_pred_path: str | Path) -> dict[str, Any]:
@@ -243,10 +260,14 @@ def loyalty_report(teacher_pred_paths: Sequence[str | Path], student_pred_path: 
     for p, t in zip(teacher_pred_paths, teachers):
         _check_compatible(t, student, str(p), str(student_pred_path))
     report: dict[str, Any] = {
-        "task": student.task, "kind": student.kind, "split": student.split, "examples": len(student.ids),
+        "task": student.task,
+        "kind": student.kind,
+        "split": student.split,
+        "examples": len(student.ids),
         "student": {"path": str(student_pred_path), "model": student.model},
-        "teachers": [{"path": str(p), "model": t.model, **_loyalty(t, student)}
-                     for p, t in zip(teacher_pred_paths, teachers)],
+        "teachers": [
+            {"path": str(p), "model": t.model, **_loyalty(t, student)} for p, t in zip(teacher_pred_paths, teachers)
+        ],
     }
     if len(teachers) > 1:
         key = "outputs" if student.kind == "regression" else "probs"
@@ -255,13 +276,15 @@ def loyalty_report(teacher_pred_paths: Sequence[str | Path], student_pred_path: 
     return report
 
 
-
-
 def cli(argv: list[str]) -> int:
     """`python -m kdlib loyalty --teacher T [--teacher T2] --student S [--out report.json]`."""
     ap = argparse.ArgumentParser(prog="python -m kdlib loyalty", description=__doc__.split("\n")[0])
-    ap.add_argument("--teacher", action="append", required=True,
-                    help="teacher predictions.npz or finetune output folder (repeat for several teachers)")
+    ap.add_argument(
+        "--teacher",
+        action="append",
+        required=True,
+        help="teacher predictions.npz or finetune output folder (repeat for several teachers)",
+    )
     ap.add_argument("--student", required=True, help="student predictions.npz or finetune output folder")
     ap.add_argument("--out", help="write the report as JSON here")
     args = ap.parse_args(argv)

@@ -20,6 +20,7 @@ frequent gold class below that share), or a regression output whose spread is un
 holding at least :data:`MISSING_SHARE` of the examples that the run predicts for under a tenth of them
 (a partial collapse, e.g. SAR predicted as only its two majority ratings).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,15 @@ from kdlib.tasks import get_task
 
 KINDS = ("tagging", "classification", "regression")
 METRICS = ("macro_f1", "accuracy", "pearson")
-ALTERNATES = {"upos": ("accuracy",), "xpos": ("accuracy",), "ner": ("entity_f1", "accuracy"),
-              "sapn": ("macro_f1",), "sar": ("accuracy",), "di": ("accuracy",), "sts": ("spearman",)}
+ALTERNATES = {
+    "upos": ("accuracy",),
+    "xpos": ("accuracy",),
+    "ner": ("entity_f1", "accuracy"),
+    "sapn": ("macro_f1",),
+    "sar": ("accuracy",),
+    "di": ("accuracy",),
+    "sts": ("spearman",),
+}
 COLLAPSE_SHARE = 0.95
 COLLAPSE_SPREAD = 0.05
 MISSING_SHARE = 0.05
@@ -126,6 +134,7 @@ def compute_metrics(
 
 def _entity_metrics(gold, pred, label_names: Sequence[str] | None) -> dict[str, float]:
     """seqeval entity-level P/R/F1 when the labels are BIO tags; {} otherwise."""
+
     def names(seqs):
         if label_names is None:
             return [[str(x) for x in s] for s in seqs]
@@ -161,7 +170,8 @@ def prediction_collapse(kind: str, gold: Sequence[Any], pred: Sequence[Any]) -> 
     """Did one run collapse to the majority class / a constant? Flat per-example labels or values.
 
     Returns ``collapsed`` (bool) with the evidence: for labels ``top_label``, ``top_share`` (share of the
-    most predicted label), ``gold_top_share`` and ``missing_labels``; for regression ``spread_ratio`` (std(pred) / std(gold)).
+    most predicted label), ``gold_top_share`` and ``missing_labels``; for regression ``spread_ratio``
+    (std(pred) / std(gold)).
     """
     if kind == "regression":
         g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
@@ -172,7 +182,15 @@ def prediction_collapse(kind: str, gold: Sequence[Any], pred: Sequence[Any]) -> 
     top = float(counts.max() / counts.sum())
     gold_top = float(gold_counts.max() / gold_counts.sum())
     predicted = dict(zip(values.tolist(), counts.tolist()))
-    missing = [v for v, c in zip(gold_values.tolist(), gold_counts.tolist())
-               if c >= MISSING_SHARE * gold_counts.sum() and predicted.get(v, 0) < 0.1 * c]
-    return {"collapsed": bool(top >= COLLAPSE_SHARE > gold_top), "top_label": values[np.argmax(counts)].item(),
-            "top_share": top, "gold_top_share": gold_top, "missing_labels": missing}
+    missing = [
+        v
+        for v, c in zip(gold_values.tolist(), gold_counts.tolist())
+        if c >= MISSING_SHARE * gold_counts.sum() and predicted.get(v, 0) < 0.1 * c
+    ]
+    return {
+        "collapsed": bool(top >= COLLAPSE_SHARE > gold_top),
+        "top_label": values[np.argmax(counts)].item(),
+        "top_share": top,
+        "gold_top_share": gold_top,
+        "missing_labels": missing,
+    }

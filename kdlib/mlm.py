@@ -8,6 +8,7 @@ masked ones). `logits_at` therefore runs the encoder on the whole batch and the 
 Known architectures are split into encoder + head (BERT, DistilBERT, RoBERTa/XLM-R/CamemBERT-style
 ``roberta`` + ``lm_head``); any other masked LM falls back to the full forward, then picks the rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,18 +29,29 @@ def split_masked_lm(model: nn.Module) -> tuple[Encoder, Head] | None:
     if isinstance(model, BertForMaskedLM):
         return (lambda ids, am: model.bert(input_ids=ids, attention_mask=am)[0]), model.cls
     if isinstance(model, DistilBertForMaskedLM):
+
         def distilbert_head(hidden: torch.Tensor) -> torch.Tensor:  # DistilBertForMaskedLM.forward's head
             x = model.activation(model.vocab_transform(hidden))
             return model.vocab_projector(model.vocab_layer_norm(x))
+
         return (lambda ids, am: model.distilbert(input_ids=ids, attention_mask=am)[0]), distilbert_head
-    if (type(model).__name__.endswith("ForMaskedLM") and isinstance(getattr(model, "roberta", None), nn.Module)
-            and isinstance(getattr(model, "lm_head", None), nn.Module)):  # RoBERTa, XLM-R, CamemBERT
+    if (
+        type(model).__name__.endswith("ForMaskedLM")
+        and isinstance(getattr(model, "roberta", None), nn.Module)
+        and isinstance(getattr(model, "lm_head", None), nn.Module)
+    ):  # RoBERTa, XLM-R, CamemBERT
         return (lambda ids, am: model.roberta(input_ids=ids, attention_mask=am)[0]), model.lm_head
     return None
 
 
-def logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows_b: torch.Tensor,
-              rows_p: torch.Tensor, output_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def logits_at(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows_b: torch.Tensor,
+    rows_p: torch.Tensor,
+    output_hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Vocabulary logits (N, V) at positions (rows_b[i], rows_p[i]), and the last hidden state (B, L, H)
     when `output_hidden` (else None). The head runs on those N positions only where the model is known."""
     parts = split_masked_lm(model)
@@ -62,8 +74,14 @@ class SelectedMLM(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows_b: torch.Tensor,
-                rows_p: torch.Tensor, output_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        rows_b: torch.Tensor,
+        rows_p: torch.Tensor,
+        output_hidden: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         return logits_at(self.model, input_ids, attention_mask, rows_b, rows_p, output_hidden)
 
 
@@ -76,8 +94,9 @@ class RowLogits:
     index: torch.Tensor  # on the CPU, like the plans' position tensors: lookups need no device sync
 
     @classmethod
-    def of(cls, logits: torch.Tensor, rows_b: torch.Tensor, rows_p: torch.Tensor, shape: tuple[int, int]
-           ) -> "RowLogits":
+    def of(
+        cls, logits: torch.Tensor, rows_b: torch.Tensor, rows_p: torch.Tensor, shape: tuple[int, int]
+    ) -> "RowLogits":
         index = torch.full(shape, -1, dtype=torch.long)
         index[rows_b.cpu(), rows_p.cpu()] = torch.arange(rows_b.shape[0])
         return cls(logits, index)
@@ -87,6 +106,8 @@ class RowLogits:
         rows = self.index[rows_b.cpu(), rows_p.cpu()]
         if bool((rows < 0).any()):
             missing = int((rows < 0).sum())
-            raise ValueError(f"RowLogits.at: {missing} of {rows.shape[0]} requested positions have no logits "
-                             f"(computed at {self.logits.shape[0]} positions)")
+            raise ValueError(
+                f"RowLogits.at: {missing} of {rows.shape[0]} requested positions have no logits "
+                f"(computed at {self.logits.shape[0]} positions)"
+            )
         return self.logits[rows.to(self.logits.device)]

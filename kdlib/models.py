@@ -9,6 +9,7 @@ from the student's hidden space to theirs (trained with the student, checkpointe
 in the student itself), and checks that vocabulary and hidden sizes fit the losses, before any
 training starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,13 +37,15 @@ class Teacher:
 @dataclass
 class Student:
     spec: StudentSpec
-    model: torch.nn.Module          # unwrapped
+    model: torch.nn.Module  # unwrapped
     tokenizer: Any
     view: str
     teachers: list[str]
-    cross: dict[str, VocabMap]      # cross-vocabulary teachers -> projection onto the student vocab
+    cross: dict[str, VocabMap]  # cross-vocabulary teachers -> projection onto the student vocab
     out_dir: Path
-    cross_maps: torch.nn.ModuleDict = field(default_factory=torch.nn.ModuleDict)  # teacher -> Linear(student, teacher hidden)
+    cross_maps: torch.nn.ModuleDict = field(
+        default_factory=torch.nn.ModuleDict
+    )  # teacher -> Linear(student, teacher hidden)
     wrapped: torch.nn.Module | None = None
     optimizer: Any = None
     scheduler: Any = None
@@ -58,8 +61,12 @@ class Student:
     @property
     def train_parts(self) -> dict[str, Any]:
         """What a checkpoint saves and restores for this student (its linear maps included)."""
-        return {"model": self.trainable, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "scaler": self.scaler}
+        return {
+            "model": self.trainable,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
 
 
 def load_teachers(config: DistillConfig, device: torch.device, preloaded: dict | None) -> dict[str, Teacher]:
@@ -107,8 +114,14 @@ def _vocab_size(model: torch.nn.Module) -> int:
     return model.get_output_embeddings().weight.shape[0]
 
 
-def _cross_maps(config: DistillConfig, spec: StudentSpec, teachers: dict[str, Teacher], src: Teacher,
-                device: torch.device, counts: torch.Tensor | None) -> dict[str, VocabMap]:
+def _cross_maps(
+    config: DistillConfig,
+    spec: StudentSpec,
+    teachers: dict[str, Teacher],
+    src: Teacher,
+    device: torch.device,
+    counts: torch.Tensor | None,
+) -> dict[str, VocabMap]:
     """Projections onto the student's vocabulary for the teachers that read another vocabulary."""
     cross = {}
     for tname in spec.teachers:
@@ -119,14 +132,22 @@ def _cross_maps(config: DistillConfig, spec: StudentSpec, teachers: dict[str, Te
             raise ValueError(
                 f"student {spec.name!r}: teacher {tname!r} has a different vocabulary from "
                 f"{src.name!r} (the student's tokenizer) and cross_tokenizer='none'; set the option "
-                f"cross_tokenizer='word' to align by words and project the vocabulary")
-        cross[tname] = build_vocab_map(t.tokenizer, src.tokenizer, case=config.vocab_case, student_counts=counts,
-                                       n_teacher=_vocab_size(t.model), n_student=_vocab_size(src.model)).to(device)
+                f"cross_tokenizer='word' to align by words and project the vocabulary"
+            )
+        cross[tname] = build_vocab_map(
+            t.tokenizer,
+            src.tokenizer,
+            case=config.vocab_case,
+            student_counts=counts,
+            n_teacher=_vocab_size(t.model),
+            n_student=_vocab_size(src.model),
+        ).to(device)
     return cross
 
 
-def _linear_maps(config: DistillConfig, cross: dict[str, VocabMap], model: torch.nn.Module,
-                 teachers: dict[str, Teacher], seed: int) -> torch.nn.ModuleDict:
+def _linear_maps(
+    config: DistillConfig, cross: dict[str, VocabMap], model: torch.nn.Module, teachers: dict[str, Teacher], seed: int
+) -> torch.nn.ModuleDict:
     """Linear(student hidden -> teacher hidden) per cross-vocabulary teacher, for cross_cosine="linear"."""
     maps = torch.nn.ModuleDict()
     if config.alpha_cos == 0 or config.cross_cosine != "linear":
@@ -138,8 +159,14 @@ def _linear_maps(config: DistillConfig, cross: dict[str, VocabMap], model: torch
     return maps
 
 
-def _check_shapes(config: DistillConfig, spec: StudentSpec, model: torch.nn.Module, teachers: dict[str, Teacher],
-                  src: Teacher, cross: dict[str, VocabMap]) -> None:
+def _check_shapes(
+    config: DistillConfig,
+    spec: StudentSpec,
+    model: torch.nn.Module,
+    teachers: dict[str, Teacher],
+    src: Teacher,
+    cross: dict[str, VocabMap],
+) -> None:
     """The plain cosine term needs equal hidden sizes (a linear map bridges other widths); the KL needs the
     vocabulary of the tokenizer teacher."""
     if config.alpha_cos > 0:
@@ -148,11 +175,15 @@ def _check_shapes(config: DistillConfig, spec: StudentSpec, model: torch.nn.Modu
                 continue
             th, sh = teachers[tname].model.config.hidden_size, model.config.hidden_size
             if th != sh:
-                raise ValueError(f"student {spec.name!r} (hidden size {sh}) cannot match teacher {tname!r} "
-                                 f"(hidden size {th}) in the cosine term; set alpha_cos=0 or use equal widths")
+                raise ValueError(
+                    f"student {spec.name!r} (hidden size {sh}) cannot match teacher {tname!r} "
+                    f"(hidden size {th}) in the cosine term; set alpha_cos=0 or use equal widths"
+                )
     if _vocab_size(model) != _vocab_size(src.model):
-        raise ValueError(f"student {spec.name!r} has {_vocab_size(model)} output tokens but its vocabulary "
-                         f"teacher {src.name!r} has {_vocab_size(src.model)}")
+        raise ValueError(
+            f"student {spec.name!r} has {_vocab_size(model)} output tokens but its vocabulary "
+            f"teacher {src.name!r} has {_vocab_size(src.model)}"
+        )
 
 
 def _student_counts(config: DistillConfig, tokenizer, texts: Iterable[str] | None) -> torch.Tensor | None:
@@ -165,8 +196,13 @@ def _student_counts(config: DistillConfig, tokenizer, texts: Iterable[str] | Non
     return None if texts is None else token_counts(tokenizer, texts)
 
 
-def build_students(config: DistillConfig, teachers: dict[str, Teacher], device: torch.device,
-                   preloaded: dict | None, texts: Iterable[str] | None = None) -> list[Student]:
+def build_students(
+    config: DistillConfig,
+    teachers: dict[str, Teacher],
+    device: torch.device,
+    preloaded: dict | None,
+    texts: Iterable[str] | None = None,
+) -> list[Student]:
     """make_student from the tokenizer_from teacher; projections and linear maps for the other-vocabulary
     teachers (`texts`: the corpus, for the case prior); check vocabularies and hidden sizes."""
     students, counts = [], {}
@@ -179,11 +215,13 @@ def build_students(config: DistillConfig, teachers: dict[str, Teacher], device: 
         if preloaded and spec.name in preloaded:
             model = preloaded[spec.name]
         else:
-            model = make_student(src.model, init=spec.init, shape=spec.shape, num_layers=spec.num_layers,
-                                 seed=config.seed)
+            model = make_student(
+                src.model, init=spec.init, shape=spec.shape, num_layers=spec.num_layers, seed=config.seed
+            )
         _check_shapes(config, spec, model, teachers, src, cross)
         maps = _linear_maps(config, cross, model, teachers, config.seed).to(device)
         out_dir = Path(spec.out_dir) if spec.out_dir else Path(config.out_dir) / spec.name
-        students.append(Student(spec, model.to(device), src.tokenizer, src.view, list(spec.teachers), cross,
-                                out_dir, maps))
+        students.append(
+            Student(spec, model.to(device), src.tokenizer, src.view, list(spec.teachers), cross, out_dir, maps)
+        )
     return students

@@ -28,6 +28,7 @@ a Colab install cell, then::
 
 The Colab install cell before the setup cell comes from :func:`kdlib.colab.install_cell_source`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,9 +37,9 @@ import re
 import sys
 import types
 import warnings
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import MutableMapping
 from typing import Any
 
 import pandas as pd
@@ -47,16 +48,20 @@ from kdlib import runner
 from kdlib.colab import ensure_drive, on_colab
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-COLAB_RUN_DIR = "/content/drive/MyDrive/kdlib-runs/colab"   # a launch-button notebook's run folder on Colab
-NOTEBOOK_DEFAULT_PROFILE = "default"                        # the `profile` default of every parameters cell
+COLAB_RUN_DIR = "/content/drive/MyDrive/kdlib-runs/colab"  # a launch-button notebook's run folder on Colab
+NOTEBOOK_DEFAULT_PROFILE = "default"  # the `profile` default of every parameters cell
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
 def colab_parameters(notebook: str, declared: set[str]) -> dict[str, Any]:
     """The ``colab`` profile's values for the parameters `notebook` declares, and the Drive run folder."""
     prof = runner.load_profile("colab")
-    values = {**prof["params"], **prof["notebooks"].get(notebook, {}), "profile": prof["name"],
-              "run_dir": COLAB_RUN_DIR}
+    values = {
+        **prof["params"],
+        **prof["notebooks"].get(notebook, {}),
+        "profile": prof["name"],
+        "run_dir": COLAB_RUN_DIR,
+    }
     return {k: v for k, v in values.items() if k in declared}
 
 
@@ -73,8 +78,7 @@ def relative_paths(text: str, run: Path | None = None) -> str:
         roots.append((Path(os.environ["KDLIB_DATA_DIR"]).resolve(), "$KDLIB_DATA_DIR"))
     for root, name in roots:
         text = text.replace(str(root), name)
-    return re.sub(r"(?<![\w<>$.~])/(?:[\w.+-]+/)+[\w.+-]+",
-                  lambda m: "…/" + "/".join(m.group(0).split("/")[-2:]), text)
+    return re.sub(r"(?<![\w<>$.~])/(?:[\w.+-]+/)+[\w.+-]+", lambda m: "…/" + "/".join(m.group(0).split("/")[-2:]), text)
 
 
 def _is_reader_warning(category: type) -> bool:
@@ -93,6 +97,7 @@ def _route_warning(run: Path):
             text = relative_paths(str(message), run)
             if text not in _READER_NOTES:
                 _READER_NOTES.append(text)
+
     return show
 
 
@@ -112,8 +117,9 @@ def quiet(run: Path) -> None:
     init = getattr(tqdm.std.tqdm.__init__, "__wrapped_init__", tqdm.std.tqdm.__init__)
 
     def silent_init(self, *args, **kwargs):
-        kwargs["disable"] = True   # even where a caller passes disable=False: bars belong on a terminal
+        kwargs["disable"] = True  # even where a caller passes disable=False: bars belong on a terminal
         init(self, *args, **kwargs)
+
     silent_init.__wrapped_init__ = init
     tqdm.std.tqdm.__init__ = silent_init
     warnings.resetwarnings()
@@ -143,6 +149,7 @@ def _ipython():
 
 
 # --------------------------------------------------------------------------- what a page shows
+
 
 def say(text: str) -> None:
     """Show `text` (Markdown, e.g. a sentence whose numbers come from the data) as the cell's output."""
@@ -179,6 +186,7 @@ def parameters_table(params: dict[str, Any], run: Path) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- setup
 
+
 @dataclass
 class Setup:
     """What :func:`setup` resolved: the run folder, the profile, the parameters, where it runs."""
@@ -193,9 +201,11 @@ class Setup:
 
 def notebook_parameters(namespace: MutableMapping[str, Any]) -> dict[str, Any]:
     """The parameters in a notebook's namespace right after its parameters cell: its plain values."""
-    return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v)
-            and not isinstance(v, types.ModuleType)}
+    return {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v) and not isinstance(v, types.ModuleType)
+    }
 
 
 def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = True) -> Setup:
@@ -222,8 +232,14 @@ def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = Tr
     from kdlib import reporting  # after quiet(): it imports tqdm, which warns at import in a kernel without ipywidgets
 
     reporting.style()
-    ctx = Setup(notebook=notebook, run=run, profile=str(params.get("profile")), params=params, colab=colab,
-                colab_defaults=use_colab)
+    ctx = Setup(
+        notebook=notebook,
+        run=run,
+        profile=str(params.get("profile")),
+        params=params,
+        colab=colab,
+        colab_defaults=use_colab,
+    )
     if show:
         _show_setup(ctx)
     return ctx
@@ -231,8 +247,13 @@ def setup(notebook: str, namespace: MutableMapping[str, Any], *, show: bool = Tr
 
 def _show_setup(ctx: Setup) -> None:
     if ctx.colab_defaults:
-        note(f"Opened on Colab without a profile: this notebook uses the `colab` profile's settings and the "
-             f"run folder `{ctx.params['run_dir']}` on your Drive.", title="Colab")
+        note(
+            f"Opened on Colab without a profile: this notebook uses the `colab` profile's settings and the "
+            f"run folder `{ctx.params['run_dir']}` on your Drive.",
+            title="Colab",
+        )
     table = parameters_table(ctx.params, ctx.run)
-    say(f"Profile **{ctx.profile}**. The parameters of this step (paths relative to the run folder):\n\n"
-        + table.to_markdown())
+    say(
+        f"Profile **{ctx.profile}**. The parameters of this step (paths relative to the run folder):\n\n"
+        + table.to_markdown()
+    )

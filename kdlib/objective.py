@@ -20,6 +20,7 @@ tokenizations get no KL from it (cross_mismatch="skip"); its cosine term goes th
 learned linear map to that teacher's hidden space (cross_cosine="linear"), the raw hidden states
 ("raw") or is dropped ("off"). A same-vocabulary teacher keeps the plain cosine.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,14 @@ def _true_ids(view: WordView) -> torch.Tensor:
     return torch.where(view.labels != -100, view.labels, view.input_ids)
 
 
-def student_plan(student: Student, teachers: dict[str, Teacher], views: dict[str, WordView],
-                 masked_word: torch.Tensor, kl_on: str, mismatch_policy: str = "skip") -> dict:
+def student_plan(
+    student: Student,
+    teachers: dict[str, Teacher],
+    views: dict[str, WordView],
+    masked_word: torch.Tensor,
+    kl_on: str,
+    mismatch_policy: str = "skip",
+) -> dict:
     """Index tensors saying where each loss term of `student` is computed in this batch, and counts.
 
     kl_b/kl_p are the positions where the student's logits are computed (KL rows; the MLM loss uses the
@@ -83,23 +90,52 @@ def student_plan(student: Student, teachers: dict[str, Teacher], views: dict[str
             sel = sel & ~mismatch
         rows = row_of[b[sel], sp[sel]]
         covered[rows] = True
-        per_teacher[tname] = {"rows": rows, "tb": b[sel], "tw": w[sel], "tp": tp[sel], "cb": b, "csp": sp, "ctp": tp,
-                              "n_kl": int(rows.shape[0]), "n_cos": int(b.shape[0]),
-                              "n_mismatch": int(mismatch.sum()), "n_candidates": n_candidates}
-    return {"kl_b": kl_b, "kl_p": kl_p, "cos_b": cos_b, "cos_p": cos_p, "teachers": per_teacher,
-            "n_mlm": int((sv.labels != -100).sum()), "n_kl": int(covered.sum()),
-            "n_tokens": int(sv.attention_mask.sum())}
+        per_teacher[tname] = {
+            "rows": rows,
+            "tb": b[sel],
+            "tw": w[sel],
+            "tp": tp[sel],
+            "cb": b,
+            "csp": sp,
+            "ctp": tp,
+            "n_kl": int(rows.shape[0]),
+            "n_cos": int(b.shape[0]),
+            "n_mismatch": int(mismatch.sum()),
+            "n_candidates": n_candidates,
+        }
+    return {
+        "kl_b": kl_b,
+        "kl_p": kl_p,
+        "cos_b": cos_b,
+        "cos_p": cos_p,
+        "teachers": per_teacher,
+        "n_mlm": int((sv.labels != -100).sum()),
+        "n_kl": int(covered.sum()),
+        "n_tokens": int(sv.attention_mask.sum()),
+    }
 
 
 def count_only(plan: dict) -> dict:
     """The counts of a plan (the loss normalisers), without its index tensors."""
-    return {"n_mlm": plan["n_mlm"], "n_kl": plan["n_kl"], "n_tokens": plan["n_tokens"],
-            "teachers": {t: {k: v[k] for k in ("n_kl", "n_cos", "n_mismatch", "n_candidates") if k in v}
-                         for t, v in plan["teachers"].items()}}
+    return {
+        "n_mlm": plan["n_mlm"],
+        "n_kl": plan["n_kl"],
+        "n_tokens": plan["n_tokens"],
+        "teachers": {
+            t: {k: v[k] for k in ("n_kl", "n_cos", "n_mismatch", "n_candidates") if k in v}
+            for t, v in plan["teachers"].items()
+        },
+    }
 
 
-def teacher_outputs(teachers: dict[str, Teacher], names: list[str], views: dict[str, WordView],
-                    config: DistillConfig, device: torch.device, amp) -> dict[str, TeacherOutput]:
+def teacher_outputs(
+    teachers: dict[str, Teacher],
+    names: list[str],
+    views: dict[str, WordView],
+    config: DistillConfig,
+    device: torch.device,
+    amp,
+) -> dict[str, TeacherOutput]:
     """Run each named teacher once on its view: (logits at `logit_positions` (none when alpha_ce = 0),
     last hidden state (B, L, H) when alpha_cos > 0, else None)."""
     out = {}
@@ -109,14 +145,27 @@ def teacher_outputs(teachers: dict[str, Teacher], names: list[str], views: dict[
             b, p = logit_positions(v, config.kl_on)
             if config.alpha_ce == 0:
                 b, p = b[:0], p[:0]
-            logits, hidden = logits_at(teachers[name].model, v.input_ids.to(device), v.attention_mask.to(device),
-                                       b.to(device), p.to(device), output_hidden=config.alpha_cos > 0)
+            logits, hidden = logits_at(
+                teachers[name].model,
+                v.input_ids.to(device),
+                v.attention_mask.to(device),
+                b.to(device),
+                p.to(device),
+                output_hidden=config.alpha_cos > 0,
+            )
             out[name] = (RowLogits.of(logits, b, p, tuple(v.input_ids.shape)), hidden)
     return out
 
 
-def _cosine_term(student: Student, tname: str, config: DistillConfig, s_hid: torch.Tensor, t_hid: torch.Tensor,
-                 n_cos: int, scale: float) -> torch.Tensor | None:
+def _cosine_term(
+    student: Student,
+    tname: str,
+    config: DistillConfig,
+    s_hid: torch.Tensor,
+    t_hid: torch.Tensor,
+    n_cos: int,
+    scale: float,
+) -> torch.Tensor | None:
     """1 - cos between the student's rows `s_hid` and teacher `tname`'s `t_hid` (None: no cosine term for it).
     A teacher with another vocabulary is a different model: by default the student's rows go through the
     learned linear map to its hidden space first (cross_cosine="linear"); "raw" compares them as they
@@ -130,8 +179,9 @@ def _cosine_term(student: Student, tname: str, config: DistillConfig, s_hid: tor
     return cosine_loss(s_hid, t_hid, normalizer=n_cos) * scale
 
 
-def _co_teacher_prior(student: Student, teachers: dict[str, Teacher], plan: dict, t_out: dict[str, TeacherOutput]
-                      ) -> torch.Tensor | None:
+def _co_teacher_prior(
+    student: Student, teachers: dict[str, Teacher], plan: dict, t_out: dict[str, TeacherOutput]
+) -> torch.Tensor | None:
     """Temperature-1 probabilities of the same-vocabulary teachers (weighted mean) at the student's KL rows:
     the prior that shares an uncased token's mass among its cased variants; None without such a teacher."""
     same = [t for t in student.teachers if t not in student.cross]
@@ -141,43 +191,64 @@ def _co_teacher_prior(student: Student, teachers: dict[str, Teacher], plan: dict
     return sum(teachers[t].weight / total * soft_probs(t_out[t][0].at(plan["kl_b"], plan["kl_p"]), 1.0) for t in same)
 
 
-def _teacher_target(student: Student, tname: str, config: DistillConfig, plan: dict, counts: dict,
-                    s_hid: torch.Tensor | None, t_out: TeacherOutput, prior: torch.Tensor | None, scale: float,
-                    comps: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+def _teacher_target(
+    student: Student,
+    tname: str,
+    config: DistillConfig,
+    plan: dict,
+    counts: dict,
+    s_hid: torch.Tensor | None,
+    t_out: TeacherOutput,
+    prior: torch.Tensor | None,
+    scale: float,
+    comps: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Teacher `tname`'s softened distribution at the student's KL rows (None when alpha_ce = 0), the student
     rows it covers (None: all of them, same vocabulary) and their mapped mass (None: 1); adds its cos/,
     unmapped/ and mismatch/ terms."""
     T, dev = config.temperature, None if s_hid is None else s_hid.device
     t_logits, t_hid = t_out
     n_cos = max(counts["teachers"][tname]["n_cos"], 1)
-    if tname not in student.cross:   # same vocabulary: same positions, plain cosine
+    if tname not in student.cross:  # same vocabulary: same positions, plain cosine
         p = soft_probs(t_logits.at(plan["kl_b"], plan["kl_p"]), T) if config.alpha_ce > 0 else None
         if config.alpha_cos > 0:
             cb, cp = plan["cos_b"].to(dev), plan["cos_p"].to(dev)
             comps[f"cos/{tname}"] = _cosine_term(student, tname, config, s_hid[cb, cp], t_hid[cb, cp], n_cos, scale)
         return p, None, None
-    tp_ = plan["teachers"][tname]   # other vocabulary: word-aligned first sub-tokens, projected
+    tp_ = plan["teachers"][tname]  # other vocabulary: word-aligned first sub-tokens, projected
     p = mass = None
     c = counts["teachers"][tname]
     comps[f"mismatch/{tname}"] = torch.tensor(tp_["n_mismatch"] / max(c["n_candidates"], 1) * scale, device=dev)
     if config.alpha_ce > 0:
         rows = tp_["rows"].to(prior.device) if prior is not None else None
-        p, unmapped = project_distribution(soft_probs(t_logits.at(tp_["tb"], tp_["tp"]), T), student.cross[tname],
-                                           prior=None if prior is None else prior[rows])
+        p, unmapped = project_distribution(
+            soft_probs(t_logits.at(tp_["tb"], tp_["tp"]), T),
+            student.cross[tname],
+            prior=None if prior is None else prior[rows],
+        )
         mass = 1.0 - unmapped
         comps[f"unmapped/{tname}"] = unmapped.sum() / max(c["n_kl"], 1) * scale
     if config.alpha_cos > 0:
         cb = tp_["cb"].to(dev)
-        term = _cosine_term(student, tname, config, s_hid[cb, tp_["csp"].to(dev)], t_hid[cb, tp_["ctp"].to(dev)],
-                            n_cos, scale)
+        term = _cosine_term(
+            student, tname, config, s_hid[cb, tp_["csp"].to(dev)], t_hid[cb, tp_["ctp"].to(dev)], n_cos, scale
+        )
         if term is not None:
             comps[f"cos/{tname}"] = term
     return p, tp_["rows"], mass
 
 
-def student_losses(student: Student, teachers: dict[str, Teacher], config: DistillConfig, plan: dict,
-                   counts: dict, view: WordView, s_out: tuple[torch.Tensor, torch.Tensor | None],
-                   t_out: dict[str, TeacherOutput], scale: float) -> dict[str, torch.Tensor]:
+def student_losses(
+    student: Student,
+    teachers: dict[str, Teacher],
+    config: DistillConfig,
+    plan: dict,
+    counts: dict,
+    view: WordView,
+    s_out: tuple[torch.Tensor, torch.Tensor | None],
+    t_out: dict[str, TeacherOutput],
+    scale: float,
+) -> dict[str, torch.Tensor]:
     """The loss components of one student on its slice of the batch.
 
     `s_out`: the student's logits at the plan's KL rows (plan["kl_b"], plan["kl_p"]) and its last hidden
@@ -193,8 +264,11 @@ def student_losses(student: Student, teachers: dict[str, Teacher], config: Disti
     # the MLM positions are among the KL rows (all of them for kl_on="masked"); the others carry -100
     comps = {"mlm": mlm_loss(s_rows, view.labels[kl_b, kl_p].to(dev), normalizer=max(counts["n_mlm"], 1)) * scale}
     weights = {t: teachers[t].weight for t in student.teachers}
-    prior = (_co_teacher_prior(student, teachers, plan, t_out)
-             if config.alpha_ce > 0 and config.vocab_case == "prior" and student.cross else None)
+    prior = (
+        _co_teacher_prior(student, teachers, plan, t_out)
+        if config.alpha_ce > 0 and config.vocab_case == "prior" and student.cross
+        else None
+    )
     target = EnsembleTarget(s_rows.shape[0], s_rows.shape[1], device=dev) if average else None
     kl_sum, cos_sum, cos_w = zero, zero, 0.0
     for tname in student.teachers:
@@ -205,8 +279,9 @@ def student_losses(student: Student, teachers: dict[str, Teacher], config: Disti
             target.add(p, w, rows=rows, mass=mass)
         elif config.alpha_ce > 0:
             n_kl = max(counts["teachers"][tname]["n_kl"], 1)
-            comps[f"kl/{tname}"] = kd_kl_loss(s_rows if rows is None else s_rows[rows], p, T, normalizer=n_kl,
-                                              row_weights=mass) * scale
+            comps[f"kl/{tname}"] = (
+                kd_kl_loss(s_rows if rows is None else s_rows[rows], p, T, normalizer=n_kl, row_weights=mass) * scale
+            )
             kl_sum = kl_sum + w * comps[f"kl/{tname}"]
         if f"cos/{tname}" in comps:
             cos_sum, cos_w = cos_sum + w * comps[f"cos/{tname}"], cos_w + w

@@ -14,6 +14,7 @@ the first malformed line. ``datasets`` rows (a hub or saved dataset) are convert
 * CSV/TSV: a header row names the columns (Python's ``csv`` module: quoted fields may hold the
   delimiter); JSON Lines: one object per line.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fail", "read_conllu", "conllu_records", "conll_records", "table_records", "jsonl_records",
-           "dataset_records", "text_columns"]
+__all__ = [
+    "fail",
+    "read_conllu",
+    "conllu_records",
+    "conll_records",
+    "table_records",
+    "jsonl_records",
+    "dataset_records",
+    "text_columns",
+]
 
 _BIO = re.compile(r"^(O|[BI]-\S+)$")
 Norm = Callable[[str], str]
@@ -78,10 +87,14 @@ def read_conllu(path: Path, n_columns: int) -> list[Sentence]:
                 continue
             cols = line.split("\t")
             if len(cols) != n_columns:
-                raise fail(path, lineno, f"expected {n_columns} tab-separated columns (CoNLL-U token line), "
-                                         f"found {len(cols)}: {line[:80]!r}")
+                raise fail(
+                    path,
+                    lineno,
+                    f"expected {n_columns} tab-separated columns (CoNLL-U token line), "
+                    f"found {len(cols)}: {line[:80]!r}",
+                )
             token_id = cols[0]
-            if "-" in token_id or "." in token_id:   # multiword-token range or empty node
+            if "-" in token_id or "." in token_id:  # multiword-token range or empty node
                 continue
             if not token_id.isdigit():
                 raise fail(path, lineno, f"expected an integer token ID in column 1, found {token_id!r}")
@@ -90,8 +103,9 @@ def read_conllu(path: Path, n_columns: int) -> list[Sentence]:
     return sentences
 
 
-def conllu_records(path: Path, n_columns: int, tag_column: int, names: list[str] | None, norm: Norm,
-                   bio: bool = False) -> list[dict]:
+def conllu_records(
+    path: Path, n_columns: int, tag_column: int, names: list[str] | None, norm: Norm, bio: bool = False
+) -> list[dict]:
     """Records ``{id, tokens, tags}`` (tags as strings, validated against ``names`` when given)."""
     allowed = set(names) if names is not None else None
     records = []
@@ -100,8 +114,12 @@ def conllu_records(path: Path, n_columns: int, tag_column: int, names: list[str]
         for tag, line in zip(tags, sent.lines):
             if tag == "" or (tag == "_" and allowed is not None) or (allowed is not None and tag not in allowed):
                 expected = "a BIO tag (O, B-CLASS, I-CLASS)" if bio else "one of the known tags"
-                raise fail(path, line, f"column {tag_column + 1}: expected {expected}, found {tag!r}"
-                           + (f"; known: {', '.join(names)}" if names and len(names) < 40 else ""))
+                raise fail(
+                    path,
+                    line,
+                    f"column {tag_column + 1}: expected {expected}, found {tag!r}"
+                    + (f"; known: {', '.join(names)}" if names and len(names) < 40 else ""),
+                )
         records.append({"id": sent.sent_id, "tokens": [norm(t) for t in sent.forms], "tags": tags})
     return records
 
@@ -128,11 +146,17 @@ def conll_records(path: Path, names: list[str] | None, norm: Norm, split: str) -
             if cols[0] == "-DOCSTART-":
                 continue
             if len(cols) < 2:
-                raise fail(path, lineno, f"expected a token and its BIO tag (at least 2 columns), found {raw.strip()!r}")
+                raise fail(
+                    path, lineno, f"expected a token and its BIO tag (at least 2 columns), found {raw.strip()!r}"
+                )
             tag = cols[-1]
             if not _BIO.match(tag) or (allowed is not None and tag not in allowed):
-                raise fail(path, lineno, f"last column: expected a BIO tag (O, B-CLASS, I-CLASS)"
-                                         f"{' of the declared labels' if allowed else ''}, found {tag!r}")
+                raise fail(
+                    path,
+                    lineno,
+                    f"last column: expected a BIO tag (O, B-CLASS, I-CLASS)"
+                    f"{' of the declared labels' if allowed else ''}, found {tag!r}",
+                )
             tokens.append(norm(cols[0]))
             tags.append(tag)
     close()
@@ -149,8 +173,15 @@ def text_columns(options: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [("text_a", options.get("text", "text"))]
 
 
-def _text_record(row: Mapping[str, Any], where: Callable[[], tuple[Any, int | None]], options: Mapping[str, Any],
-                 kind: str, norm: Norm, default_id: str, allowed: set[str] | None) -> dict:
+def _text_record(
+    row: Mapping[str, Any],
+    where: Callable[[], tuple[Any, int | None]],
+    options: Mapping[str, Any],
+    kind: str,
+    norm: Norm,
+    default_id: str,
+    allowed: set[str] | None,
+) -> dict:
     """One classification/regression record from a row, with every check of a declared column."""
     rec: dict[str, Any] = {"id": str(row[options["id"]]) if "id" in options else default_id}
     for field_name, column in text_columns(options):
@@ -167,7 +198,9 @@ def _text_record(row: Mapping[str, Any], where: Callable[[], tuple[Any, int | No
         low, high = options.get("range", (-math.inf, math.inf))
         if not math.isfinite(number) or not low <= number <= high:
             bounds = f" between {low} and {high}" if "range" in options else ""
-            raise fail(*where(), f"column {options.get('label', 'label')!r}: expected a number{bounds}, found {value!r}")
+            raise fail(
+                *where(), f"column {options.get('label', 'label')!r}: expected a number{bounds}, found {value!r}"
+            )
         rec["label"] = number
     else:
         label = str(value).strip() if value is not None else ""
@@ -181,48 +214,66 @@ def _text_record(row: Mapping[str, Any], where: Callable[[], tuple[Any, int | No
 def _needed_columns(options: Mapping[str, Any], kind: str) -> list[str]:
     if kind == "tagging":
         return [options.get("tokens", "tokens"), options.get("tags", "tags")] + (
-            [options["id"]] if "id" in options else [])
+            [options["id"]] if "id" in options else []
+        )
     cols = [c for _, c in text_columns(options)] + [options.get("label", "label")]
     return cols + ([options["id"]] if "id" in options else [])
 
 
-def table_records(path: Path, delimiter: str, options: Mapping[str, Any], kind: str, norm: Norm, split: str,
-                  allowed: set[str] | None) -> list[dict]:
+def table_records(
+    path: Path, delimiter: str, options: Mapping[str, Any], kind: str, norm: Norm, split: str, allowed: set[str] | None
+) -> list[dict]:
     """CSV/TSV rows with a header; every declared column must be in the header."""
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in _needed_columns(options, kind) if c not in header]
         if missing:
-            raise fail(path, 1, f"expected a header row with column(s) {', '.join(map(repr, missing))}; "
-                                f"found {', '.join(map(repr, header)) or 'nothing'}")
+            raise fail(
+                path,
+                1,
+                f"expected a header row with column(s) {', '.join(map(repr, missing))}; "
+                f"found {', '.join(map(repr, header)) or 'nothing'}",
+            )
         records = []
         for row in reader:
             line = reader.line_num
             if None in row or any(v is None for v in row.values()):
                 found = len(header) + len(row[None]) if None in row else sum(v is not None for v in row.values())
                 raise fail(path, line, f"expected {len(header)} fields as in the header row, found {found}")
-            records.append(_text_record(row, lambda line=line: (path, line), options, kind, norm,
-                                        f"{split}-{line}", allowed))
+            records.append(
+                _text_record(row, lambda line=line: (path, line), options, kind, norm, f"{split}-{line}", allowed)
+            )
     return records
 
 
-def _tagging_row(row: Mapping[str, Any], where, options: Mapping[str, Any], norm: Norm, default_id: str,
-                 allowed: set[str] | None) -> dict:
+def _tagging_row(
+    row: Mapping[str, Any], where, options: Mapping[str, Any], norm: Norm, default_id: str, allowed: set[str] | None
+) -> dict:
     tokens, tags = row[options.get("tokens", "tokens")], row[options.get("tags", "tags")]
-    ok = isinstance(tokens, list) and isinstance(tags, list) and len(tokens) == len(tags) and tokens \
-        and all(isinstance(t, str) and t for t in tokens) and all(isinstance(t, str) and t for t in tags)
+    ok = (
+        isinstance(tokens, list)
+        and isinstance(tags, list)
+        and len(tokens) == len(tags)
+        and tokens
+        and all(isinstance(t, str) and t for t in tokens)
+        and all(isinstance(t, str) and t for t in tags)
+    )
     if not ok:
         raise fail(*where(), "expected non-empty `tokens` and `tags` lists of strings of equal length")
     bad = [t for t in tags if allowed is not None and t not in allowed]
     if bad:
         raise fail(*where(), f"expected tags among the declared labels, found {bad[0]!r}")
-    return {"id": str(row[options["id"]]) if "id" in options else default_id,
-            "tokens": [norm(t) for t in tokens], "tags": list(tags)}
+    return {
+        "id": str(row[options["id"]]) if "id" in options else default_id,
+        "tokens": [norm(t) for t in tokens],
+        "tags": list(tags),
+    }
 
 
-def jsonl_records(path: Path, options: Mapping[str, Any], kind: str, norm: Norm, split: str,
-                  allowed: set[str] | None) -> list[dict]:
+def jsonl_records(
+    path: Path, options: Mapping[str, Any], kind: str, norm: Norm, split: str, allowed: set[str] | None
+) -> list[dict]:
     """JSON Lines: one object per non-empty line holding the declared columns."""
     records = []
     needed = _needed_columns(options, kind)
@@ -237,13 +288,23 @@ def jsonl_records(path: Path, options: Mapping[str, Any], kind: str, norm: Norm,
             if not isinstance(row, dict) or any(c not in row for c in needed):
                 raise fail(path, lineno, f"expected a JSON object with key(s) {', '.join(needed)}")
             where = lambda lineno=lineno: (path, lineno)
-            records.append(_tagging_row(row, where, options, norm, f"{split}-{lineno}", allowed) if kind == "tagging"
-                           else _text_record(row, where, options, kind, norm, f"{split}-{lineno}", allowed))
+            records.append(
+                _tagging_row(row, where, options, norm, f"{split}-{lineno}", allowed)
+                if kind == "tagging"
+                else _text_record(row, where, options, kind, norm, f"{split}-{lineno}", allowed)
+            )
     return records
 
 
-def dataset_records(rows: Iterable[Mapping[str, Any]], features: Mapping[str, Any], where: str,
-                    options: Mapping[str, Any], kind: str, norm: Norm, allowed: set[str] | None) -> list[dict]:
+def dataset_records(
+    rows: Iterable[Mapping[str, Any]],
+    features: Mapping[str, Any],
+    where: str,
+    options: Mapping[str, Any],
+    kind: str,
+    norm: Norm,
+    allowed: set[str] | None,
+) -> list[dict]:
     """Rows of a ``datasets`` split; ClassLabel ids (labels, tag sequences) become their names."""
     needed = _needed_columns(options, kind)
     missing = [c for c in needed if c not in features]
@@ -266,6 +327,9 @@ def dataset_records(rows: Iterable[Mapping[str, Any]], features: Mapping[str, An
         elif kind == "tagging":
             row[label_col] = [str(v) for v in row[label_col]] if isinstance(row[label_col], list) else row[label_col]
         here = lambda i=i: (f"{where}, row {i}", None)
-        records.append(_tagging_row(row, here, options, norm, str(i), allowed) if kind == "tagging"
-                       else _text_record(row, here, options, kind, norm, str(i), allowed))
+        records.append(
+            _tagging_row(row, here, options, norm, str(i), allowed)
+            if kind == "tagging"
+            else _text_record(row, here, options, kind, norm, str(i), allowed)
+        )
     return records

@@ -10,20 +10,21 @@ step needs: the ``kdlib.distill.DistillConfig`` dict (teachers with weights, stu
 tokenizer, initialisation and output folder, the step's settings) and the registry entries of its
 students. The module stays light (no torch): the notebook runs ``distill`` on ``plan.config`` itself.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
 
-REGISTRY_FILES = ("single", "ensemble")   # <run>/distill/<name>.json, in the order the steps write them
+REGISTRY_FILES = ("single", "ensemble")  # <run>/distill/<name>.json, in the order the steps write them
 
 
 def slug(name: str) -> str:
@@ -52,13 +53,18 @@ class ModelEntry:
 
     @property
     def role(self) -> str:
-        """"teacher", "student" or "control": how the tables group the model."""
+        """ "teacher", "student" or "control": how the tables group the model."""
         return self.kind if self.kind in ("teacher", "control") else "student"
 
     def record(self) -> dict[str, Any]:
         """The JSON record of a registry file (the name is the file's key)."""
-        return {"path": self.path, "teachers": list(self.teachers), "kind": self.kind, "log": self.log,
-                "key": self.key or slug(self.name)}
+        return {
+            "path": self.path,
+            "teachers": list(self.teachers),
+            "kind": self.kind,
+            "log": self.log,
+            "key": self.key or slug(self.name),
+        }
 
 
 def records(entries: Sequence[ModelEntry]) -> dict[str, dict[str, Any]]:
@@ -76,9 +82,16 @@ def read_registry(path: str | os.PathLike) -> list[ModelEntry]:
     for name, rec in data.items():
         if not isinstance(rec, dict) or "path" not in rec:
             raise ValueError(f"{path}: entry {name!r} has no 'path'")
-        out.append(ModelEntry(name=name, path=rec["path"], kind=rec.get("kind", "student"),
-                              key=rec.get("key") or slug(name), teachers=list(rec.get("teachers", [])),
-                              log=rec.get("log")))
+        out.append(
+            ModelEntry(
+                name=name,
+                path=rec["path"],
+                kind=rec.get("kind", "student"),
+                key=rec.get("key") or slug(name),
+                teachers=list(rec.get("teachers", [])),
+                log=rec.get("log"),
+            )
+        )
     return out
 
 
@@ -88,8 +101,10 @@ def models(run_dir: str | os.PathLike) -> dict[str, ModelEntry]:
     teachers_file = run / "teachers" / "teachers.json"
     if not teachers_file.is_file():
         raise FileNotFoundError(f"{teachers_file} does not exist: run notebook 01-teachers first")
-    zoo = {name: ModelEntry(name=name, path=info["path"], kind="teacher", key=slug(name))
-           for name, info in json.loads(teachers_file.read_text(encoding="utf-8")).items()}
+    zoo = {
+        name: ModelEntry(name=name, path=info["path"], kind="teacher", key=slug(name))
+        for name, info in json.loads(teachers_file.read_text(encoding="utf-8")).items()
+    }
     for part in REGISTRY_FILES:
         path = run / "distill" / f"{part}.json"
         if path.is_file():
@@ -111,11 +126,22 @@ class DistillRun:
         return self.out_dir / "config.json"
 
 
-def distill_run(run_dir: str | os.PathLike, folder: str, students: Mapping[str, Sequence[str]], *,
-                teachers: Mapping[str, Mapping[str, Any]], kind: str, settings: Mapping[str, Any],
-                seed: int, device: str, weights: Mapping[str, float] | None = None,
-                init: str = "teacher", shape: str = "distilbert", tokenizer_from: str | None = None,
-                **options: Any) -> DistillRun:
+def distill_run(
+    run_dir: str | os.PathLike,
+    folder: str,
+    students: Mapping[str, Sequence[str]],
+    *,
+    teachers: Mapping[str, Mapping[str, Any]],
+    kind: str,
+    settings: Mapping[str, Any],
+    seed: int,
+    device: str,
+    weights: Mapping[str, float] | None = None,
+    init: str = "teacher",
+    shape: str = "distilbert",
+    tokenizer_from: str | None = None,
+    **options: Any,
+) -> DistillRun:
     """Plan a distillation into ``<run>/distill/<folder>`` of `students` ({display name: [teacher names]}).
 
     teachers: notebook 01's teachers.json ({name: {"path": ...}}); the config lists the teachers the
@@ -128,21 +154,45 @@ def distill_run(run_dir: str | os.PathLike, folder: str, students: Mapping[str, 
     needed = list(dict.fromkeys(t for names in students.values() for t in names))
     unknown = [t for t in needed if t not in teachers]
     if unknown or not students:
-        raise ValueError(f"distill_run {folder!r}: students {dict(students)} name teachers {unknown}; "
-                         f"notebook 01 made {list(teachers)}")
+        raise ValueError(
+            f"distill_run {folder!r}: students {dict(students)} name teachers {unknown}; "
+            f"notebook 01 made {list(teachers)}"
+        )
     weights = dict(weights or {})
     out = run / "distill" / folder
     specs, entries = [], []
     for name, names in students.items():
         key = slug(name)
-        specs.append({"name": key, "teachers": list(names), "tokenizer_from": tokenizer_from or names[0],
-                      "init": init, "shape": shape, "out_dir": str(run / "students" / key)})
-        entries.append(ModelEntry(name=name, path=str(run / "students" / key), kind=kind, key=key,
-                                  teachers=list(names), log=str(out / "log.jsonl")))
-    config = {"teachers": [{"name": t, "path": teachers[t]["path"], "weight": float(weights.get(t, 1.0))}
-                           for t in needed],
-              "students": specs, **options, "seed": seed, "device": device, "out_dir": str(out),
-              "corpus": str(run / "corpus"), **settings}
+        specs.append(
+            {
+                "name": key,
+                "teachers": list(names),
+                "tokenizer_from": tokenizer_from or names[0],
+                "init": init,
+                "shape": shape,
+                "out_dir": str(run / "students" / key),
+            }
+        )
+        entries.append(
+            ModelEntry(
+                name=name,
+                path=str(run / "students" / key),
+                kind=kind,
+                key=key,
+                teachers=list(names),
+                log=str(out / "log.jsonl"),
+            )
+        )
+    config = {
+        "teachers": [{"name": t, "path": teachers[t]["path"], "weight": float(weights.get(t, 1.0))} for t in needed],
+        "students": specs,
+        **options,
+        "seed": seed,
+        "device": device,
+        "out_dir": str(out),
+        "corpus": str(run / "corpus"),
+        **settings,
+    }
     return DistillRun(out_dir=out, config=config, entries=entries)
 
 
@@ -150,16 +200,25 @@ def entries_table(entries: Sequence[ModelEntry], run_dir: str | os.PathLike) -> 
     """Rows (name, kind, teachers, folder relative to the run) for a page's table of the trained models."""
     run = Path(run_dir).resolve()
 
-    def rel(path: str) -> str:   # a hub id stays as it is
+    def rel(path: str) -> str:  # a hub id stays as it is
         p = Path(path)
         return str(p.relative_to(run)) if p.is_absolute() and p.is_relative_to(run) else path
-    return [{"model": e.name, "kind": e.kind, "teachers": ", ".join(e.teachers), "folder": rel(e.path)}
-            for e in entries]
+
+    return [
+        {"model": e.name, "kind": e.kind, "teachers": ", ".join(e.teachers), "folder": rel(e.path)} for e in entries
+    ]
 
 
-LOSS_COLUMNS = {"steps": "steps", "wall_time_s": "seconds", "tokens_per_s": "tokens/s",
-                "first_losses.total": "first total", "final_losses.total": "final total",
-                "final_losses.mlm": "final MLM", "final_losses.kl": "final KL", "final_losses.cos": "final cos"}
+LOSS_COLUMNS = {
+    "steps": "steps",
+    "wall_time_s": "seconds",
+    "tokens_per_s": "tokens/s",
+    "first_losses.total": "first total",
+    "final_losses.total": "final total",
+    "final_losses.mlm": "final MLM",
+    "final_losses.kl": "final KL",
+    "final_losses.cos": "final cos",
+}
 
 
 def loss_table(summary: Mapping[str, Any], entries: Sequence[ModelEntry]) -> "pandas.DataFrame":
@@ -170,8 +229,12 @@ def loss_table(summary: Mapping[str, Any], entries: Sequence[ModelEntry]) -> "pa
     rows = {}
     for e in entries:
         s = summary[e.key]
-        flat = {"steps": s.get("steps"), "wall_time_s": s.get("wall_time_s"), "tokens_per_s": s.get("tokens_per_s"),
-                **{f"first_losses.{k}": v for k, v in (s.get("first_losses") or {}).items()},
-                **{f"final_losses.{k}": v for k, v in (s.get("final_losses") or {}).items()}}
+        flat = {
+            "steps": s.get("steps"),
+            "wall_time_s": s.get("wall_time_s"),
+            "tokens_per_s": s.get("tokens_per_s"),
+            **{f"first_losses.{k}": v for k, v in (s.get("first_losses") or {}).items()},
+            **{f"final_losses.{k}": v for k, v in (s.get("final_losses") or {}).items()},
+        }
         rows[e.name] = {label: flat.get(key) for key, label in LOSS_COLUMNS.items()}
     return pd.DataFrame(rows).T.rename_axis("student")

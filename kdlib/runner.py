@@ -10,6 +10,7 @@ kdlib.tasks): the run reads every declared file first, writes them to ``<run>/ta
 ``$KDLIB_TASKS`` at it for the notebook kernels, so that every task name a notebook passes to kdlib
 resolves to the profile's declaration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,8 @@ import yaml
 from kdlib import data
 from kdlib import tasks as tasks_mod
 from kdlib.colab import ensure_drive
-from kdlib.registry import slug  # noqa: F401  (runner.slug: the one slug, defined with the registry)
 from kdlib.io import write_json_atomic
+from kdlib.registry import slug  # noqa: F401  (runner.slug: the one slug, defined with the registry)
 
 log = logging.getLogger("kdlib.runner")
 
@@ -55,6 +56,7 @@ class PipelineError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- profiles
+
 
 def available_profiles() -> list[str]:
     """Names of the profiles shipped with kdlib."""
@@ -80,8 +82,10 @@ def _profile_path(name_or_path: str | os.PathLike) -> Path:
         return path
     candidate = PROFILES_DIR / f"{text}.yaml"
     if not candidate.is_file():
-        raise ValueError(f"unknown profile {text!r}; valid profiles: {', '.join(available_profiles())} "
-                         f"(or a path to a .yaml/.json file)")
+        raise ValueError(
+            f"unknown profile {text!r}; valid profiles: {', '.join(available_profiles())} "
+            f"(or a path to a .yaml/.json file)"
+        )
     return candidate
 
 
@@ -99,13 +103,15 @@ def _declared_tasks(raw: dict, where: str, *, own_tasks: bool, own_params: dict,
     params = raw["params"] = dict(raw.get("params") or {})
     if own_tasks and "tasks" not in own_params:
         params["tasks"] = list(specs)
-        for nb, nb_params in (raw.get("notebooks") or {}).items():   # inherited per-notebook task lists
+        for nb, nb_params in (raw.get("notebooks") or {}).items():  # inherited per-notebook task lists
             if isinstance(nb_params, dict) and "tasks" not in (own_notebooks.get(nb) or {}):
                 nb_params.pop("tasks", None)
     unknown = [t for t in params.get("tasks") or [] if t not in specs and t not in tasks_mod.BUILTIN]
     if unknown:
-        raise ValueError(f"profile {where}: params.tasks names {unknown}, which are neither declared under "
-                         f"`tasks` ({', '.join(specs)}) nor built in")
+        raise ValueError(
+            f"profile {where}: params.tasks names {unknown}, which are neither declared under "
+            f"`tasks` ({', '.join(specs)}) nor built in"
+        )
 
 
 def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] = ()) -> dict:
@@ -138,8 +144,9 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
     own_tasks = raw.get("tasks") is not None
     unknown = set(raw) - set(PROFILE_KEYS)
     if unknown:
-        raise ValueError(f"profile {where}: unknown top-level keys {sorted(unknown)}; "
-                         f"expected {', '.join(PROFILE_KEYS)}")
+        raise ValueError(
+            f"profile {where}: unknown top-level keys {sorted(unknown)}; expected {', '.join(PROFILE_KEYS)}"
+        )
     for key in ("params", "notebooks"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ValueError(f"profile {where}: `{key}` must be a mapping")
@@ -151,7 +158,7 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
         base_dir = Path(where).parent if where != "<dict>" else PROFILES_DIR
         parent_ref = parent if not str(parent).endswith((".yaml", ".yml", ".json")) else base_dir / parent
         base = load_profile(parent_ref, _seen + (where,))
-        if raw.get("tasks") is not None:   # declared tasks replace the parent's, never merge with them
+        if raw.get("tasks") is not None:  # declared tasks replace the parent's, never merge with them
             base.pop("tasks", None)
         raw = _deep_merge({k: v for k, v in base.items() if k not in ("name", "description")}, raw)
     _declared_tasks(raw, where, own_tasks=own_tasks, own_params=own_params, own_notebooks=own_notebooks)
@@ -218,6 +225,7 @@ def tasks_environment(tasks_file: Path | None):
 
 # --------------------------------------------------------------------------- steps and parameters
 
+
 def list_steps(notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS_DIR) -> list[Path]:
     """Notebooks named NN-name.ipynb, in execution order."""
     nb_dir = Path(notebooks_dir)
@@ -253,8 +261,9 @@ def _notebook_params(path: Path) -> dict[str, Any]:
     return papermill.inspect_notebook(str(path))
 
 
-def resolve_parameters(profile: dict, steps: list[Path], run_dir: Path,
-                       overrides: dict | None = None) -> dict[str, dict]:
+def resolve_parameters(
+    profile: dict, steps: list[Path], run_dir: Path, overrides: dict | None = None
+) -> dict[str, dict]:
     """Parameters per step: profile common params + per-notebook params + overrides.
 
     Common params and unprefixed overrides go to every notebook that declares them; per-notebook
@@ -288,8 +297,9 @@ def resolve_parameters(profile: dict, steps: list[Path], run_dir: Path,
         specific = {**profile["notebooks"].get(name, {}), **per_step[name]}
         unknown = set(specific) - declared[name]
         if unknown:
-            raise ValueError(f"notebook {name}: unknown parameter(s) {sorted(unknown)}; "
-                             f"it declares {sorted(declared[name])}")
+            raise ValueError(
+                f"notebook {name}: unknown parameter(s) {sorted(unknown)}; it declares {sorted(declared[name])}"
+            )
         params.update(specific)
         result[name] = params
     return result
@@ -303,6 +313,7 @@ write_json = write_json_atomic  # runner.write_json(path, data): the notebooks' 
 
 
 # --------------------------------------------------------------------------- memory sampling
+
 
 class _TreeMemorySampler:
     """Samples the summed RSS of this process's children (the notebook kernel and its workers)."""
@@ -341,6 +352,7 @@ def _children_maxrss_mb() -> float:
 
 # --------------------------------------------------------------------------- the runner
 
+
 def _profile_steps(prof: dict, notebooks_dir: str | os.PathLike) -> list[Path]:
     """The notebooks a profile runs: all NN-name.ipynb, or those its `steps:` list names."""
     steps = list_steps(notebooks_dir)
@@ -362,9 +374,11 @@ def _open_summary(run_dir: Path, profile: str) -> tuple[dict, Path]:
 
 def _failure(nb: Path, error: dict, executed: Path) -> PipelineError:
     """The error of a failed step: notebook, cell, exception and where the executed copy is kept."""
-    msg = (f"notebook {nb.name} failed in cell {error['cell_index']} "
-           f"(execution count {error['exec_count']}): {error['ename']}: {error['evalue']}\n"
-           f"executed copy kept for reading: {executed}")
+    msg = (
+        f"notebook {nb.name} failed in cell {error['cell_index']} "
+        f"(execution count {error['exec_count']}): {error['ename']}: {error['evalue']}\n"
+        f"executed copy kept for reading: {executed}"
+    )
     log.error(msg)
     return PipelineError(nb.stem, msg, executed)
 
@@ -374,8 +388,9 @@ def _step_hashes(steps: list[Path], params: dict[str, dict], declared: dict) -> 
     of the step before it."""
     chain, hashes = "", {}
     for nb in steps:
-        chain = _hash([chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()]
-                      + ([declared] if declared else []))
+        chain = _hash(
+            [chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()] + ([declared] if declared else [])
+        )
         hashes[nb.stem] = chain
     return hashes
 
@@ -383,12 +398,23 @@ def _step_hashes(steps: list[Path], params: dict[str, dict], declared: dict) -> 
 def _up_to_date(run_dir: Path, nb: Path, step_hash: str) -> bool:
     """The step's marker holds `step_hash` and its executed copy exists."""
     marker = run_dir / ".done" / f"{nb.stem}.json"
-    return (marker.is_file() and (run_dir / "notebooks" / nb.name).is_file()
-            and json.loads(marker.read_text()).get("hash") == step_hash)
+    return (
+        marker.is_file()
+        and (run_dir / "notebooks" / nb.name).is_file()
+        and json.loads(marker.read_text()).get("hash") == step_hash
+    )
 
 
-def _execute(nb: Path, executed: Path, params: dict, *, run_dir: Path, kernel_name: str,
-             timeout: int | None, tasks_file: Path | None) -> dict:
+def _execute(
+    nb: Path,
+    executed: Path,
+    params: dict,
+    *,
+    run_dir: Path,
+    kernel_name: str,
+    timeout: int | None,
+    tasks_file: Path | None,
+) -> dict:
     """Run one notebook with papermill; its summary entry (status, wall time, peak memory, error if any)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -398,21 +424,43 @@ def _execute(nb: Path, executed: Path, params: dict, *, run_dir: Path, kernel_na
     with _TreeMemorySampler() as sampler, tasks_environment(tasks_file):
         try:
             papermill.execute_notebook(
-                str(nb), str(executed), parameters=params, kernel_name=kernel_name,
-                progress_bar=False, cwd=str(run_dir), execution_timeout=timeout)
+                str(nb),
+                str(executed),
+                parameters=params,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                cwd=str(run_dir),
+                execution_timeout=timeout,
+            )
         except PapermillExecutionError as exc:
             status = "failed"
-            error = {"cell_index": exc.cell_index, "exec_count": exc.exec_count,
-                     "ename": exc.ename, "evalue": exc.evalue}
-    return {"status": status, "wall_s": round(time.perf_counter() - t0, 2),
-            "peak_rss_mb": round(sampler.peak / 2**20, 1), "parameters": params, "skipped_last_run": False,
-            **({"error": error} if error else {})}
+            error = {
+                "cell_index": exc.cell_index,
+                "exec_count": exc.exec_count,
+                "ename": exc.ename,
+                "evalue": exc.evalue,
+            }
+    return {
+        "status": status,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "peak_rss_mb": round(sampler.peak / 2**20, 1),
+        "parameters": params,
+        "skipped_last_run": False,
+        **({"error": error} if error else {}),
+    }
 
 
-def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike | None = None, *,
-                 only: str | None = None, overrides: dict | None = None, force: bool = False,
-                 notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS_DIR,
-                 kernel_name: str = KERNEL_NAME, timeout: int | None = None) -> dict:
+def run_pipeline(
+    profile: str | os.PathLike | dict,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    only: str | None = None,
+    overrides: dict | None = None,
+    force: bool = False,
+    notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS_DIR,
+    kernel_name: str = KERNEL_NAME,
+    timeout: int | None = None,
+) -> dict:
     """Execute the notebooks of `profile` in order with papermill into `out_dir` (default runs/<profile>).
 
     Executed copies go to out_dir/notebooks/NN-name.ipynb; a step whose marker
@@ -448,25 +496,30 @@ def run_pipeline(profile: str | os.PathLike | dict, out_dir: str | os.PathLike |
             summary["steps"].setdefault(name, {})["skipped_last_run"] = True
             continue
         if only_name is not None:
-            missing = [p.stem for p in steps[: steps.index(nb)]
-                       if not (run_dir / ".done" / f"{p.stem}.json").is_file()]
+            missing = [p.stem for p in steps[: steps.index(nb)] if not (run_dir / ".done" / f"{p.stem}.json").is_file()]
             if missing:
                 log.warning("[%s] steps before it have not completed in %s: %s", name, run_dir, missing)
         # this step and every later one lose their markers: their inputs are about to change
-        for later in steps[steps.index(nb):]:
+        for later in steps[steps.index(nb) :]:
             (run_dir / ".done" / f"{later.stem}.json").unlink(missing_ok=True)
         log.info("[%s] running (%d parameters)", name, len(params[name]))
         executed = run_dir / "notebooks" / nb.name
-        summary["steps"][name] = entry = _execute(nb, executed, params[name], run_dir=run_dir,
-                                                  kernel_name=kernel_name, timeout=timeout,
-                                                  tasks_file=tasks_file)
+        summary["steps"][name] = entry = _execute(
+            nb, executed, params[name], run_dir=run_dir, kernel_name=kernel_name, timeout=timeout, tasks_file=tasks_file
+        )
         summary["children_maxrss_mb"] = round(_children_maxrss_mb(), 1)
         _finalise_summary(summary, steps, summary_path)
         if "error" in entry:
             raise _failure(nb, entry["error"], executed)
-        write_json(run_dir / ".done" / f"{name}.json", {"hash": hashes[name], "parameters": params[name],
-                                                         "wall_s": entry["wall_s"],
-                                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json(
+            run_dir / ".done" / f"{name}.json",
+            {
+                "hash": hashes[name],
+                "parameters": params[name],
+                "wall_s": entry["wall_s"],
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
         log.info("[%s] done in %.1f s (peak %.0f MB)", name, entry["wall_s"], entry["peak_rss_mb"])
     summary["last_invocation_wall_s"] = round(time.perf_counter() - t_run, 2)
     _finalise_summary(summary, steps, summary_path)
@@ -484,6 +537,7 @@ def _finalise_summary(summary: dict, steps: list[Path], path: Path) -> None:
 
 # --------------------------------------------------------------------------- run outputs
 
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file a previous step wrote, with an error naming the step output that is missing."""
     path = Path(path)
@@ -497,27 +551,41 @@ def summary_table(run_dir: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821  
     import pandas as pd
 
     summary = read_json(Path(run_dir) / "run_summary.json")
-    rows = [{"step": k, "status": v.get("status"), "wall_s": v.get("wall_s"), "peak_rss_mb": v.get("peak_rss_mb")}
-            for k, v in summary["steps"].items()]
+    rows = [
+        {"step": k, "status": v.get("status"), "wall_s": v.get("wall_s"), "peak_rss_mb": v.get("peak_rss_mb")}
+        for k, v in summary["steps"].items()
+    ]
     return pd.DataFrame(rows).set_index("step")
 
 
 # --------------------------------------------------------------------------- CLI
 
+
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdlib run",
-                                     description="Run the notebook pipeline of a profile with papermill.")
-    parser.add_argument("--profile", default="cpu", help=f"profile name ({', '.join(available_profiles())}) or a YAML path")
+    parser = argparse.ArgumentParser(
+        prog="python -m kdlib run", description="Run the notebook pipeline of a profile with papermill."
+    )
+    parser.add_argument(
+        "--profile", default="cpu", help=f"profile name ({', '.join(available_profiles())}) or a YAML path"
+    )
     parser.add_argument("--out", default=None, help="run folder (default runs/<profile>)")
     parser.add_argument("--only", default=None, help="run only this step (e.g. 04-evaluate, 04 or evaluate)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter (all notebooks that declare it, or STEP.KEY=VALUE); repeatable")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter (all notebooks that declare it, or STEP.KEY=VALUE); repeatable",
+    )
     parser.add_argument("--force", action="store_true", help="rerun steps even if they are up to date")
     parser.add_argument("--notebooks", default=str(DEFAULT_NOTEBOOKS_DIR), help="folder of NN-name.ipynb notebooks")
     parser.add_argument("--book", action="store_true", help="after the run, build the book from it into _build/html")
     parser.add_argument("--book-only", action="store_true", help="only build the book from an existing run folder")
-    parser.add_argument("--book-root", default=None,
-                        help="folder under which the book is built as _build/html (default: the repository)")
+    parser.add_argument(
+        "--book-root",
+        default=None,
+        help="folder under which the book is built as _build/html (default: the repository)",
+    )
     parser.add_argument("--list", action="store_true", help="list profiles and steps, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -529,10 +597,13 @@ def cli(argv: list[str]) -> int:
         prof = load_profile(args.profile)
         out = Path(args.out or REPO_ROOT / "runs" / prof["name"])
         if not args.book_only:
-            summary = run_pipeline(prof, out, only=args.only, overrides=parse_set(args.set),
-                                   force=args.force, notebooks_dir=args.notebooks)
-            print(f"run {prof['name']}: {summary['total_wall_s']:.1f} s of steps, peak {summary['peak_rss_mb']:.0f} MB; "
-                  f"summary in {out / 'run_summary.json'}")
+            summary = run_pipeline(
+                prof, out, only=args.only, overrides=parse_set(args.set), force=args.force, notebooks_dir=args.notebooks
+            )
+            print(
+                f"run {prof['name']}: {summary['total_wall_s']:.1f} s of steps, peak {summary['peak_rss_mb']:.0f} MB; "
+                f"summary in {out / 'run_summary.json'}"
+            )
         if args.book or args.book_only:
             from kdlib import book  # kdlib.book builds on this module (and on kdlib.reporting, which does too)
 

@@ -18,6 +18,7 @@ source tree records for it. ``fetch`` looks for a file in this order:
 A local test server only has to serve a folder laid out as ``<repo>/<commit>/<path>``
 (see ``mirror_layout_path``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,19 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
-    "REGISTRY", "SourceFile", "ChecksumError", "DataFileMissingError", "fetch", "locate", "file_status",
-    "git_blob_sha1", "sha256_file", "default_cache_dir", "base_url", "downloads_allowed", "url_for",
+    "REGISTRY",
+    "SourceFile",
+    "ChecksumError",
+    "DataFileMissingError",
+    "fetch",
+    "locate",
+    "file_status",
+    "git_blob_sha1",
+    "sha256_file",
+    "default_cache_dir",
+    "base_url",
+    "downloads_allowed",
+    "url_for",
     "mirror_layout_path",
 ]
 
@@ -62,18 +74,25 @@ class DataFileMissingError(FileNotFoundError):
 class SourceFile:
     """One published file: where it lives in the data folder and in its source repository."""
 
-    relpath: str            # path inside the data folder (mirror layout)
-    repo: str               # owner/name on GitHub
-    commit: str             # pinned commit
-    path: str               # path inside the repository
-    blob_sha1: str          # git blob SHA-1 recorded by the source tree at `commit`
-    sha256: str | None = None          # sha256 of the published bytes, where known (MANIFEST.tsv)
+    relpath: str  # path inside the data folder (mirror layout)
+    repo: str  # owner/name on GitHub
+    commit: str  # pinned commit
+    path: str  # path inside the repository
+    blob_sha1: str  # git blob SHA-1 recorded by the source tree at `commit`
+    sha256: str | None = None  # sha256 of the published bytes, where known (MANIFEST.tsv)
     rebuilt_sha256: str | None = None  # sha256 of the mirror's rebuilt copy (not the published bytes)
     note: str = ""
 
 
-def _row(relpath: str, blob: str, sha256: str | None = None, *, rebuilt_sha256: str | None = None,
-         commit: str | None = None, note: str = "") -> SourceFile:
+def _row(
+    relpath: str,
+    blob: str,
+    sha256: str | None = None,
+    *,
+    rebuilt_sha256: str | None = None,
+    commit: str | None = None,
+    note: str = "",
+) -> SourceFile:
     folder, path = relpath.split("/", 1)
     repo, pinned = _REPOS[folder]
     return SourceFile(relpath, repo, commit or pinned, path, blob, sha256, rebuilt_sha256, note)
@@ -86,58 +105,126 @@ _VARDIAL = "moroco/MOROCO/Var-Dial-MRC-2019-eval/"
 _STS = "ro_sts/dataset/text-similarity/"
 
 _ROWS = [
-    _row(_RRT + "ro_rrt-ud-train.conllu", "53104d80f613f3df88b3b02dd72286576ce25228",
-         rebuilt_sha256="c03d30b1a62cef7dc295cea42e54f802891a9f2ef30e1aad430dc7a79616e15f",
-         note="the offline mirror's copy was rebuilt from racai-ai/Rodna (UPOS inferred; same sentences)"),
-    _row(_RRT + "ro_rrt-ud-dev.conllu", "da3c3c78d07a4e05851862516d3baa57a8664af8",
-         "6e940a2dfd3c1ded9859f2fa5c9b1edb687cd0b4b9d99c6496f7cc729b8742d9"),
-    _row(_RRT + "ro_rrt-ud-test.conllu", "ae5470899ccb54d12063c59fa8dff636d658e8ae",
-         "9084ce9ae5f43d25ff39e66f42f3d2e41e85030891beccb1eb70fed444fbe3f4"),
-    _row(_RONEC1 + "train.conllu", "27f05e49f33c8e7d69a357bad89955feeff89059",
-         rebuilt_sha256="1613934ea67815371c881e7ab5640e600c2ab99c2e669b5611d6686ff8a58210",
-         note="the offline mirror's copy was rebuilt from ronec_iob.zip (same sentences, corpus order)"),
-    _row(_RONEC1 + "dev.conllu", "9847f37fdc8b88de4cdcfd11b6138d33489afe94",
-         "b99f1b7d9fef24635ee66b925e039663ef7fbe5c5a7851ffdb3efa0d9395ad41"),
-    _row(_RONEC1 + "test.conllu", "5e45a6f4210fae598d89cec30ca597bba3cad425",
-         "7b1f71cfdbd5fc71e44051e1028369f5245afbfd7b17730b31b785bbff3f9c56"),
-    _row("ronec/data/train.json", "2fe4ca48da4a6486373ce00ac739481fb7b2033a",
-         note="RONEC v2 train: missing from the offline mirror"),
-    _row("ronec/data/valid.json", "441ea060579b2d940ef874dd5faecba370baa75d",
-         "0c3e08c8fb7058c96d91c30cc3fe12b684b682c1c481e84a9d05aac14b59fe04"),
-    _row("ronec/data/test.json", "8bd2fb3da216301e6c76e8fcd71cd1f7cd96455c",
-         "7532619fd6680adb4c3926f5e185f3c1705caeb2d8466e9fe2a4428e81660704"),
-    _row("laroseda/data_splitted/laroseda_train.json", "ffa17f417ee91ad79ab3bde57b9d745e09a20310",
-         "808ae4c9c17d6d75801c48e838d8a700fd950ec9654ab60c386e38193b8f1b8e",
-         note="rebuilt in the offline mirror, byte-identical to the published file"),
-    _row("laroseda/data_splitted/laroseda_test.json", "1c0fc57319a28c0eb8b786c80ff08cb620ca8192",
-         "6084cabe923da9f71413357eaa84f3ea4523ef5ff0e81e2c3ac3861405e2151a"),
-    _row(_MOROCO + "train/samples.txt", "f1f7e2356c052b452180afe4422ce2afb54d04e5",
-         note="MOROCO texts: missing from the offline mirror"),
-    _row(_MOROCO + "validation/samples.txt", "512933eba849b809ed1f8321e51fb31992df1525",
-         note="MOROCO texts: missing from the offline mirror"),
-    _row(_MOROCO + "test/samples.txt", "d34d6da1aafd33b3f50956a203c0d276420df5be",
-         note="MOROCO texts: missing from the offline mirror"),
-    _row(_MOROCO + "train/dialect_labels.txt", "0534a7c1c37d269568ea60589fb1703ff04ab34a",
-         "2371810d45f4c2e535c6ba3705c6e367c9b1eb30835a5689525affb1bfeae905"),
-    _row(_MOROCO + "validation/dialect_labels.txt", "0dfbc8d6f7c947d130a69abbc4d8e083e7bffc90",
-         "9ae17a179e4051bc128a71afc11e25557c4515f785e930bc8bebb5fcb745253d"),
-    _row(_MOROCO + "test/dialect_labels.txt", "908498706ca000c89bb747065d1e43067ffdea08",
-         "36fe324a1b07a38294ba3f5ff167d81c5a668c7df480bfc102d7f8089c1fed0b"),
-    _row(_VARDIAL + "TESTSET-MRC-subtasks-1+2+3-VARDIAL2019.zip", "83b5ad2eae213c1d05b3c0248b4718ad4992355c",
-         "d6b8f5047057ecbe891e7dff4f7cde7d2749d73a69567e7af500e68683232c0a", commit=_VARDIAL_COMMIT),
-    _row(_VARDIAL + "subtask1/Gold/subtask-1-gold.txt", "fc5109e353229e694b032945e43b53ef69745e54",
-         "b063a24b696bb91bafbbccfc014d7f9172fb9687239a8959c1f38ede5e47b3fd"),
-    _row(_STS + "RO-STS.train.tsv", "142cde330be4bb6b6d08e7e502b2b99531223acd",
-         "5e2f24ad5443ed1199a0079dd0b5de9f1fec8a2bb3b0a70f6e3616c32d6d282f"),
-    _row(_STS + "RO-STS.dev.tsv", "f9b0f41a13b7c0b4f07b44062b1dbe51700dfba5",
-         "914f0ca935c71b317179bab9e052867aeaad84cc143b011d5919a00d444553ef"),
-    _row(_STS + "RO-STS.test.tsv", "6fd1968d8e510c724429208a1804b98089195147",
-         "fd84bc1f9581e6352f0c797cb46fdf08a39f7b908a6ff1cfe21deb62f8c78e0c"),
+    _row(
+        _RRT + "ro_rrt-ud-train.conllu",
+        "53104d80f613f3df88b3b02dd72286576ce25228",
+        rebuilt_sha256="c03d30b1a62cef7dc295cea42e54f802891a9f2ef30e1aad430dc7a79616e15f",
+        note="the offline mirror's copy was rebuilt from racai-ai/Rodna (UPOS inferred; same sentences)",
+    ),
+    _row(
+        _RRT + "ro_rrt-ud-dev.conllu",
+        "da3c3c78d07a4e05851862516d3baa57a8664af8",
+        "6e940a2dfd3c1ded9859f2fa5c9b1edb687cd0b4b9d99c6496f7cc729b8742d9",
+    ),
+    _row(
+        _RRT + "ro_rrt-ud-test.conllu",
+        "ae5470899ccb54d12063c59fa8dff636d658e8ae",
+        "9084ce9ae5f43d25ff39e66f42f3d2e41e85030891beccb1eb70fed444fbe3f4",
+    ),
+    _row(
+        _RONEC1 + "train.conllu",
+        "27f05e49f33c8e7d69a357bad89955feeff89059",
+        rebuilt_sha256="1613934ea67815371c881e7ab5640e600c2ab99c2e669b5611d6686ff8a58210",
+        note="the offline mirror's copy was rebuilt from ronec_iob.zip (same sentences, corpus order)",
+    ),
+    _row(
+        _RONEC1 + "dev.conllu",
+        "9847f37fdc8b88de4cdcfd11b6138d33489afe94",
+        "b99f1b7d9fef24635ee66b925e039663ef7fbe5c5a7851ffdb3efa0d9395ad41",
+    ),
+    _row(
+        _RONEC1 + "test.conllu",
+        "5e45a6f4210fae598d89cec30ca597bba3cad425",
+        "7b1f71cfdbd5fc71e44051e1028369f5245afbfd7b17730b31b785bbff3f9c56",
+    ),
+    _row(
+        "ronec/data/train.json",
+        "2fe4ca48da4a6486373ce00ac739481fb7b2033a",
+        note="RONEC v2 train: missing from the offline mirror",
+    ),
+    _row(
+        "ronec/data/valid.json",
+        "441ea060579b2d940ef874dd5faecba370baa75d",
+        "0c3e08c8fb7058c96d91c30cc3fe12b684b682c1c481e84a9d05aac14b59fe04",
+    ),
+    _row(
+        "ronec/data/test.json",
+        "8bd2fb3da216301e6c76e8fcd71cd1f7cd96455c",
+        "7532619fd6680adb4c3926f5e185f3c1705caeb2d8466e9fe2a4428e81660704",
+    ),
+    _row(
+        "laroseda/data_splitted/laroseda_train.json",
+        "ffa17f417ee91ad79ab3bde57b9d745e09a20310",
+        "808ae4c9c17d6d75801c48e838d8a700fd950ec9654ab60c386e38193b8f1b8e",
+        note="rebuilt in the offline mirror, byte-identical to the published file",
+    ),
+    _row(
+        "laroseda/data_splitted/laroseda_test.json",
+        "1c0fc57319a28c0eb8b786c80ff08cb620ca8192",
+        "6084cabe923da9f71413357eaa84f3ea4523ef5ff0e81e2c3ac3861405e2151a",
+    ),
+    _row(
+        _MOROCO + "train/samples.txt",
+        "f1f7e2356c052b452180afe4422ce2afb54d04e5",
+        note="MOROCO texts: missing from the offline mirror",
+    ),
+    _row(
+        _MOROCO + "validation/samples.txt",
+        "512933eba849b809ed1f8321e51fb31992df1525",
+        note="MOROCO texts: missing from the offline mirror",
+    ),
+    _row(
+        _MOROCO + "test/samples.txt",
+        "d34d6da1aafd33b3f50956a203c0d276420df5be",
+        note="MOROCO texts: missing from the offline mirror",
+    ),
+    _row(
+        _MOROCO + "train/dialect_labels.txt",
+        "0534a7c1c37d269568ea60589fb1703ff04ab34a",
+        "2371810d45f4c2e535c6ba3705c6e367c9b1eb30835a5689525affb1bfeae905",
+    ),
+    _row(
+        _MOROCO + "validation/dialect_labels.txt",
+        "0dfbc8d6f7c947d130a69abbc4d8e083e7bffc90",
+        "9ae17a179e4051bc128a71afc11e25557c4515f785e930bc8bebb5fcb745253d",
+    ),
+    _row(
+        _MOROCO + "test/dialect_labels.txt",
+        "908498706ca000c89bb747065d1e43067ffdea08",
+        "36fe324a1b07a38294ba3f5ff167d81c5a668c7df480bfc102d7f8089c1fed0b",
+    ),
+    _row(
+        _VARDIAL + "TESTSET-MRC-subtasks-1+2+3-VARDIAL2019.zip",
+        "83b5ad2eae213c1d05b3c0248b4718ad4992355c",
+        "d6b8f5047057ecbe891e7dff4f7cde7d2749d73a69567e7af500e68683232c0a",
+        commit=_VARDIAL_COMMIT,
+    ),
+    _row(
+        _VARDIAL + "subtask1/Gold/subtask-1-gold.txt",
+        "fc5109e353229e694b032945e43b53ef69745e54",
+        "b063a24b696bb91bafbbccfc014d7f9172fb9687239a8959c1f38ede5e47b3fd",
+    ),
+    _row(
+        _STS + "RO-STS.train.tsv",
+        "142cde330be4bb6b6d08e7e502b2b99531223acd",
+        "5e2f24ad5443ed1199a0079dd0b5de9f1fec8a2bb3b0a70f6e3616c32d6d282f",
+    ),
+    _row(
+        _STS + "RO-STS.dev.tsv",
+        "f9b0f41a13b7c0b4f07b44062b1dbe51700dfba5",
+        "914f0ca935c71b317179bab9e052867aeaad84cc143b011d5919a00d444553ef",
+    ),
+    _row(
+        _STS + "RO-STS.test.tsv",
+        "6fd1968d8e510c724429208a1804b98089195147",
+        "fd84bc1f9581e6352f0c797cb46fdf08a39f7b908a6ff1cfe21deb62f8c78e0c",
+    ),
 ]
 REGISTRY: dict[str, SourceFile] = {row.relpath: row for row in _ROWS}
 
 
 # --- checksums ------------------------------------------------------------------------------------------
+
 
 def git_blob_sha1(path: str | Path) -> str:
     """Git's blob id of a file: sha1(b"blob <size>\\0" + bytes), what a source tree records."""
@@ -164,6 +251,7 @@ def _hash_cached(path: str, kind: str, size: int, mtime_ns: int) -> str:
 
 
 # --- configuration (environment) -------------------------------------------------------------------------
+
 
 def default_cache_dir() -> Path:
     """Download cache: ``$KDLIB_CACHE_DIR`` or ``~/.cache/kdlib/data``."""
@@ -200,6 +288,7 @@ def _spec(relpath: str) -> SourceFile:
 
 
 # --- locating and verifying -----------------------------------------------------------------------------
+
 
 def _verify_local(spec: SourceFile, path: Path) -> tuple[bool, str]:
     """(matches the published file?, human-readable status)."""
@@ -253,7 +342,8 @@ def fetch(relpath: str, data_dir: str | Path | None = None, *, download: bool | 
             f"data file {relpath} is missing: not at {where} and not in the cache {default_cache_dir()}, and "
             f"downloads are disabled. Provide it either way: put the file at {where} (set KDLIB_DATA_DIR to a "
             f"folder laid out like ../shared/data), or allow the download (KDLIB_DOWNLOAD=1, network access) of "
-            f"{url_for(relpath)}")
+            f"{url_for(relpath)}"
+        )
     return _download(spec, default_cache_dir() / relpath, where)
 
 
@@ -271,12 +361,14 @@ def _download(spec: SourceFile, target: Path, where: Path | str) -> Path:
         raise DataFileMissingError(
             f"data file {spec.relpath} is missing (not at {where}, not in the cache) and its download from {url} "
             f"failed: {exc}. Provide it either way: put the file at {where} (KDLIB_DATA_DIR), or allow the "
-            f"download (network access to {base_url()}, or KDLIB_DATA_BASE_URL pointing at a copy)") from exc
+            f"download (network access to {base_url()}, or KDLIB_DATA_BASE_URL pointing at a copy)"
+        ) from exc
     got = git_blob_sha1(tmp)
     if got != spec.blob_sha1:
         tmp.unlink(missing_ok=True)
         raise ChecksumError(
             f"downloaded {spec.relpath} from {url} has git blob id {got}, but the published file at "
-            f"{spec.repo}@{spec.commit[:12]} has {spec.blob_sha1}; the download was deleted")
+            f"{spec.repo}@{spec.commit[:12]} has {spec.blob_sha1}; the download was deleted"
+        )
     os.replace(tmp, target)
     return target

@@ -33,6 +33,7 @@ replicates. Two more bootstrap runs isolate the variance due to seeds (examples 
 comparison would need (normal approximation, ``scipy.stats.norm``).
 Scores and loyalties are x100, like the book's tables.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,9 +100,14 @@ class Replicates:
         if not parts:
             raise ValueError("mean of no replicates")
         k = len(parts)
-        return Replicates(float(np.mean([p.estimate for p in parts])), np.mean([p.samples for p in parts], axis=0),
-                          sum(p.var_seeds for p in parts) / k**2, sum(p.var_examples for p in parts) / k**2,
-                          min(p.n_seeds for p in parts), sum(p.n_units for p in parts))
+        return Replicates(
+            float(np.mean([p.estimate for p in parts])),
+            np.mean([p.samples for p in parts], axis=0),
+            sum(p.var_seeds for p in parts) / k**2,
+            sum(p.var_examples for p in parts) / k**2,
+            min(p.n_seeds for p in parts),
+            sum(p.n_units for p in parts),
+        )
 
 
 # ------------------------------------------------------------------------------------------- units
@@ -124,8 +130,10 @@ def _check_runs(groups: Sequence[Sequence[Predictions]]) -> Predictions:
             if ref is None:
                 ref = r
             elif (r.task, r.kind) != (ref.task, ref.kind) or r.ids != ref.ids:
-                raise ValueError(f"runs differ in task or test examples: {r.model} {r.task} ({len(r.ids)} examples) "
-                                 f"vs {ref.model} {ref.task} ({len(ref.ids)} examples)")
+                raise ValueError(
+                    f"runs differ in task or test examples: {r.model} {r.task} ({len(r.ids)} examples) "
+                    f"vs {ref.model} {ref.task} ({len(ref.ids)} examples)"
+                )
     return ref
 
 
@@ -145,8 +153,9 @@ def _unit_sums(values: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarra
     return np.stack([np.bincount(units, weights=col, minlength=n_units) for col in values.T], axis=1)
 
 
-def _class_counts(labels: np.ndarray, units: np.ndarray, n_units: int, n_classes: int,
-                  weights: np.ndarray | None = None) -> np.ndarray:
+def _class_counts(
+    labels: np.ndarray, units: np.ndarray, n_units: int, n_classes: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     flat = units * n_classes + labels.astype(np.int64)
     return np.bincount(flat, weights=weights, minlength=n_units * n_classes).reshape(n_units, n_classes)
 
@@ -168,8 +177,9 @@ def _ratio(s: np.ndarray) -> np.ndarray:
     return s[:, 0] / s[:, 1]
 
 
-def _vector_stat(metric: str, gold: np.ndarray, pred: np.ndarray, n_classes: int, units: np.ndarray,
-                 n_units: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+def _vector_stat(
+    metric: str, gold: np.ndarray, pred: np.ndarray, n_classes: int, units: np.ndarray, n_units: int
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """Per-unit sufficient statistics and the function turning their resampled sums into the metric."""
     if metric == "pearson":
         return _unit_sums(_moments(gold, pred), units, n_units), _pearson
@@ -180,7 +190,7 @@ def _vector_stat(metric: str, gold: np.ndarray, pred: np.ndarray, n_classes: int
     g, p = _class_counts(gold, units, n_units, n_classes), _class_counts(pred, units, n_units, n_classes)
 
     def macro_f1(s: np.ndarray) -> np.ndarray:  # sklearn macro-F1 over the labels present, zero_division=0
-        tp, denom = s[:, :n_classes], s[:, n_classes:2 * n_classes] + s[:, 2 * n_classes:]
+        tp, denom = s[:, :n_classes], s[:, n_classes : 2 * n_classes] + s[:, 2 * n_classes :]
         present = denom > 0
         f1 = np.where(present, 2 * tp / np.where(present, denom, 1), 0.0)
         return f1.sum(1) / np.maximum(present.sum(1), 1)
@@ -213,8 +223,9 @@ def _metric_rows(run: Predictions, metric: str, units: np.ndarray, w: np.ndarray
     return SCALE * np.array([score(np.arange(w.shape[1]))] + [score(row) for row in idx])
 
 
-def _loyalty_rows(teacher: Predictions, student: Predictions, measure: str, units: np.ndarray,
-                  w: np.ndarray) -> np.ndarray:
+def _loyalty_rows(
+    teacher: Predictions, student: Predictions, measure: str, units: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     """A loyalty measure (x100) of student to teacher on the measured set (row 0) and every resample."""
     if measure == "regression_loyalty":
         per_ex, final = _moments(teacher.outputs, student.outputs), _pearson
@@ -244,7 +255,7 @@ class _Term:
 
 
 def _contract(values: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
-    letters = "abcdefgh"[:len(weights)]
+    letters = "abcdefgh"[: len(weights)]
     spec = f"{letters}r," + ",".join(f"r{c}" for c in letters) + "->r"
     return np.einsum(spec, values, *weights)
 
@@ -255,8 +266,14 @@ def _seed_weights(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> n
     return np.stack([np.bincount(row, minlength=n_seeds) for row in draws]) / n_seeds
 
 
-def _combine(terms: Sequence[_Term], side_seeds: Sequence[int], n_units: int, n_resamples: int,
-             rng: np.random.Generator, paired: Sequence[int] = ()) -> Replicates:
+def _combine(
+    terms: Sequence[_Term],
+    side_seeds: Sequence[int],
+    n_units: int,
+    n_resamples: int,
+    rng: np.random.Generator,
+    paired: Sequence[int] = (),
+) -> Replicates:
     """Estimate, full replicates and the seed-only / example-only variances of sum(coef x term).
 
     Sides listed in ``paired`` (same number of seeds) share one seed draw.
@@ -273,8 +290,14 @@ def _combine(terms: Sequence[_Term], side_seeds: Sequence[int], n_units: int, n_
         full = full + t.coef * _contract(resampled, [draws[i] for i in t.sides])
         seeds_only = seeds_only + t.coef * _contract(measured, [draws[i] for i in t.sides])
         examples_only = examples_only + t.coef * _contract(resampled, [uniform[i] for i in t.sides])
-    return Replicates(est, np.asarray(full), float(np.var(seeds_only, ddof=1)), float(np.var(examples_only, ddof=1)),
-                      min(side_seeds), n_units)
+    return Replicates(
+        est,
+        np.asarray(full),
+        float(np.var(seeds_only, ddof=1)),
+        float(np.var(examples_only, ddof=1)),
+        min(side_seeds),
+        n_units,
+    )
 
 
 def _paired(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], first: int) -> tuple[int, ...]:
@@ -315,14 +338,32 @@ class TaskBootstrap:
     def _metric_table(self, runs: Sequence[Predictions], metric: str | None) -> np.ndarray:
         _check_runs([[self.reference], runs])
         m = metric or task_kind_and_metric(self.reference.task)[1]
-        return np.stack([self._cached(("metric", m), (r,), lambda r=r: _metric_rows(r, m, self.units, self.w, self.idx))
-                         for r in runs])
+        return np.stack(
+            [
+                self._cached(("metric", m), (r,), lambda r=r: _metric_rows(r, m, self.units, self.w, self.idx))
+                for r in runs
+            ]
+        )
 
-    def _loyalty_table(self, teachers: Sequence[Predictions], students: Sequence[Predictions], measure: str) -> np.ndarray:
+    def _loyalty_table(
+        self, teachers: Sequence[Predictions], students: Sequence[Predictions], measure: str
+    ) -> np.ndarray:
         _check_runs([[self.reference], teachers, students])
-        return np.stack([np.stack([self._cached(("loyalty", measure), (t, s),
-                                                lambda t=t, s=s: _loyalty_rows(t, s, measure, self.units, self.w))
-                                   for s in students]) for t in teachers])
+        return np.stack(
+            [
+                np.stack(
+                    [
+                        self._cached(
+                            ("loyalty", measure),
+                            (t, s),
+                            lambda t=t, s=s: _loyalty_rows(t, s, measure, self.units, self.w),
+                        )
+                        for s in students
+                    ]
+                )
+                for t in teachers
+            ]
+        )
 
     def _combine(self, terms: Sequence[_Term], side_seeds: Sequence[int], paired: Sequence[int] = ()) -> Replicates:
         rng = np.random.default_rng(self._seed + [1])
@@ -332,24 +373,35 @@ class TaskBootstrap:
         """One model's score x100; ``runs``: one Predictions per fine-tuning seed."""
         return self._combine([_Term(1.0, (0,), self._metric_table(runs, metric))], [len(runs)])
 
-    def difference(self, runs_a: Sequence[Predictions], runs_b: Sequence[Predictions],
-                   metric: str | None = None) -> Replicates:
+    def difference(
+        self, runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], metric: str | None = None
+    ) -> Replicates:
         """score(a) - score(b) x100, on the same resampled test sets."""
-        terms = [_Term(1.0, (0,), self._metric_table(runs_a, metric)),
-                 _Term(-1.0, (1,), self._metric_table(runs_b, metric))]
+        terms = [
+            _Term(1.0, (0,), self._metric_table(runs_a, metric)),
+            _Term(-1.0, (1,), self._metric_table(runs_b, metric)),
+        ]
         return self._combine(terms, [len(runs_a), len(runs_b)], _paired(runs_a, runs_b, 0))
 
-    def loyalty(self, teacher_runs: Sequence[Predictions], student_runs: Sequence[Predictions],
-                measure: str) -> Replicates:
+    def loyalty(
+        self, teacher_runs: Sequence[Predictions], student_runs: Sequence[Predictions], measure: str
+    ) -> Replicates:
         """A loyalty x100: teacher and student seeds both drawn, averaged over all drawn pairs."""
         values = self._loyalty_table(teacher_runs, student_runs, measure)
         return self._combine([_Term(1.0, (0, 1), values)], [len(teacher_runs), len(student_runs)])
 
-    def loyalty_difference(self, teacher_runs: Sequence[Predictions], runs_a: Sequence[Predictions],
-                           runs_b: Sequence[Predictions], measure: str) -> Replicates:
+    def loyalty_difference(
+        self,
+        teacher_runs: Sequence[Predictions],
+        runs_a: Sequence[Predictions],
+        runs_b: Sequence[Predictions],
+        measure: str,
+    ) -> Replicates:
         """loyalty(a -> teacher) - loyalty(b -> teacher) x100: examples and teacher seeds shared."""
-        terms = [_Term(1.0, (0, 1), self._loyalty_table(teacher_runs, runs_a, measure)),
-                 _Term(-1.0, (0, 2), self._loyalty_table(teacher_runs, runs_b, measure))]
+        terms = [
+            _Term(1.0, (0, 1), self._loyalty_table(teacher_runs, runs_a, measure)),
+            _Term(-1.0, (0, 2), self._loyalty_table(teacher_runs, runs_b, measure)),
+        ]
         return self._combine(terms, [len(teacher_runs), len(runs_a), len(runs_b)], _paired(runs_a, runs_b, 1))
 
 
@@ -357,14 +409,21 @@ def _first(*groups: Sequence[Predictions]) -> Predictions:
     return _check_runs(groups)
 
 
-def score_replicates(runs: Sequence[Predictions], *, metric: str | None = None, n_resamples: int = 1000,
-                     seed: int = 0) -> Replicates:
+def score_replicates(
+    runs: Sequence[Predictions], *, metric: str | None = None, n_resamples: int = 1000, seed: int = 0
+) -> Replicates:
     """Bootstrap replicates of one model's score (x100): runs = one Predictions per fine-tuning seed."""
     return TaskBootstrap(_first(runs), n_resamples=n_resamples, seed=seed).score(runs, metric)
 
 
-def difference_replicates(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], *,
-                          metric: str | None = None, n_resamples: int = 1000, seed: int = 0) -> Replicates:
+def difference_replicates(
+    runs_a: Sequence[Predictions],
+    runs_b: Sequence[Predictions],
+    *,
+    metric: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Replicates:
     """Replicates of score(a) - score(b) (x100), the test examples drawn once for both (paired)."""
     return TaskBootstrap(_first(runs_a, runs_b), n_resamples=n_resamples, seed=seed).difference(runs_a, runs_b, metric)
 
@@ -374,43 +433,82 @@ def default_measures(kind: str) -> tuple[str, ...]:
     return ("regression_loyalty",) if kind == "regression" else ("label_loyalty", "probability_loyalty")
 
 
-def loyalty_replicates(teacher_runs: Sequence[Predictions], student_runs: Sequence[Predictions], measure: str, *,
-                       n_resamples: int = 1000, seed: int = 0) -> Replicates:
+def loyalty_replicates(
+    teacher_runs: Sequence[Predictions],
+    student_runs: Sequence[Predictions],
+    measure: str,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Replicates:
     """Replicates of a loyalty (x100): teacher and student seeds both drawn, averaged over all drawn pairs."""
     boot = TaskBootstrap(_first(teacher_runs, student_runs), n_resamples=n_resamples, seed=seed)
     return boot.loyalty(teacher_runs, student_runs, measure)
 
 
-def loyalty_difference_replicates(teacher_runs: Sequence[Predictions], runs_a: Sequence[Predictions],
-                                  runs_b: Sequence[Predictions], measure: str, *, n_resamples: int = 1000,
-                                  seed: int = 0) -> Replicates:
+def loyalty_difference_replicates(
+    teacher_runs: Sequence[Predictions],
+    runs_a: Sequence[Predictions],
+    runs_b: Sequence[Predictions],
+    measure: str,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Replicates:
     """Replicates of loyalty(a -> teacher) - loyalty(b -> teacher): examples and teacher seeds shared."""
     boot = TaskBootstrap(_first(teacher_runs, runs_a, runs_b), n_resamples=n_resamples, seed=seed)
     return boot.loyalty_difference(teacher_runs, runs_a, runs_b, measure)
 
 
 # ------------------------------------------------------------------------------------- intervals
-def score_interval(runs: Sequence[Predictions], *, metric: str | None = None, n_resamples: int = 1000,
-                   seed: int = 0, level: float = 0.95) -> Interval:
+def score_interval(
+    runs: Sequence[Predictions],
+    *,
+    metric: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
     """95% (``level``) interval of one model's score x100 (seeds and test examples resampled)."""
     return score_replicates(runs, metric=metric, n_resamples=n_resamples, seed=seed).interval(level)
 
 
-def difference_interval(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], *, metric: str | None = None,
-                        n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+def difference_interval(
+    runs_a: Sequence[Predictions],
+    runs_b: Sequence[Predictions],
+    *,
+    metric: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
     """Interval of score(a) - score(b) x100, paired over test examples."""
     return difference_replicates(runs_a, runs_b, metric=metric, n_resamples=n_resamples, seed=seed).interval(level)
 
 
-def loyalty_interval(teacher_runs: Sequence[Predictions], student_runs: Sequence[Predictions], measure: str, *,
-                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+def loyalty_interval(
+    teacher_runs: Sequence[Predictions],
+    student_runs: Sequence[Predictions],
+    measure: str,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
     """Interval of a loyalty measure x100 of the student to the teacher."""
     return loyalty_replicates(teacher_runs, student_runs, measure, n_resamples=n_resamples, seed=seed).interval(level)
 
 
-def loyalty_difference_interval(teacher_runs: Sequence[Predictions], runs_a: Sequence[Predictions],
-                                runs_b: Sequence[Predictions], measure: str, *, n_resamples: int = 1000,
-                                seed: int = 0, level: float = 0.95) -> Interval:
+def loyalty_difference_interval(
+    teacher_runs: Sequence[Predictions],
+    runs_a: Sequence[Predictions],
+    runs_b: Sequence[Predictions],
+    measure: str,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
     """Interval of loyalty(a) - loyalty(b) x100 to the same teacher (e.g. a student minus the control)."""
     rep = loyalty_difference_replicates(teacher_runs, runs_a, runs_b, measure, n_resamples=n_resamples, seed=seed)
     return rep.interval(level)
@@ -422,7 +520,9 @@ def mean_interval(parts: Sequence[Replicates], level: float = 0.95) -> Interval:
 
 
 # --------------------------------------------------------------------------------------- power
-def required_n(rep: Replicates, threshold: float, *, level: float = 0.95, power: float = 0.8) -> dict[str, float | None]:
+def required_n(
+    rep: Replicates, threshold: float, *, level: float = 0.95, power: float = 0.8
+) -> dict[str, float | None]:
     """Budget that would settle a comparison: its interval clear of ``threshold`` with probability ``power``.
 
     Normal approximation: the interval excludes the threshold when |estimate - threshold| >
@@ -441,8 +541,12 @@ def required_n(rep: Replicates, threshold: float, *, level: float = 0.95, power:
     vs, ve = rep.var_seeds, rep.var_examples
     seeds = math.ceil(rep.n_seeds * vs / (target - ve)) if target > ve else None
     units = math.ceil(rep.n_units * ve / (target - vs)) if target > vs else None
-    return {"target_se": gap / z, "seeds": None if seeds is None else max(seeds, rep.n_seeds),
-            "test_units": None if units is None else max(units, rep.n_units), "scale_both": (vs + ve) / target}
+    return {
+        "target_se": gap / z,
+        "seeds": None if seeds is None else max(seeds, rep.n_seeds),
+        "test_units": None if units is None else max(units, rep.n_units),
+        "scale_both": (vs + ve) / target,
+    }
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -472,6 +576,7 @@ def load_runs(run_dir: str | Path, model: str, task: str) -> list[Predictions]:
     else:
         paths = sorted(folder.glob(f"seed-*/{PREDICTIONS_FILE}"), key=lambda p: int(p.parent.name[5:]))
     if not paths:
-        raise FileNotFoundError(f"no predictions for model {model!r} on task {task!r} under {folder} "
-                                "(run notebook 04-evaluate first)")
+        raise FileNotFoundError(
+            f"no predictions for model {model!r} on task {task!r} under {folder} (run notebook 04-evaluate first)"
+        )
     return [load_predictions(p) for p in paths]

@@ -4,6 +4,7 @@ Initialisation from the teacher follows HF's ``extract_distilbert.py`` (what the
 used): embeddings, MLM head and the teacher layers chosen by :func:`teacher_layer_map` (0, 2, 4, 7, 9, 11
 for a 12-layer teacher) are copied into a DistilBERT with half the teacher's layers.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -27,9 +28,11 @@ def teacher_layer_map(n_teacher_layers: int, n_student_layers: int) -> list[int]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"teacher_layer_map: {name}={value!r}; expected a positive integer")
     if n_student_layers > n_teacher_layers:
-        raise ValueError(f"teacher_layer_map: a student with {n_student_layers} layers cannot be initialised "
-                         f"from a teacher with {n_teacher_layers} layers; expected n_student_layers <= "
-                         f"n_teacher_layers")
+        raise ValueError(
+            f"teacher_layer_map: a student with {n_student_layers} layers cannot be initialised "
+            f"from a teacher with {n_teacher_layers} layers; expected n_student_layers <= "
+            f"n_teacher_layers"
+        )
     if n_student_layers == 1:
         return [0]
     step = Fraction(n_teacher_layers - 1, n_student_layers - 1)
@@ -62,12 +65,20 @@ def student_config(teacher: nn.Module, *, shape: str = "distilbert", num_layers:
     if shape not in SHAPES:
         raise ValueError(f"make_student: shape={shape!r}; expected one of {SHAPES}")
     tc = teacher.config
-    need = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers",
-            "max_position_embeddings")
+    need = (
+        "vocab_size",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "num_hidden_layers",
+        "max_position_embeddings",
+    )
     lacking = [k for k in need if not hasattr(tc, k)]
     if lacking:
-        raise ValueError(f"make_student: the teacher config ({type(tc).__name__}) lacks {lacking}; expected a "
-                         f"BERT-like encoder config")
+        raise ValueError(
+            f"make_student: the teacher config ({type(tc).__name__}) lacks {lacking}; expected a "
+            f"BERT-like encoder config"
+        )
     if shape == "distilbert":
         layers, heads, ffn = max(1, tc.num_hidden_layers // 2), tc.num_attention_heads, tc.intermediate_size
     else:
@@ -80,11 +91,19 @@ def student_config(teacher: nn.Module, *, shape: str = "distilbert", num_layers:
     if activation not in ("gelu", "relu"):
         raise ValueError(f"make_student: teacher activation {activation!r}; DistilBERT supports 'gelu' or 'relu'")
     return DistilBertConfig(
-        vocab_size=tc.vocab_size, dim=tc.hidden_size, n_heads=heads, hidden_dim=ffn, n_layers=layers,
-        max_position_embeddings=tc.max_position_embeddings, activation=activation,
-        dropout=getattr(tc, "hidden_dropout_prob", 0.1), attention_dropout=getattr(tc, "attention_probs_dropout_prob", 0.1),
+        vocab_size=tc.vocab_size,
+        dim=tc.hidden_size,
+        n_heads=heads,
+        hidden_dim=ffn,
+        n_layers=layers,
+        max_position_embeddings=tc.max_position_embeddings,
+        activation=activation,
+        dropout=getattr(tc, "hidden_dropout_prob", 0.1),
+        attention_dropout=getattr(tc, "attention_probs_dropout_prob", 0.1),
         pad_token_id=tc.pad_token_id if tc.pad_token_id is not None else 0,
-        sinusoidal_pos_embds=False, tie_word_embeddings=True, architectures=["DistilBertForMaskedLM"],
+        sinusoidal_pos_embds=False,
+        tie_word_embeddings=True,
+        architectures=["DistilBertForMaskedLM"],
     )
 
 
@@ -104,10 +123,14 @@ def _copy_from_bert(student: nn.Module, teacher: nn.Module, layers: list[int]) -
         t_layer = bert.encoder.layer[t_index]
         att = t_layer.attention
         pairs = [
-            (s_layer.attention.q_lin, att.self.query), (s_layer.attention.k_lin, att.self.key),
-            (s_layer.attention.v_lin, att.self.value), (s_layer.attention.out_lin, att.output.dense),
-            (s_layer.sa_layer_norm, att.output.LayerNorm), (s_layer.ffn.lin1, t_layer.intermediate.dense),
-            (s_layer.ffn.lin2, t_layer.output.dense), (s_layer.output_layer_norm, t_layer.output.LayerNorm),
+            (s_layer.attention.q_lin, att.self.query),
+            (s_layer.attention.k_lin, att.self.key),
+            (s_layer.attention.v_lin, att.self.value),
+            (s_layer.attention.out_lin, att.output.dense),
+            (s_layer.sa_layer_norm, att.output.LayerNorm),
+            (s_layer.ffn.lin1, t_layer.intermediate.dense),
+            (s_layer.ffn.lin2, t_layer.output.dense),
+            (s_layer.output_layer_norm, t_layer.output.LayerNorm),
         ]
         for s_mod, t_mod in pairs:
             s_mod.load_state_dict(t_mod.state_dict())
@@ -118,8 +141,14 @@ def _copy_from_bert(student: nn.Module, teacher: nn.Module, layers: list[int]) -
         student.vocab_projector.weight.copy_(head.decoder.weight)  # untied student: copy the decoder too
 
 
-def make_student(teacher: nn.Module, *, init: str = "teacher", shape: str = "distilbert",
-                 num_layers: int | None = None, seed: int = 0):
+def make_student(
+    teacher: nn.Module,
+    *,
+    init: str = "teacher",
+    shape: str = "distilbert",
+    num_layers: int | None = None,
+    seed: int = 0,
+):
     """A DistilBertForMaskedLM student for `teacher` (same vocabulary and width).
 
     shape="distilbert": half the teacher's layers (or `num_layers`), same heads and FFN.
@@ -135,13 +164,17 @@ def make_student(teacher: nn.Module, *, init: str = "teacher", shape: str = "dis
     config = student_config(teacher, shape=shape, num_layers=num_layers)
     if init == "teacher":
         if shape != "distilbert":
-            raise ValueError(f"make_student: shape={shape!r} has {config.n_heads} heads and FFN {config.hidden_dim} "
-                             f"(teacher: {teacher.config.num_attention_heads} and {teacher.config.intermediate_size}), "
-                             f"so its layers cannot be copied; use init='random' for shape='bort'")
+            raise ValueError(
+                f"make_student: shape={shape!r} has {config.n_heads} heads and FFN {config.hidden_dim} "
+                f"(teacher: {teacher.config.num_attention_heads} and {teacher.config.intermediate_size}), "
+                f"so its layers cannot be copied; use init='random' for shape='bort'"
+            )
         if not _is_bert_mlm(teacher):
-            raise ValueError(f"make_student: init='teacher' needs a BERT masked-LM teacher (BertForMaskedLM or "
-                             f"BertForPreTraining); got {type(teacher).__name__}. Use init='random' for other "
-                             f"teachers")
+            raise ValueError(
+                f"make_student: init='teacher' needs a BERT masked-LM teacher (BertForMaskedLM or "
+                f"BertForPreTraining); got {type(teacher).__name__}. Use init='random' for other "
+                f"teachers"
+            )
         layers = teacher_layer_map(teacher.config.num_hidden_layers, config.n_layers)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -168,8 +201,11 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        part = "embeddings" if ".embeddings." in f".{name}" else (
-            "encoder" if (".encoder." in f".{name}" or ".transformer." in f".{name}") else "head")
+        part = (
+            "embeddings"
+            if ".embeddings." in f".{name}"
+            else ("encoder" if (".encoder." in f".{name}" or ".transformer." in f".{name}") else "head")
+        )
         counts[part] += p.numel()
     counts["total"] = sum(counts.values())
     return counts

@@ -24,6 +24,7 @@ the model is made and a batch of 32 test examples runs), CPU latency at batch 1 
 example) and throughput at batch 32 (median over repeats with kdlib.bench.time_call, at 1 and 2 threads),
 and training time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kdlib import reporting, runner
+from kdlib.bench import time_call
 from kdlib.claims import Claim, verdict
 from kdlib.corpus import load_text_corpus
 from kdlib.data import load_split, load_task
-from kdlib.tasks import get_task
-from kdlib.stats import difference_interval
-from kdlib.bench import time_call
 from kdlib.finetune import (
     MODEL_DIR,
     TASK_HEAD_FILE,
@@ -71,6 +70,7 @@ from kdlib.finetune import (
 from kdlib.losses import kd_kl_loss, soft_probs
 from kdlib.loyalty import label_loyalty, load_predictions, save_predictions
 from kdlib.metrics import majority_baseline, task_kind_and_metric
+from kdlib.stats import difference_interval
 from kdlib.task_students import (
     AGNOSTIC,
     EMBEDDINGS,
@@ -86,6 +86,7 @@ from kdlib.task_students import (
     split_words,
     word_tokens,
 )
+from kdlib.tasks import get_task
 
 LOSSES = ("hard", "kl", "mse", "kl+hard", "mse+hard")
 KINDS = ("classification", "tagging")
@@ -135,8 +136,16 @@ class TaskDistillConfig:
 
     def __post_init__(self) -> None:
         self.widths, self.threads = tuple(self.widths), tuple(self.threads)
-        for name in ("epochs", "batch_size", "max_len", "embedding_dim", "hidden", "filters", "bench_repeats",
-                     "fasttext_epochs"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "max_len",
+            "embedding_dim",
+            "hidden",
+            "filters",
+            "bench_repeats",
+            "fasttext_epochs",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"TaskDistillConfig.{name} must be a positive integer, got {v!r}")
@@ -171,8 +180,10 @@ class StudentSpec:
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r}; expected one of {list(LOSSES)}")
         if self.loss == "hard" and self.augment:
-            raise ValueError(f"student {self.student}: augmentation needs a soft loss (hard labels only has none "
-                             "for unlabeled text); set augment false or a loss of kl, mse, kl+hard, mse+hard")
+            raise ValueError(
+                f"student {self.student}: augmentation needs a soft loss (hard labels only has none "
+                "for unlabeled text); set augment false or a loss of kl, mse, kl+hard, mse+hard"
+            )
 
     @property
     def family(self) -> str:
@@ -195,8 +206,15 @@ class StudentSpec:
 
 
 # ---------------------------------------------------------------------------------------------- losses
-def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, loss: str, *,
-                 temperature: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
+def distill_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    loss: str,
+    *,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+) -> torch.Tensor:
     """The loss of one batch of units: (N, C) student and teacher logits, (N,) gold labels (-100 = none).
 
     ``hard`` = cross-entropy over the labelled units (0 when none is labelled); ``kl`` = T^2 KL(teacher_T ||
@@ -228,7 +246,6 @@ def load_task_teacher(folder: str | Path, task: str) -> tuple[torch.nn.Module, A
     """
     from transformers import AutoConfig, AutoTokenizer
 
-
     kind, _ = task_kind_and_metric(task)
     if kind not in KINDS:
         raise ValueError(f"task {task!r} is a {kind} task; task-specific distillation covers {KINDS}")
@@ -239,8 +256,10 @@ def load_task_teacher(folder: str | Path, task: str) -> tuple[torch.nn.Module, A
     if head.is_file():
         info = json.loads(head.read_text(encoding="utf-8"))
         if info.get("task") != task:
-            raise TeacherMismatchError(f"teacher folder {folder} has a head for task {info.get('task')!r} "
-                                       f"({info.get('kind')}); expected task {task!r}")
+            raise TeacherMismatchError(
+                f"teacher folder {folder} has a head for task {info.get('task')!r} "
+                f"({info.get('kind')}); expected task {task!r}"
+            )
         model, _ = TaskModel.load(folder)
         return model, AutoTokenizer.from_pretrained(folder), info["label_names"]
     config = AutoConfig.from_pretrained(folder)
@@ -248,11 +267,16 @@ def load_task_teacher(folder: str | Path, task: str) -> tuple[torch.nn.Module, A
     want = {"classification": "ForSequenceClassification", "tagging": "ForTokenClassification"}[kind]
     names = [config.id2label[i] for i in range(config.num_labels)]
     expected = _label_names(load_split(task, "validation"))
-    if not arch.endswith(want) or len(names) != len(expected) or (
-            not all(n.startswith("LABEL_") for n in names) and names != expected):
-        raise TeacherMismatchError(f"teacher folder {folder} is a {arch or 'model without a task head'} with labels "
-                                   f"{names[:6]}; expected a {want[3:]} head for task {task!r} "
-                                   f"({get_task(task).description}) with labels {expected[:6]}")
+    if (
+        not arch.endswith(want)
+        or len(names) != len(expected)
+        or (not all(n.startswith("LABEL_") for n in names) and names != expected)
+    ):
+        raise TeacherMismatchError(
+            f"teacher folder {folder} is a {arch or 'model without a task head'} with labels "
+            f"{names[:6]}; expected a {want[3:]} head for task {task!r} "
+            f"({get_task(task).description}) with labels {expected[:6]}"
+        )
     return _HFTaskModel(folder, kind), AutoTokenizer.from_pretrained(folder), expected
 
 
@@ -278,15 +302,35 @@ class _HFTaskModel(torch.nn.Module):
         self._accepts = set(inspect.signature(self.model.forward).parameters)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and "token_type_ids" in self._accepts else {}
+        extra = (
+            {"token_type_ids": token_type_ids}
+            if token_type_ids is not None and "token_type_ids" in self._accepts
+            else {}
+        )
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
 
-def prepare_teacher(model_path: str, task: str, out_dir: str | Path, *, config: FinetuneConfig,
-                    data_dir=None, max_train_examples: int | None = None) -> Path:
+def prepare_teacher(
+    model_path: str,
+    task: str,
+    out_dir: str | Path,
+    *,
+    config: FinetuneConfig,
+    data_dir=None,
+    max_train_examples: int | None = None,
+) -> Path:
     """Fine-tune ``model_path`` on ``task`` with kdlib.finetune and save it (reused when already there)."""
-    finetune(model_path, task, out_dir, config=config, data_dir=data_dir, max_train_examples=max_train_examples,
-             reuse=True, progress=False, save_model=True)
+    finetune(
+        model_path,
+        task,
+        out_dir,
+        config=config,
+        data_dir=data_dir,
+        max_train_examples=max_train_examples,
+        reuse=True,
+        progress=False,
+        save_model=True,
+    )
     return Path(out_dir) / MODEL_DIR
 
 
@@ -301,9 +345,12 @@ def task_splits(task: str, config: TaskDistillConfig, data_dir=None) -> dict[str
     ds = load_task(task, data_dir)
     train = ds["train"].shuffle(seed=0)
     n = config.max_train_examples or len(train)
-    return {"train": train.select(range(min(n, len(train)))), "unused": train.select(range(min(n, len(train)), len(train))),
-            "validation": _subset(ds["validation"], config.max_eval_examples),
-            "test": _subset(ds["test"], config.max_eval_examples)}
+    return {
+        "train": train.select(range(min(n, len(train)))),
+        "unused": train.select(range(min(n, len(train)), len(train))),
+        "validation": _subset(ds["validation"], config.max_eval_examples),
+        "test": _subset(ds["test"], config.max_eval_examples),
+    }
 
 
 def augmentation_rows(kind: str, unused, corpus_texts: Sequence[str], n: int, *, seed: int = 0) -> dict[str, list]:
@@ -314,8 +361,9 @@ def augmentation_rows(kind: str, unused, corpus_texts: Sequence[str], n: int, *,
     take = min(n, len(unused))
     if take:
         part = unused.select(range(take)).to_dict()
-        rows = {k: part[k] for k in (("id", "tokens") if kind == "tagging" else ("id", "text_a", "text_b"))
-                if k in part}
+        rows = {
+            k: part[k] for k in (("id", "tokens") if kind == "tagging" else ("id", "text_a", "text_b")) if k in part
+        }
     rest = n - take
     rng = np.random.default_rng(seed)
     texts = [corpus_texts[i] for i in rng.permutation(len(corpus_texts))[:rest]] if rest > 0 else []
@@ -323,17 +371,24 @@ def augmentation_rows(kind: str, unused, corpus_texts: Sequence[str], n: int, *,
     if kind == "tagging":
         words = [split_words(t)[:200] for t in texts]
         keep = [i for i, w in enumerate(words) if w]
-        rows = {"id": rows.get("id", []) + [ids[i] for i in keep], "tokens": rows.get("tokens", []) + [words[i] for i in keep]}
+        rows = {
+            "id": rows.get("id", []) + [ids[i] for i in keep],
+            "tokens": rows.get("tokens", []) + [words[i] for i in keep],
+        }
         rows["tags"] = [[0] * len(t) for t in rows["tokens"]]
     else:
-        rows = {"id": rows.get("id", []) + ids, "text_a": rows.get("text_a", []) + list(texts),
-                **({"text_b": rows["text_b"] + [""] * len(texts)} if "text_b" in rows else {})}
+        rows = {
+            "id": rows.get("id", []) + ids,
+            "text_a": rows.get("text_a", []) + list(texts),
+            **({"text_b": rows["text_b"] + [""] * len(texts)} if "text_b" in rows else {}),
+        }
         rows["label"] = [0] * len(rows["id"])
     return datasets.Dataset.from_dict(rows).to_dict() if rows["id"] else {k: [] for k in rows}
 
 
-def teacher_outputs(teacher, tokenizer, rows: dict[str, list], kind: str, max_len: int, *, logits: bool = True,
-                    batch_size: int = 64) -> list[np.ndarray]:
+def teacher_outputs(
+    teacher, tokenizer, rows: dict[str, list], kind: str, max_len: int, *, logits: bool = True, batch_size: int = 64
+) -> list[np.ndarray]:
     """The teacher's logits (or probabilities) per example: (classes,) or (words, classes) per sentence."""
     import datasets
 
@@ -341,8 +396,16 @@ def teacher_outputs(teacher, tokenizer, rows: dict[str, list], kind: str, max_le
         return []
     feats = encode_split(datasets.Dataset.from_dict(rows), tokenizer, kind, max_len)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return predict(teacher, feats, len(rows["id"]), pad_id=pad, batch_size=batch_size, device=torch.device("cpu"),
-                   progress=False, logits=logits)
+    return predict(
+        teacher,
+        feats,
+        len(rows["id"]),
+        pad_id=pad,
+        batch_size=batch_size,
+        device=torch.device("cpu"),
+        progress=False,
+        logits=logits,
+    )
 
 
 def _attach(feats: list[dict], soft: list[np.ndarray], kind: str, *, labelled: bool) -> list[dict]:
@@ -400,8 +463,20 @@ def _units(logits: torch.Tensor, index) -> torch.Tensor:
     return logits if index is None else logits[index[0], index[1]]
 
 
-def train_student(model: torch.nn.Module, train: list[dict], val: list[dict], val_split, *, task: str, loss: str,
-                  lr: float, config: TaskDistillConfig, pad_id: int, label_names, progress: bool = False) -> dict:
+def train_student(
+    model: torch.nn.Module,
+    train: list[dict],
+    val: list[dict],
+    val_split,
+    *,
+    task: str,
+    loss: str,
+    lr: float,
+    config: TaskDistillConfig,
+    pad_id: int,
+    label_names,
+    progress: bool = False,
+) -> dict:
     """Train ``model`` on features with teacher logits; keep the best validation epoch (ties: earliest)."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -415,11 +490,17 @@ def train_student(model: torch.nn.Module, train: list[dict], val: list[dict], va
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = rng.permutation(len(train)).tolist()
-        for chunk in tqdm(_batches(train, config.batch_size, order), desc=f"{task} epoch {epoch}",
-                          total=math.ceil(len(train) / config.batch_size), disable=not progress, leave=False):
+        for chunk in tqdm(
+            _batches(train, config.batch_size, order),
+            desc=f"{task} epoch {epoch}",
+            total=math.ceil(len(train) / config.batch_size),
+            disable=not progress,
+            leave=False,
+        ):
             batch, index, labels, soft = _unit_batch(chunk, pad_id, kind)
-            value = distill_loss(_units(model(**batch), index), labels, soft, loss,
-                                 temperature=config.temperature, alpha=config.alpha)
+            value = distill_loss(
+                _units(model(**batch), index), labels, soft, loss, temperature=config.temperature, alpha=config.alpha
+            )
             if not torch.isfinite(value):
                 raise FloatingPointError(f"{task}: loss {loss} is {value.item()} in epoch {epoch}; lower the lr?")
             value.backward()
@@ -427,8 +508,9 @@ def train_student(model: torch.nn.Module, train: list[dict], val: list[dict], va
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        outs = predict(model, val, len(val_split), pad_id=pad_id, batch_size=64, device=torch.device("cpu"),
-                       progress=False)
+        outs = predict(
+            model, val, len(val_split), pad_id=pad_id, batch_size=64, device=torch.device("cpu"), progress=False
+        )
         score = _score(task, kind, outs, gold, label_names)["score"]
         history.append({"epoch": epoch, "validation": score})
         if best is None or score > best["validation"]:
@@ -436,8 +518,12 @@ def train_student(model: torch.nn.Module, train: list[dict], val: list[dict], va
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
-    return {"train_seconds": time.perf_counter() - t0, "best_epoch": best["epoch"],
-            "validation": 100.0 * best["validation"], "epochs": history}
+    return {
+        "train_seconds": time.perf_counter() - t0,
+        "best_epoch": best["epoch"],
+        "validation": 100.0 * best["validation"],
+        "epochs": history,
+    }
 
 
 # ----------------------------------------------------------------------------------------- measurement
@@ -503,8 +589,12 @@ def inference_figures(model: torch.nn.Module, feats: list[dict], pad_id: int, co
         for t in config.threads:
             torch.set_num_threads(t)
             kw = {"budget_s": config.bench_budget_s, "max_repeats": config.bench_repeats}
-            out[f"latency_ms_t{t}"] = 1000 * time_call(lambda: forward(model, one), torch.device("cpu"), **kw)["median_s"]
-            out[f"throughput_t{t}"] = n_many / time_call(lambda: forward(model, many), torch.device("cpu"), **kw)["median_s"]
+            out[f"latency_ms_t{t}"] = (
+                1000 * time_call(lambda: forward(model, one), torch.device("cpu"), **kw)["median_s"]
+            )
+            out[f"throughput_t{t}"] = (
+                n_many / time_call(lambda: forward(model, many), torch.device("cpu"), **kw)["median_s"]
+            )
         torch.set_num_threads(min(config.threads))
         out["ram_mb"] = peak_ram_mb(lambda: forward(copy.deepcopy(model), many))
     finally:
@@ -512,46 +602,86 @@ def inference_figures(model: torch.nn.Module, feats: list[dict], pad_id: int, co
     return out
 
 
-def _evaluate(model, inputs: Inputs, splits: dict, teacher_test: list[np.ndarray], *, task: str, label_names,
-              name: str, out_dir: Path, config: TaskDistillConfig) -> dict:
+def _evaluate(
+    model,
+    inputs: Inputs,
+    splits: dict,
+    teacher_test: list[np.ndarray],
+    *,
+    task: str,
+    label_names,
+    name: str,
+    out_dir: Path,
+    config: TaskDistillConfig,
+) -> dict:
     """Test score, loyalty, saved predictions, size and speed of one trained model."""
     kind = model.kind
     test = splits["test"]
     feats = inputs.encode(test.to_dict())
-    outs = predict(model, feats, len(test), pad_id=inputs.pad_id, batch_size=64, device=torch.device("cpu"),
-                   progress=False)
+    outs = predict(
+        model, feats, len(test), pad_id=inputs.pad_id, batch_size=64, device=torch.device("cpu"), progress=False
+    )
     gold = test["tags"] if kind == "tagging" else test["label"]
     metrics = _score(task, kind, outs, gold, label_names)
     pred = _to_predictions(task, name, kind, test, outs, label_names)
     save_predictions(pred, out_dir / "predictions.npz")
     teacher_probs = np.concatenate(teacher_test) if kind == "tagging" else np.stack(teacher_test)
-    return {"score": 100.0 * metrics["score"], "metric": metrics["metric"],
-            "loyalty": 100.0 * label_loyalty(teacher_probs, pred.probs), "parameters": count_parameters(model),
-            "disk_bytes": safetensors_bytes(model, out_dir / "model.safetensors"),
-            **inference_figures(model, feats, inputs.pad_id, config), "predictions": str(out_dir / "predictions.npz")}
+    return {
+        "score": 100.0 * metrics["score"],
+        "metric": metrics["metric"],
+        "loyalty": 100.0 * label_loyalty(teacher_probs, pred.probs),
+        "parameters": count_parameters(model),
+        "disk_bytes": safetensors_bytes(model, out_dir / "model.safetensors"),
+        **inference_figures(model, feats, inputs.pad_id, config),
+        "predictions": str(out_dir / "predictions.npz"),
+    }
 
 
 # ------------------------------------------------------------------------------------------ the study
-def _build_student(spec: StudentSpec, kind: str, n_labels: int, *, teacher_tokenizer, vocab: WordVocab,
-                   vectors, agnostic_dir, config: TaskDistillConfig) -> tuple[torch.nn.Module, Inputs, float]:
+def _build_student(
+    spec: StudentSpec,
+    kind: str,
+    n_labels: int,
+    *,
+    teacher_tokenizer,
+    vocab: WordVocab,
+    vectors,
+    agnostic_dir,
+    config: TaskDistillConfig,
+) -> tuple[torch.nn.Module, Inputs, float]:
     """(model, how it reads text, learning rate) of one student spec."""
     from transformers import AutoTokenizer
 
     set_seed(config.seed)
     if spec.family == "word":
-        emb = embedding_matrix(vocab, vectors if spec.embeddings == "fasttext" else None, dim=config.embedding_dim,
-                               seed=config.seed)
-        model = WordStudent(spec.student, kind, n_labels, emb, hidden=config.hidden, filters=config.filters,
-                            widths=config.widths, dropout=config.dropout)
+        emb = embedding_matrix(
+            vocab, vectors if spec.embeddings == "fasttext" else None, dim=config.embedding_dim, seed=config.seed
+        )
+        model = WordStudent(
+            spec.student,
+            kind,
+            n_labels,
+            emb,
+            hidden=config.hidden,
+            filters=config.filters,
+            widths=config.widths,
+            dropout=config.dropout,
+        )
         return model, Inputs(kind, vocab=vocab, max_len=config.max_len), config.lr
     if spec.student == AGNOSTIC:
         model = TaskModel.from_pretrained(str(agnostic_dir), kind, n_labels, 0.1)
-        return model, Inputs(kind, tokenizer=AutoTokenizer.from_pretrained(agnostic_dir), max_len=config.max_len), config.bert_lr
+        return (
+            model,
+            Inputs(kind, tokenizer=AutoTokenizer.from_pretrained(agnostic_dir), max_len=config.max_len),
+            config.bert_lr,
+        )
     model = small_bert(spec.student, kind, n_labels, teacher_tokenizer, max_len=config.max_len, seed=config.seed)
     return model, Inputs(kind, tokenizer=teacher_tokenizer, max_len=config.max_len), config.bert_lr
 
 
-def check_inputs(task: str, teacher_dir: str | Path, specs: Sequence[StudentSpec], *, corpus_texts, agnostic_dir) -> None:
+def check_inputs(
+    task: str, teacher_dir: str | Path, specs: Sequence[StudentSpec], *, corpus_texts, agnostic_dir
+) -> None:
     """Fail before any training on a bad task, teacher, missing corpus (fastText, augmentation) or student folder."""
     kind, _ = task_kind_and_metric(task)
     if kind not in KINDS:
@@ -563,13 +693,24 @@ def check_inputs(task: str, teacher_dir: str | Path, specs: Sequence[StudentSpec
         raise ValueError("fastText embeddings need the distillation corpus (corpus_texts / --corpus)")
     no_folder = agnostic_dir is None or not (Path(agnostic_dir) / "config.json").is_file()
     if no_folder and any(s.student == AGNOSTIC for s in specs):
-        raise FileNotFoundError(f"student 'agnostic' needs a task-agnostic student folder with config.json, "
-                                f"got {agnostic_dir}")
+        raise FileNotFoundError(
+            f"student 'agnostic' needs a task-agnostic student folder with config.json, got {agnostic_dir}"
+        )
 
 
-def distill_task(task: str, teacher_dir: str | Path, out_dir: str | Path, specs: Sequence[StudentSpec], *,
-                 config: TaskDistillConfig | None = None, corpus_texts: Sequence[str] = (), cache_dir=None,
-                 agnostic_dir=None, data_dir=None, progress: bool = False) -> list[dict]:
+def distill_task(
+    task: str,
+    teacher_dir: str | Path,
+    out_dir: str | Path,
+    specs: Sequence[StudentSpec],
+    *,
+    config: TaskDistillConfig | None = None,
+    corpus_texts: Sequence[str] = (),
+    cache_dir=None,
+    agnostic_dir=None,
+    data_dir=None,
+    progress: bool = False,
+) -> list[dict]:
     """Distil the teacher in ``teacher_dir`` into every student of ``specs`` on ``task``; one row per model.
 
     Rows (also in ``out_dir/results.json``; each model's predictions and safetensors in ``out_dir/<name>``):
@@ -585,45 +726,116 @@ def distill_task(task: str, teacher_dir: str | Path, out_dir: str | Path, specs:
     n = config.augment_examples if any(s.augment for s in specs) else 0
     aug = augmentation_rows(kind, splits["unused"], list(corpus_texts), n, seed=config.seed)
     rows_of = {name: splits[name].to_dict() for name in ("train", "validation", "test")}
-    soft = {"train": teacher_outputs(teacher, tok, rows_of["train"], kind, config.max_len),
-            "aug": teacher_outputs(teacher, tok, aug, kind, config.max_len)}
+    soft = {
+        "train": teacher_outputs(teacher, tok, rows_of["train"], kind, config.max_len),
+        "aug": teacher_outputs(teacher, tok, aug, kind, config.max_len),
+    }
     teacher_test = teacher_outputs(teacher, tok, rows_of["test"], kind, config.max_len, logits=False)
-    words = [t for t in rows_of["train"]["tokens"]] if kind == "tagging" else [
-        word_tokens(a) + word_tokens(b or "") for a, b in zip(rows_of["train"]["text_a"],
-                                                          rows_of["train"].get("text_b") or [""] * len(rows_of["train"]["id"]))]
+    words = (
+        [t for t in rows_of["train"]["tokens"]]
+        if kind == "tagging"
+        else [
+            word_tokens(a) + word_tokens(b or "")
+            for a, b in zip(
+                rows_of["train"]["text_a"], rows_of["train"].get("text_b") or [""] * len(rows_of["train"]["id"])
+            )
+        ]
+    )
     vocab = WordVocab.build([[w.lower() for w in s] for s in words])
     vectors = None
     if any(s.family == "word" and s.embeddings == "fasttext" for s in specs):
-        texts = list(corpus_texts)[:config.fasttext_max_sentences]
-        vectors = fasttext_vectors([word_tokens(t) for t in texts], cache_dir or out_dir / "fasttext",
-                                   dim=config.embedding_dim, epochs=config.fasttext_epochs, seed=config.seed)
-    base = majority_baseline(task, splits["train"]["tags" if kind == "tagging" else "label"],
-                             splits["test"]["tags" if kind == "tagging" else "label"])
-    results = [{"task": task, "name": "teacher", "student": "teacher", "family": "teacher",
-                "train_examples": len(splits["train"]), "augment_examples": 0, "majority": 100.0 * base["score"],
-                **_evaluate(teacher, Inputs(kind, tokenizer=tok, max_len=config.max_len), splits, teacher_test,
-                            task=task, label_names=label_names, name="teacher", out_dir=out_dir / "teacher",
-                            config=config)}]
+        texts = list(corpus_texts)[: config.fasttext_max_sentences]
+        vectors = fasttext_vectors(
+            [word_tokens(t) for t in texts],
+            cache_dir or out_dir / "fasttext",
+            dim=config.embedding_dim,
+            epochs=config.fasttext_epochs,
+            seed=config.seed,
+        )
+    base = majority_baseline(
+        task,
+        splits["train"]["tags" if kind == "tagging" else "label"],
+        splits["test"]["tags" if kind == "tagging" else "label"],
+    )
+    results = [
+        {
+            "task": task,
+            "name": "teacher",
+            "student": "teacher",
+            "family": "teacher",
+            "train_examples": len(splits["train"]),
+            "augment_examples": 0,
+            "majority": 100.0 * base["score"],
+            **_evaluate(
+                teacher,
+                Inputs(kind, tokenizer=tok, max_len=config.max_len),
+                splits,
+                teacher_test,
+                task=task,
+                label_names=label_names,
+                name="teacher",
+                out_dir=out_dir / "teacher",
+                config=config,
+            ),
+        }
+    ]
     for spec in tqdm(specs, desc=f"{task} students", disable=not progress):
-        model, inputs, lr = _build_student(spec, kind, len(label_names), teacher_tokenizer=tok, vocab=vocab,
-                                           vectors=vectors, agnostic_dir=agnostic_dir, config=config)
+        model, inputs, lr = _build_student(
+            spec,
+            kind,
+            len(label_names),
+            teacher_tokenizer=tok,
+            vocab=vocab,
+            vectors=vectors,
+            agnostic_dir=agnostic_dir,
+            config=config,
+        )
         train = _attach(inputs.encode(rows_of["train"]), soft["train"], kind, labelled=True)
         if spec.augment:
             train += _attach(inputs.encode(aug), soft["aug"], kind, labelled=False)
-        fit = train_student(model, train, inputs.encode(rows_of["validation"]), splits["validation"], task=task,
-                            loss=spec.loss, lr=lr, config=config, pad_id=inputs.pad_id, label_names=label_names,
-                            progress=progress)
-        results.append({"task": task, "name": spec.name, **dataclasses.asdict(spec), "family": spec.family,
-                        "train_examples": len(splits["train"]), "augment_examples": len(aug["id"]) if spec.augment else 0,
-                        "majority": 100.0 * base["score"], **fit,
-                        **_evaluate(model, inputs, splits, teacher_test, task=task, label_names=label_names,
-                                    name=spec.name, out_dir=out_dir / spec.name, config=config)})
+        fit = train_student(
+            model,
+            train,
+            inputs.encode(rows_of["validation"]),
+            splits["validation"],
+            task=task,
+            loss=spec.loss,
+            lr=lr,
+            config=config,
+            pad_id=inputs.pad_id,
+            label_names=label_names,
+            progress=progress,
+        )
+        results.append(
+            {
+                "task": task,
+                "name": spec.name,
+                **dataclasses.asdict(spec),
+                "family": spec.family,
+                "train_examples": len(splits["train"]),
+                "augment_examples": len(aug["id"]) if spec.augment else 0,
+                "majority": 100.0 * base["score"],
+                **fit,
+                **_evaluate(
+                    model,
+                    inputs,
+                    splits,
+                    teacher_test,
+                    task=task,
+                    label_names=label_names,
+                    name=spec.name,
+                    out_dir=out_dir / spec.name,
+                    config=config,
+                ),
+            }
+        )
     runner.write_json(out_dir / RESULTS_FILE, results)
     return results
 
 
-def measure_agnostic(run_dir: str | Path, task: str, names: Sequence[str], *, config: TaskDistillConfig | None = None,
-                     data_dir=None) -> list[dict]:
+def measure_agnostic(
+    run_dir: str | Path, task: str, names: Sequence[str], *, config: TaskDistillConfig | None = None, data_dir=None
+) -> list[dict]:
     """The main chapters' task-agnostic students on the same axes: their fine-tuned test score from the
     evaluation step (run_dir/evaluate) and size / speed measured here exactly as for the task students."""
     from transformers import AutoTokenizer
@@ -646,9 +858,18 @@ def measure_agnostic(run_dir: str | Path, task: str, names: Sequence[str], *, co
         feats = inputs.encode(splits["test"].to_dict())
         with tempfile.TemporaryDirectory() as tmp:
             size = safetensors_bytes(model, Path(tmp) / "model.safetensors")
-        rows.append({"task": task, "name": name, "student": name, "family": "task-agnostic (fine-tuned)",
-                     "score": float(hit["mean"].iloc[0]), "parameters": count_parameters(model), "disk_bytes": size,
-                     **inference_figures(model, feats, inputs.pad_id, config)})
+        rows.append(
+            {
+                "task": task,
+                "name": name,
+                "student": name,
+                "family": "task-agnostic (fine-tuned)",
+                "score": float(hit["mean"].iloc[0]),
+                "parameters": count_parameters(model),
+                "disk_bytes": size,
+                **inference_figures(model, feats, inputs.pad_id, config),
+            }
+        )
     return rows
 
 
@@ -673,7 +894,9 @@ def plot_tradeoff(rows, *, ax=None, cost: str = "latency_ms_t1"):
         ax.annotate(r["name"], (r[cost], r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("CPU latency at batch 1, 1 thread (ms, log)")
-    ax.set_ylabel(f"test score ({df['metric'].dropna().iloc[0] if 'metric' in df and df['metric'].notna().any() else 'x100'})")
+    ax.set_ylabel(
+        f"test score ({df['metric'].dropna().iloc[0] if 'metric' in df and df['metric'].notna().any() else 'x100'})"
+    )
     ax.set_title(str(df["task"].iloc[0]).upper())
     ax.legend(fontsize=7)
     return ax
@@ -709,17 +932,32 @@ def cli(argv: list[str]) -> int:
     """`python -m kdlib task-distill --teacher DIR --task sapn --out DIR [--students bilstm cnn ...] ...`."""
     args = _parser().parse_args(argv)
     try:
-        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TaskDistillConfig)
-                     if getattr(args, f.name, None) is not None}
+        overrides = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(TaskDistillConfig)
+            if getattr(args, f.name, None) is not None
+        }
         config = TaskDistillConfig(**overrides)
-        specs = [StudentSpec(s, embeddings=args.embeddings, loss=args.loss,
-                             augment=not args.no_augment and args.loss != "hard") for s in args.students]
+        specs = [
+            StudentSpec(
+                s, embeddings=args.embeddings, loss=args.loss, augment=not args.no_augment and args.loss != "hard"
+            )
+            for s in args.students
+        ]
         texts: list[str] = []
         if args.corpus:
-
             texts = load_text_corpus(args.corpus)["text"]
-        rows = distill_task(args.task, args.teacher, args.out, specs, config=config, corpus_texts=texts,
-                            agnostic_dir=args.agnostic, data_dir=args.data_dir, progress=not args.no_progress)
+        rows = distill_task(
+            args.task,
+            args.teacher,
+            args.out,
+            specs,
+            config=config,
+            corpus_texts=texts,
+            agnostic_dir=args.agnostic,
+            data_dir=args.data_dir,
+            progress=not args.no_progress,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"kdlib task-distill: {exc}", file=sys.stderr)
         return 2
@@ -745,15 +983,33 @@ def _row(rows: list[dict], name: str) -> dict | None:
 SOURCE = "Nityasya et al. 2022, abstract"
 
 
-def _compare(cid: str, text: str, a: dict | None, b: dict | None, threshold: float, reason: str, *,
-             figure: str, cost_ok: bool = True, why_not: str = ""):
+def _compare(
+    cid: str,
+    text: str,
+    a: dict | None,
+    b: dict | None,
+    threshold: float,
+    reason: str,
+    *,
+    figure: str,
+    cost_ok: bool = True,
+    why_not: str = "",
+):
     """One Claim: test score of row ``a`` minus row ``b`` (points, paired bootstrap) against ``threshold``."""
     # kdlib.stats / kdlib.claims are written in parallel (stats helper); imported here so that training and
     # measuring do not depend on them
 
     if a is None or b is None:
-        return Claim(cid, text, SOURCE, figure, None, f"difference > {threshold:g} points", "not testable here",
-                     "this run lacks one of the two models")
+        return Claim(
+            cid,
+            text,
+            SOURCE,
+            figure,
+            None,
+            f"difference > {threshold:g} points",
+            "not testable here",
+            "this run lacks one of the two models",
+        )
     iv = difference_interval([load_predictions(a["predictions"])], [load_predictions(b["predictions"])])
     result = verdict(iv, threshold, above=True)
     if not cost_ok:
@@ -761,8 +1017,9 @@ def _compare(cid: str, text: str, a: dict | None, b: dict | None, threshold: flo
     return Claim(cid, text, SOURCE, figure, iv, f"difference > {threshold:g} points", result, reason)
 
 
-def paper_claims(rows: list[dict], *, ablation_student: str = "bilstm", main_loss: str = "kl+hard",
-                 figure: str = "07-task-distill") -> list:
+def paper_claims(
+    rows: list[dict], *, ablation_student: str = "bilstm", main_loss: str = "kl+hard", figure: str = "07-task-distill"
+) -> list:
     """The seed paper's four claims (Nityasya et al. 2022), each tested per task on this run's rows.
 
     Models are picked on validation, compared on test with kdlib.stats.difference_interval (paired bootstrap
@@ -779,27 +1036,69 @@ def paper_claims(rows: list[dict], *, ablation_student: str = "bilstm", main_los
         tr, up = [r for r in rows if r["task"] == task], task.upper()
         word = _best(tr, family="word", augment=True, loss=main_loss, embeddings="fasttext")
         bert = _best(tr, family=("bert", "agnostic-init"), loss=main_loss, augment=True)
-        cheap = bool(word and bert and word["latency_ms_t1"] <= bert["latency_ms_t1"]
-                     and word["disk_bytes"] <= bert["disk_bytes"])
-        claims.append(_compare(
-            f"td-tradeoff-{task}", f"{up}: a BiLSTM/CNN student gives the best trade-off (at most "
-            f"{TRADEOFF_MARGIN:g} points below the best small BERT, faster and smaller)", word, bert,
-            -TRADEOFF_MARGIN, f"{word and word['name']} vs {bert and bert['name']} (chosen on validation)",
-            figure=figure, cost_ok=cheap or not (word and bert),
-            why_not="the word student is not both faster at batch 1 and smaller on disk"))
-        losses = [r for r in tr if r.get("student") == ablation_student and r.get("embeddings") == "fasttext"
-                  and not r.get("augment")]
-        best, worst = (max(losses, key=lambda r: r["validation"]), min(losses, key=lambda r: r["validation"])) \
-            if len(losses) > 1 else (None, None)
-        claims.append(_compare(f"td-loss-{task}", f"{up}: the choice of distillation loss matters ({ablation_student})",
-                               best, worst, 0.0, f"best loss on validation: {best and best['loss']}, worst: "
-                               f"{worst and worst['loss']}", figure=figure))
+        cheap = bool(
+            word
+            and bert
+            and word["latency_ms_t1"] <= bert["latency_ms_t1"]
+            and word["disk_bytes"] <= bert["disk_bytes"]
+        )
+        claims.append(
+            _compare(
+                f"td-tradeoff-{task}",
+                f"{up}: a BiLSTM/CNN student gives the best trade-off (at most "
+                f"{TRADEOFF_MARGIN:g} points below the best small BERT, faster and smaller)",
+                word,
+                bert,
+                -TRADEOFF_MARGIN,
+                f"{word and word['name']} vs {bert and bert['name']} (chosen on validation)",
+                figure=figure,
+                cost_ok=cheap or not (word and bert),
+                why_not="the word student is not both faster at batch 1 and smaller on disk",
+            )
+        )
+        losses = [
+            r
+            for r in tr
+            if r.get("student") == ablation_student and r.get("embeddings") == "fasttext" and not r.get("augment")
+        ]
+        best, worst = (
+            (max(losses, key=lambda r: r["validation"]), min(losses, key=lambda r: r["validation"]))
+            if len(losses) > 1
+            else (None, None)
+        )
+        claims.append(
+            _compare(
+                f"td-loss-{task}",
+                f"{up}: the choice of distillation loss matters ({ablation_student})",
+                best,
+                worst,
+                0.0,
+                f"best loss on validation: {best and best['loss']}, worst: {worst and worst['loss']}",
+                figure=figure,
+            )
+        )
         base = StudentSpec(ablation_student, "fasttext", main_loss, True)
-        claims.append(_compare(f"td-embeddings-{task}", f"{up}: fastText embeddings beat random ones ({ablation_student})",
-                               _row(tr, base.name), _row(tr, dataclasses.replace(base, embeddings="random").name),
-                               0.0, "same student, loss and augmentation", figure=figure))
+        claims.append(
+            _compare(
+                f"td-embeddings-{task}",
+                f"{up}: fastText embeddings beat random ones ({ablation_student})",
+                _row(tr, base.name),
+                _row(tr, dataclasses.replace(base, embeddings="random").name),
+                0.0,
+                "same student, loss and augmentation",
+                figure=figure,
+            )
+        )
         aug = _row(tr, base.name)
-        claims.append(_compare(f"td-augment-{task}", f"{up}: training on teacher-labelled extra text helps "
-                               f"({ablation_student})", aug, _row(tr, dataclasses.replace(base, augment=False).name),
-                               0.0, f"{aug and int(aug['augment_examples'])} augmentation examples", figure=figure))
+        claims.append(
+            _compare(
+                f"td-augment-{task}",
+                f"{up}: training on teacher-labelled extra text helps ({ablation_student})",
+                aug,
+                _row(tr, dataclasses.replace(base, augment=False).name),
+                0.0,
+                f"{aug and int(aug['augment_examples'])} augmentation examples",
+                figure=figure,
+            )
+        )
     return claims

@@ -19,6 +19,7 @@ collation and prediction (``kdlib.finetune.encode_split`` / ``predict``) serve a
   shapes) are ``TaskModel``s over a randomly initialised ``BertModel`` with the teacher's tokenizer, or over one
   of this book's task-agnostic students (``agnostic``: the student folder and its own tokenizer).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,9 @@ class WordVocab:
 
 
 # ------------------------------------------------------------------------------------------ fastText
-def fasttext_vectors(sentences: Sequence[Sequence[str]], cache_dir: str | Path, *, dim: int = 100, epochs: int = 5,
-                     seed: int = 0):
+def fasttext_vectors(
+    sentences: Sequence[Sequence[str]], cache_dir: str | Path, *, dim: int = 100, epochs: int = 5, seed: int = 0
+):
     """gensim FastText word vectors trained on ``sentences`` (lists of words), cached in ``cache_dir``.
 
     The cache folder's name hashes the sentences and settings, so a run trains once and a changed corpus retrains.
@@ -132,8 +134,18 @@ def _masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class WordStudent(nn.Module):
     """BiLSTM or Kim-CNN over word embeddings, with a tagging or classification head (module docstring)."""
 
-    def __init__(self, arch: str, kind: str, num_labels: int, embeddings: torch.Tensor, *, hidden: int = 128,
-                 filters: int = 100, widths: Sequence[int] = (3, 4, 5), dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        arch: str,
+        kind: str,
+        num_labels: int,
+        embeddings: torch.Tensor,
+        *,
+        hidden: int = 128,
+        filters: int = 100,
+        widths: Sequence[int] = (3, 4, 5),
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         if arch not in WORD_STUDENTS:
             raise ValueError(f"word student must be one of {WORD_STUDENTS}, got {arch!r}")
@@ -152,8 +164,9 @@ class WordStudent(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = self.dropout(self.embed(input_ids))
         if self.arch == "bilstm":
             lengths = attention_mask.sum(1).clamp(min=1).cpu()
@@ -163,8 +176,9 @@ class WordStudent(nn.Module):
         else:
             x = x * attention_mask.unsqueeze(-1)  # padding contributes zeros to the windows
             x = x.transpose(1, 2)  # "same" padding, explicit (left (w-1)//2, right w//2) so even widths work too
-            h = torch.cat([torch.relu(conv(F.pad(x, ((w - 1) // 2, w // 2)))) for w, conv in zip(self.widths, self.convs)],
-                          dim=1).transpose(1, 2)
+            h = torch.cat(
+                [torch.relu(conv(F.pad(x, ((w - 1) // 2, w // 2)))) for w, conv in zip(self.widths, self.convs)], dim=1
+            ).transpose(1, 2)
         if self.kind == "classification":
             h = _masked_max(h, attention_mask)
         return self.head(self.dropout(h))
@@ -181,8 +195,14 @@ def encode_words(rows: dict[str, list], vocab: WordVocab, kind: str, *, max_word
     if kind == "tagging":
         for s, (toks, tags) in enumerate(zip(rows["tokens"], rows["tags"])):
             ids = vocab.ids([t.lower() for t in toks]) or [UNK]
-            feats.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [int(t) for t in tags],
-                          "words": [(i, s, i) for i in range(len(toks))]})
+            feats.append(
+                {
+                    "input_ids": ids,
+                    "attention_mask": [1] * len(ids),
+                    "labels": [int(t) for t in tags],
+                    "words": [(i, s, i) for i in range(len(toks))],
+                }
+            )
         return feats
     pairs = rows.get("text_b") or [None] * len(rows["text_a"])
     for a, b, y in zip(rows["text_a"], pairs, rows["label"]):
@@ -193,8 +213,9 @@ def encode_words(rows: dict[str, list], vocab: WordVocab, kind: str, *, max_word
 
 
 # ------------------------------------------------------------------------------------ BERT students
-def small_bert(shape: str, kind: str, num_labels: int, tokenizer, *, max_len: int = 128, dropout: float = 0.1,
-               seed: int = 0) -> TaskModel:
+def small_bert(
+    shape: str, kind: str, num_labels: int, tokenizer, *, max_len: int = 128, dropout: float = 0.1, seed: int = 0
+) -> TaskModel:
     """A randomly initialised small BERT (``bert-tiny`` / ``bert-mini`` / ``bert-small``) with a task head."""
     from transformers import BertConfig, BertModel
 
@@ -202,10 +223,17 @@ def small_bert(shape: str, kind: str, num_labels: int, tokenizer, *, max_len: in
         raise ValueError(f"small BERT shape must be one of {list(BERT_SHAPES)}, got {shape!r}")
     layers, hidden, heads = BERT_SHAPES[shape]
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=4 * hidden,
-                        max_position_embeddings=max(max_len, 64), hidden_dropout_prob=dropout,
-                        attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id or 0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max(max_len, 64),
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=tokenizer.pad_token_id or 0,
+    )
     return TaskModel(BertModel(config, add_pooling_layer=False), kind, num_labels, dropout)
 
 

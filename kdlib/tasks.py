@@ -32,6 +32,7 @@ environment variable ``KDLIB_TASKS`` (``{"language": ..., "tasks": {name: declar
 for the notebooks' kernels. :func:`get_task` resolves a name through the active declarations, then
 the built-ins; :func:`task_names` lists the active tasks (the declared ones, else the seven).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,30 +43,67 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TaskSpec", "BUILTIN", "BUILTIN_NAMES", "KINDS", "FORMATS", "TASKS_ENV", "DEFAULT_LANGUAGE",
-           "parse_declaration", "parse_declarations", "check_language", "register_tasks", "clear_registered",
-           "active", "get_task", "task_names", "unknown_task_error"]
+__all__ = [
+    "TaskSpec",
+    "BUILTIN",
+    "BUILTIN_NAMES",
+    "KINDS",
+    "FORMATS",
+    "TASKS_ENV",
+    "DEFAULT_LANGUAGE",
+    "parse_declaration",
+    "parse_declarations",
+    "check_language",
+    "register_tasks",
+    "clear_registered",
+    "active",
+    "get_task",
+    "task_names",
+    "unknown_task_error",
+]
 
 KINDS = ("tagging", "classification", "regression")
 DEFAULT_METRIC = {"tagging": "macro_f1", "classification": "macro_f1", "regression": "pearson"}
-METRICS_OF_KIND = {"tagging": ("macro_f1", "accuracy"), "classification": ("macro_f1", "accuracy"),
-                   "regression": ("pearson",)}
+METRICS_OF_KIND = {
+    "tagging": ("macro_f1", "accuracy"),
+    "classification": ("macro_f1", "accuracy"),
+    "regression": ("pearson",),
+}
 # format -> kinds it can hold
-FORMATS = {"conllu": ("tagging",), "conll": ("tagging",), "csv": ("classification", "regression"),
-           "tsv": ("classification", "regression"), "jsonl": KINDS, "datasets": KINDS}
+FORMATS = {
+    "conllu": ("tagging",),
+    "conll": ("tagging",),
+    "csv": ("classification", "regression"),
+    "tsv": ("classification", "regression"),
+    "jsonl": KINDS,
+    "datasets": KINDS,
+}
 CONLLU_COLUMNS = {"upos": 3, "xpos": 4, "feats": 5}
 TASKS_ENV = "KDLIB_TASKS"
 DEFAULT_LANGUAGE = "ro"
 DEFAULT_VALIDATION_FRACTION = 0.1
 
-_COMMON_KEYS = {"kind", "format", "train", "validation", "test", "metric", "labels", "language",
-                "description", "dataset", "validation_fraction"}
-_FORMAT_KEYS = {"conllu": {"column"}, "conll": set(),
-                "csv": {"text", "text_a", "text_b", "label", "id", "range"},
-                "tsv": {"text", "text_a", "text_b", "label", "id", "range"},
-                "jsonl": {"text", "text_a", "text_b", "label", "id", "range", "tokens", "tags"},
-                "datasets": {"name", "config", "text", "text_a", "text_b", "label", "id", "range", "tokens",
-                             "tags"}}
+_COMMON_KEYS = {
+    "kind",
+    "format",
+    "train",
+    "validation",
+    "test",
+    "metric",
+    "labels",
+    "language",
+    "description",
+    "dataset",
+    "validation_fraction",
+}
+_FORMAT_KEYS = {
+    "conllu": {"column"},
+    "conll": set(),
+    "csv": {"text", "text_a", "text_b", "label", "id", "range"},
+    "tsv": {"text", "text_a", "text_b", "label", "id", "range"},
+    "jsonl": {"text", "text_a", "text_b", "label", "id", "range", "tokens", "tags"},
+    "datasets": {"name", "config", "text", "text_a", "text_b", "label", "id", "range", "tokens", "tags"},
+}
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
@@ -78,8 +116,8 @@ class TaskSpec:
     """
 
     name: str
-    kind: str      # "tagging" | "classification" | "regression"
-    metric: str    # "macro_f1" | "accuracy" | "pearson"
+    kind: str  # "tagging" | "classification" | "regression"
+    metric: str  # "macro_f1" | "accuracy" | "pearson"
     dataset: str
     description: str
     format: str = "builtin"
@@ -93,31 +131,55 @@ class TaskSpec:
 
     def declaration(self) -> dict:
         """The mapping this spec was parsed from (declared tasks), JSON-friendly."""
-        return {"kind": self.kind, "format": self.format, "metric": self.metric, "language": self.language,
-                "dataset": self.dataset, "description": self.description, **dict(self.options)}
+        return {
+            "kind": self.kind,
+            "format": self.format,
+            "metric": self.metric,
+            "language": self.language,
+            "dataset": self.dataset,
+            "description": self.description,
+            **dict(self.options),
+        }
 
 
-_RRT = {split: f"ud_romanian_rrt/ro_rrt-ud-{part}.conllu"
-        for split, part in (("train", "train"), ("validation", "dev"), ("test", "test"))}
+_RRT = {
+    split: f"ud_romanian_rrt/ro_rrt-ud-{part}.conllu"
+    for split, part in (("train", "train"), ("validation", "dev"), ("test", "test"))
+}
 BUILTIN: dict[str, TaskSpec] = {
-    "upos": TaskSpec("upos", "tagging", "macro_f1", "UD Romanian-RRT", "universal part-of-speech tag per token",
-                     "conllu", {"column": "upos", **_RRT}),
-    "xpos": TaskSpec("xpos", "tagging", "macro_f1", "UD Romanian-RRT", "MULTEXT-East (MSD) tag per token",
-                     "conllu", {"column": "xpos", **_RRT}),
-    "ner": TaskSpec("ner", "tagging", "macro_f1", "RONEC v1 (v2 optional)", "BIO named-entity tag per token",
-                    "ronec"),
-    "sapn": TaskSpec("sapn", "classification", "accuracy", "LaRoSeDa", "review polarity: negative / positive",
-                     "laroseda"),
-    "sar": TaskSpec("sar", "classification", "macro_f1", "LaRoSeDa", "review star rating: 1, 2, 4, 5",
-                    "laroseda"),
-    "di": TaskSpec("di", "classification", "macro_f1", "MOROCO / VarDial 2019 MRC",
-                   "dialect: Moldavian / Romanian", "moroco"),
+    "upos": TaskSpec(
+        "upos",
+        "tagging",
+        "macro_f1",
+        "UD Romanian-RRT",
+        "universal part-of-speech tag per token",
+        "conllu",
+        {"column": "upos", **_RRT},
+    ),
+    "xpos": TaskSpec(
+        "xpos",
+        "tagging",
+        "macro_f1",
+        "UD Romanian-RRT",
+        "MULTEXT-East (MSD) tag per token",
+        "conllu",
+        {"column": "xpos", **_RRT},
+    ),
+    "ner": TaskSpec("ner", "tagging", "macro_f1", "RONEC v1 (v2 optional)", "BIO named-entity tag per token", "ronec"),
+    "sapn": TaskSpec(
+        "sapn", "classification", "accuracy", "LaRoSeDa", "review polarity: negative / positive", "laroseda"
+    ),
+    "sar": TaskSpec("sar", "classification", "macro_f1", "LaRoSeDa", "review star rating: 1, 2, 4, 5", "laroseda"),
+    "di": TaskSpec(
+        "di", "classification", "macro_f1", "MOROCO / VarDial 2019 MRC", "dialect: Moldavian / Romanian", "moroco"
+    ),
     "sts": TaskSpec("sts", "regression", "pearson", "RO-STS", "sentence-pair similarity, 0-5", "ro-sts"),
 }
 BUILTIN_NAMES = tuple(BUILTIN)
 
 
 # --- validating declarations ------------------------------------------------------------------------------
+
 
 def check_language(language: Any, where: str) -> str:
     """A language code such as ``ro``, ``nl`` or ``pt-BR`` (else ValueError naming ``where``)."""
@@ -162,8 +224,7 @@ def _check_splits(name: str, decl: dict, fmt: str) -> None:
             what = "a split name" if fmt == "datasets" else "a file path"
             raise _bad(name, f"`{split}` must be {what} (string), got {value!r}")
         if fmt != "datasets" and os.path.isabs(value) and not os.path.isfile(value):
-            raise FileNotFoundError(f"task {name!r}: {split} file {value} does not exist "
-                                    f"(expected a {fmt} file)")
+            raise FileNotFoundError(f"task {name!r}: {split} file {value} does not exist (expected a {fmt} file)")
     fraction = decl.get("validation_fraction", DEFAULT_VALIDATION_FRACTION)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise _bad(name, f"`validation_fraction` must be a number between 0 and 1, got {fraction!r}")
@@ -178,8 +239,12 @@ def _check_extras(name: str, decl: dict, kind: str) -> None:
             raise _bad(name, f"`labels` must be a non-empty list of distinct labels, got {labels!r}")
     bounds = decl.get("range")
     if bounds is not None:
-        ok = isinstance(bounds, list) and len(bounds) == 2 and all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) and bounds[0] < bounds[1]
+        ok = (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+            and bounds[0] < bounds[1]
+        )
         if kind != "regression" or not ok:
             raise _bad(name, f"`range` must be [low, high] with low < high, for a regression task; got {bounds!r}")
     for key in ("description", "dataset"):
@@ -207,8 +272,11 @@ def parse_declaration(name: str, decl: Any, *, language: str | None = None) -> T
         raise _bad(name, f"format {fmt!r} holds {' or '.join(FORMATS[fmt])} tasks, not {kind}")
     unknown = set(decl) - _COMMON_KEYS - _FORMAT_KEYS[fmt]
     if unknown:
-        raise _bad(name, f"unknown key(s) {sorted(unknown)} for format {fmt!r}; valid keys: "
-                         f"{', '.join(sorted(_COMMON_KEYS | _FORMAT_KEYS[fmt]))}")
+        raise _bad(
+            name,
+            f"unknown key(s) {sorted(unknown)} for format {fmt!r}; valid keys: "
+            f"{', '.join(sorted(_COMMON_KEYS | _FORMAT_KEYS[fmt]))}",
+        )
     metric = decl.pop("metric", DEFAULT_METRIC[kind])
     if metric not in METRICS_OF_KIND[kind]:
         raise _bad(name, f"`metric` of a {kind} task must be one of {', '.join(METRICS_OF_KIND[kind])}, got {metric!r}")
@@ -266,8 +334,9 @@ def _from_env() -> tuple[str | None, dict[str, TaskSpec]]:
     try:
         stat = os.stat(path)
     except OSError:
-        raise FileNotFoundError(f"{TASKS_ENV}={path}: no such file (expected the JSON task declarations of a run, "
-                                f"<run>/tasks.json)") from None
+        raise FileNotFoundError(
+            f"{TASKS_ENV}={path}: no such file (expected the JSON task declarations of a run, <run>/tasks.json)"
+        ) from None
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _env_cache:
         try:
@@ -302,8 +371,10 @@ def task_names() -> tuple[str, ...]:
 def unknown_task_error(name: Any) -> ValueError:
     """The error for a task name that is neither declared nor built in (lists the valid names)."""
     valid = list(dict.fromkeys([*active()[1], *BUILTIN_NAMES]))
-    return ValueError(f"unknown task {name!r}; valid tasks: {', '.join(valid)} (or declare it: a mapping with "
-                      f"kind, format, train, test; see kdlib.tasks)")
+    return ValueError(
+        f"unknown task {name!r}; valid tasks: {', '.join(valid)} (or declare it: a mapping with "
+        f"kind, format, train, test; see kdlib.tasks)"
+    )
 
 
 def get_task(task: str | Mapping | TaskSpec) -> TaskSpec:

@@ -4,6 +4,7 @@ No hub is reachable offline, so every offline run uses small teachers trained he
 tokenizer trained with `tokenizers` on the distillation corpus (cased like bert-base-romanian-cased-v1,
 or uncased like RoBERT-base: lower-cased, accents kept), then a small BERT pretrained with MLM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,15 @@ from typing import Any, Iterable, Sequence
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
-from transformers import (AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM,
-                          BertTokenizerFast, DataCollatorForLanguageModeling)
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizerFast,
+    DataCollatorForLanguageModeling,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from kdlib.batching import batch_order, load_corpus
@@ -91,9 +99,7 @@ def load_teacher(name_or_path: str, *, device: str | torch.device | None = None)
             f"{config.architectures}), which has no masked-LM class in transformers; expected a "
             f"masked LM such as BertForMaskedLM"
         )
-    model, info = AutoModelForMaskedLM.from_pretrained(
-        name_or_path, trust_remote_code=False, output_loading_info=True
-    )
+    model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=False, output_loading_info=True)
     missing = _mlm_head_missing(model, info.get("missing_keys", []))
     if missing:
         raise ValueError(
@@ -141,7 +147,10 @@ def train_tokenizer(
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##",
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
@@ -154,7 +163,10 @@ def train_tokenizer(
     tok.decoder = decoders.WordPiece(prefix="##")
     assert tok.token_to_id("[PAD]") == 0, "[PAD] must be id 0"
     fast = BertTokenizerFast(
-        tokenizer_object=tok, do_lower_case=lowercase, strip_accents=False, tokenize_chinese_chars=True,
+        tokenizer_object=tok,
+        do_lower_case=lowercase,
+        strip_accents=False,
+        tokenize_chinese_chars=True,
         model_max_length=model_max_length,
     )
     out_dir = Path(out_dir)
@@ -195,26 +207,42 @@ class TeacherConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ["hidden_size", "num_layers", "num_heads", "intermediate_size", "max_len", "vocab_size",
-                    "steps", "batch_size", "max_position_embeddings", "heldout_max", "pppl_texts", "pppl_max_len"]
+        positive = [
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_len",
+            "vocab_size",
+            "steps",
+            "batch_size",
+            "max_position_embeddings",
+            "heldout_max",
+            "pppl_texts",
+            "pppl_max_len",
+        ]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"TeacherConfig.{name}={value!r}: expected a positive integer")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"TeacherConfig: hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}")
+            raise ValueError(
+                f"TeacherConfig: hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
+            )
         if self.max_len > self.max_position_embeddings:
-            raise ValueError(f"TeacherConfig: max_len={self.max_len} > max_position_embeddings="
-                             f"{self.max_position_embeddings}")
+            raise ValueError(
+                f"TeacherConfig: max_len={self.max_len} > max_position_embeddings={self.max_position_embeddings}"
+            )
         if not 0 < self.heldout < 1:
             raise ValueError(f"TeacherConfig.heldout={self.heldout}: expected a fraction in (0, 1)")
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"TeacherConfig.mask_prob={self.mask_prob}: expected a fraction in (0, 1)")
         if not (self.lr > 0 and 0 <= self.warmup < 1 and self.weight_decay >= 0 and self.max_grad_norm > 0):
-            raise ValueError(f"TeacherConfig: expected lr > 0, 0 <= warmup < 1, weight_decay >= 0, "
-                             f"max_grad_norm > 0; got {self.lr}, {self.warmup}, {self.weight_decay}, "
-                             f"{self.max_grad_norm}")
+            raise ValueError(
+                f"TeacherConfig: expected lr > 0, 0 <= warmup < 1, weight_decay >= 0, "
+                f"max_grad_norm > 0; got {self.lr}, {self.warmup}, {self.weight_decay}, "
+                f"{self.max_grad_norm}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,7 +324,7 @@ def mlm_loss(model, collator, ids: list[list[int]], *, batch_size: int = 64, see
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(ids), batch_size):
-            batch = collator([{"input_ids": x} for x in ids[start:start + batch_size]])
+            batch = collator([{"input_ids": x} for x in ids[start : start + batch_size]])
             labels = batch["labels"]
             n = int((labels != -100).sum())
             if n == 0:
@@ -317,8 +345,9 @@ def _logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pos
 
 
 @torch.no_grad()
-def pseudo_perplexity(model, tokenizer, texts: Sequence[str], *, max_texts: int = 200, max_len: int = 64,
-                      batch_size: int = 128) -> float:
+def pseudo_perplexity(
+    model, tokenizer, texts: Sequence[str], *, max_texts: int = 200, max_len: int = 64, batch_size: int = 128
+) -> float:
     """Pseudo-perplexity (Salazar et al. 2020): exp of the mean -log p(token | rest), each token masked in turn.
 
     Special tokens are not scored; each text's masked copies are batched together.
@@ -347,15 +376,15 @@ def pseudo_perplexity(model, tokenizer, texts: Sequence[str], *, max_texts: int 
     nll = 0.0
     pad = tokenizer.pad_token_id
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         width = max(map(len, chunk))
         input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for i, r in enumerate(chunk):
-            input_ids[i, :len(r)] = torch.tensor(r)
-            attention[i, :len(r)] = 1
-        pos = torch.tensor(positions[start:start + batch_size], device=device)
-        tgt = torch.tensor(targets[start:start + batch_size], device=device)
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attention[i, : len(r)] = 1
+        pos = torch.tensor(positions[start : start + batch_size], device=device)
+        tgt = torch.tensor(targets[start : start + batch_size], device=device)
         logp = torch.log_softmax(_logits_at(model, input_ids.to(device), attention.to(device), pos).float(), dim=-1)
         nll -= float(logp[torch.arange(len(chunk), device=device), tgt].sum())
     model.train(was_training)
@@ -365,14 +394,18 @@ def pseudo_perplexity(model, tokenizer, texts: Sequence[str], *, max_texts: int 
 def _curve(losses: list[float], points: int = 50) -> list[list[float]]:
     """Downsample a per-step loss list to about `points` [step, mean loss over the window] pairs."""
     window = max(1, len(losses) // points)
-    return [[start + window, sum(losses[start:start + window]) / len(losses[start:start + window])]
-            for start in range(0, len(losses), window)]
+    return [
+        [start + window, sum(losses[start : start + window]) / len(losses[start : start + window])]
+        for start in range(0, len(losses), window)
+    ]
 
 
 def _texts_of(corpus) -> list[str]:
     if "text" not in getattr(corpus, "column_names", []):
-        raise ValueError(f"pretrain_teacher: the corpus must be a datasets.Dataset with a 'text' column; "
-                         f"got columns {getattr(corpus, 'column_names', None)}")
+        raise ValueError(
+            f"pretrain_teacher: the corpus must be a datasets.Dataset with a 'text' column; "
+            f"got columns {getattr(corpus, 'column_names', None)}"
+        )
     return [t.strip() for t in corpus["text"] if isinstance(t, str) and t.strip()]
 
 
@@ -390,24 +423,41 @@ def _pretrain_texts(corpus, config: TeacherConfig) -> tuple[list[str], list[str]
 def _new_bert(tokenizer, config: TeacherConfig) -> BertForMaskedLM:
     """A randomly initialised BERT masked LM of `config`'s shape (seeded)."""
     torch.manual_seed(config.seed)
-    return BertForMaskedLM(BertConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
-        max_position_embeddings=config.max_position_embeddings, hidden_dropout_prob=config.dropout,
-        attention_probs_dropout_prob=config.dropout, pad_token_id=tokenizer.pad_token_id,
-        architectures=["BertForMaskedLM"],
-    ))
+    return BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            intermediate_size=config.intermediate_size,
+            max_position_embeddings=config.max_position_embeddings,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
+            pad_token_id=tokenizer.pad_token_id,
+            architectures=["BertForMaskedLM"],
+        )
+    )
 
 
-def _train_mlm(model, collator, train_ids: list[list[int]], config: TeacherConfig, dev: torch.device,
-               progress: bool) -> list[float]:
+def _train_mlm(
+    model, collator, train_ids: list[list[int]], config: TeacherConfig, dev: torch.device, progress: bool
+) -> list[float]:
     """MLM pretraining: AdamW + linear warmup/decay, gradient clipping. Returns the loss of every step."""
-    optimizer, scheduler = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay,
-                                      warmup_steps=int(config.warmup * config.steps), total_steps=config.steps)
+    optimizer, scheduler = make_adamw(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup * config.steps),
+        total_steps=config.steps,
+    )
     model.train()
     losses: list[float] = []
-    bar = tqdm(_batches(train_ids, config.batch_size, config.steps, config.seed), total=config.steps,
-               desc="pretrain teacher", disable=not progress)
+    bar = tqdm(
+        _batches(train_ids, config.batch_size, config.steps, config.seed),
+        total=config.steps,
+        desc="pretrain teacher",
+        disable=not progress,
+    )
     for step, examples in enumerate(bar, start=1):
         batch = collator([{"input_ids": x} for x in examples])
         if not (batch["labels"] != -100).any():
@@ -437,8 +487,16 @@ def _replace_folder(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
 
 
-def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, config: TeacherConfig | None = None,
-                     overwrite: bool = False, progress: bool = True, device: str = "auto") -> dict[str, Any]:
+def pretrain_teacher(
+    corpus,
+    out_dir: str | os.PathLike,
+    *,
+    lowercase: bool,
+    config: TeacherConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Train a tokenizer and a small BERT with MLM on `corpus`; save it atomically into out_dir.
 
     Writes config.json, model.safetensors, tokenizer files and metrics.json (held-out MLM loss before and
@@ -451,8 +509,9 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
     if (out_dir / "metrics.json").is_file() and not overwrite:
         return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists but holds no metrics.json (not a complete teacher); remove it "
-                              f"or pass overwrite=True")
+        raise FileExistsError(
+            f"{out_dir} exists but holds no metrics.json (not a complete teacher); remove it or pass overwrite=True"
+        )
     train_texts, held_texts = _pretrain_texts(corpus, config)
     dev = pick_device(device)
     t0 = time.time()
@@ -460,8 +519,9 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tokenizer = train_tokenizer(train_texts, tmp, vocab_size=config.vocab_size, lowercase=lowercase,
-                                model_max_length=config.max_len)
+    tokenizer = train_tokenizer(
+        train_texts, tmp, vocab_size=config.vocab_size, lowercase=lowercase, model_max_length=config.max_len
+    )
     enc = lambda xs: tokenizer(xs, truncation=True, max_length=config.max_len)["input_ids"]  # noqa: E731
     train_ids, held_ids = enc(train_texts), enc(held_texts)
     model = _new_bert(tokenizer, config).to(dev)
@@ -478,7 +538,7 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
     model.eval()
     heldout = mlm_loss(model, collator, held_ids, seed=config.seed + 1)
     pppl = pseudo_perplexity(model, tokenizer, held_texts, max_texts=config.pppl_texts, max_len=config.pppl_max_len)
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     metrics = {
         "lowercase": lowercase,
         "config": config.to_dict(),
@@ -508,11 +568,15 @@ def pretrain_teacher(corpus, out_dir: str | os.PathLike, *, lowercase: bool, con
 # CLI
 # --------------------------------------------------------------------------------------------------
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdlib pretrain-teacher",
-                                     description="Train a WordPiece tokenizer and a small BERT teacher with MLM.")
-    parser.add_argument("--corpus", required=True,
-                        help="text file or folder, corpus mode (ordered|shuffled|merged) or datasets name "
-                             "(kdlib.batching.load_corpus)")
+    parser = argparse.ArgumentParser(
+        prog="python -m kdlib pretrain-teacher",
+        description="Train a WordPiece tokenizer and a small BERT teacher with MLM.",
+    )
+    parser.add_argument(
+        "--corpus",
+        required=True,
+        help="text file or folder, corpus mode (ordered|shuffled|merged) or datasets name (kdlib.batching.load_corpus)",
+    )
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--lowercase", action="store_true", help="uncased tokenizer (like RoBERT-base; accents kept)")
     parser.add_argument("--config", help="JSON file of TeacherConfig fields; flags below override it")
@@ -530,8 +594,9 @@ def cli(argv: list[str]) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         corpus = load_corpus(args.corpus, max_sentences=args.max_sentences)  # the distillation's reader
-        metrics = pretrain_teacher(corpus, args.out, lowercase=args.lowercase, config=config, overwrite=args.overwrite,
-                                   device=args.device)
+        metrics = pretrain_teacher(
+            corpus, args.out, lowercase=args.lowercase, config=config, overwrite=args.overwrite, device=args.device
+        )
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"pretrain-teacher: error: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ comma-below text and its authors recommend this replacement, so the two spelling
 one token sequence. The result is also put in Unicode NFC, so a letter plus a combining diacritic
 (e.g. ``a`` + U+0306) becomes the single precomposed letter (``ă``).
 """
+
 from __future__ import annotations
 
 import re
@@ -75,7 +76,7 @@ def split_sentences(text: str) -> list[str]:
     pieces: list[str] = []
     start = 0
     for match in _BOUNDARY.finditer(text):
-        candidate = text[start:match.start()]
+        candidate = text[start : match.start()]
         # the lookbehind put the end punctuation before match.start(); closing quotes are in the match
         closing = match.group(0).rstrip()
         if _ABBREV.search(candidate):

@@ -1,4 +1,5 @@
 """Shared test setup: the offline data mirror and small, fast torch settings."""
+
 from __future__ import annotations
 
 import os

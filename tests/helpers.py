@@ -1,4 +1,5 @@
 """Small builders shared by several test modules: real Romanian sentences, tokenizers, tiny teachers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +33,7 @@ def make_tokenizer(sentences: list[str], out: Path, *, lowercase: bool, vocab_si
     from transformers import AutoTokenizer
 
     from kdlib.teachers import train_tokenizer
+
     train_tokenizer(sentences, out, vocab_size=vocab_size, lowercase=lowercase)
     return AutoTokenizer.from_pretrained(out)
 
@@ -39,8 +41,17 @@ def make_tokenizer(sentences: list[str], out: Path, *, lowercase: bool, vocab_si
 def tiny_teacher(tokenizer, *, hidden: int = 32, layers: int = 2, seed: int = 0, dropout: float = 0.0):
     """A tiny BertForMaskedLM (dropout 0 by default, so DDP and one process compare closely)."""
     from transformers import BertConfig, BertForMaskedLM
+
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                     attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return BertForMaskedLM(cfg).eval()

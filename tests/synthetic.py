@@ -5,6 +5,7 @@ every run: a UPOS-tagged CoNLL-U treebank, a CSV of star-rated reviews whose sta
 adjective's polarity, and a TSV of sentence pairs whose similarity score falls with the number of
 replaced words. Labels are learnable, texts are not Romanian, and nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,7 @@ LEXICON = {
     "VERB": ["ziet", "leest", "koopt", "zoekt", "maakt", "vindt", "draagt"],
     "ADP": ["in", "op", "naar", "met", "onder", "achter"],
     "PRON": ["hij", "zij", "wij", "jij"],
-    "PROPN": ["Jan", "Piet", "Anna", "Utrecht", "Gent", "Sanne", "Eskişehir"],   # ş: not Romanian-normalised
+    "PROPN": ["Jan", "Piet", "Anna", "Utrecht", "Gent", "Sanne", "Eskişehir"],  # ş: not Romanian-normalised
     "ADV": ["vaak", "graag", "snel", "nooit", "soms"],
     "CCONJ": ["en", "maar", "of"],
     "NUM": ["twee", "drie", "vier", "tien"],
@@ -50,8 +51,22 @@ def write_conllu(path: Path, n: int, seed: int, prefix: str) -> Path:
         words = sentence(rng)
         lines = [f"# sent_id = {prefix}-{i + 1}", "# text = " + " ".join(w for w, _ in words[:-1]) + "."]
         for j, (word, pos) in enumerate(words, 1):
-            lines.append("\t".join([str(j), word, word.lower(), pos, pos[:1], "_", "0" if j == 1 else "1",
-                                    "root" if j == 1 else "dep", "_", "_"]))
+            lines.append(
+                "\t".join(
+                    [
+                        str(j),
+                        word,
+                        word.lower(),
+                        pos,
+                        pos[:1],
+                        "_",
+                        "0" if j == 1 else "1",
+                        "root" if j == 1 else "dep",
+                        "_",
+                        "_",
+                    ]
+                )
+            )
         blocks.append("\n".join(lines))
     path.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
     return path
@@ -68,8 +83,13 @@ def write_reviews(path: Path, n: int, seed: int) -> Path:
             adjective = rng.choice(POSITIVE if good else NEGATIVE)
             noun = rng.choice(LEXICON["NOUN"])
             extra = " ".join(w for w, _ in sentence(rng))
-            out.writerow([f"r{seed}-{i}", f"De {noun} is echt {adjective}, zeker {adjective}. {extra}",
-                          rng.choice([4, 5]) if good else rng.choice([1, 2])])
+            out.writerow(
+                [
+                    f"r{seed}-{i}",
+                    f"De {noun} is echt {adjective}, zeker {adjective}. {extra}",
+                    rng.choice([4, 5]) if good else rng.choice([1, 2]),
+                ]
+            )
     return path
 
 
@@ -107,11 +127,31 @@ def write_all(root: Path) -> dict[str, Path]:
 def declarations(files: dict[str, Path]) -> dict[str, dict]:
     """The three tasks as a profile declares them (issue #15's example, with generated files)."""
     return {
-        "pos": {"kind": "tagging", "format": "conllu", "column": "upos",
-                "train": str(files["pos_train"]), "test": str(files["pos_test"])},
-        "sent": {"kind": "classification", "format": "csv", "text": "review", "label": "stars", "id": "id",
-                 "train": str(files["sent_train"]), "test": str(files["sent_test"])},
-        "sim": {"kind": "regression", "format": "tsv", "text_a": "s1", "text_b": "s2", "label": "score",
-                "range": [0, 5], "train": str(files["sim_train"]), "validation": str(files["sim_dev"]),
-                "test": str(files["sim_test"])},
+        "pos": {
+            "kind": "tagging",
+            "format": "conllu",
+            "column": "upos",
+            "train": str(files["pos_train"]),
+            "test": str(files["pos_test"]),
+        },
+        "sent": {
+            "kind": "classification",
+            "format": "csv",
+            "text": "review",
+            "label": "stars",
+            "id": "id",
+            "train": str(files["sent_train"]),
+            "test": str(files["sent_test"]),
+        },
+        "sim": {
+            "kind": "regression",
+            "format": "tsv",
+            "text_a": "s1",
+            "text_b": "s2",
+            "label": "score",
+            "range": [0, 5],
+            "train": str(files["sim_train"]),
+            "validation": str(files["sim_dev"]),
+            "test": str(files["sim_test"]),
+        },
     }

@@ -1,4 +1,5 @@
 """The ensemble ablation's bookkeeping (kdlib.ablation): which students it trains and how it picks a value."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -12,8 +13,10 @@ def test_variants_change_one_setting_each():
     defaults = DistillConfig.__dataclass_fields__
     assert items[0].name == "ensemble (defaults)" and not items[0].overrides
     singles = [v for v in items if v.name.startswith("single")]
-    assert [(v.teachers, v.tokenizer_from) for v in singles] == [(["BERT-base-ro"], "BERT-base-ro"),
-                                                                 (["RoBERT-base"], "RoBERT-base")]
+    assert [(v.teachers, v.tokenizer_from) for v in singles] == [
+        (["BERT-base-ro"], "BERT-base-ro"),
+        (["RoBERT-base"], "RoBERT-base"),
+    ]
     changed = [v for v in items if v.setting]
     assert all(len(v.overrides) == 1 and v.overrides[v.setting] != defaults[v.setting].default for v in changed)
     assert len(changed) == sum(len(vals) - 1 for vals in SETTINGS.values())
@@ -22,9 +25,12 @@ def test_variants_change_one_setting_each():
 
 def test_pick_names_the_best_value_and_whether_it_is_clear():
     items = variants(["a", "b"], {"strategy": ("average", "sum"), "cross_cosine": ("linear", "raw", "off")})
-    rows = [("strategy=sum", "strategy", "upos", 1.0, 0.2, 1.8), ("strategy=sum", "strategy", "ner", 2.0, 0.5, 3.5),
-            ("cross_cosine=raw", "cross_cosine", "upos", -1.0, -2.0, 0.3),
-            ("cross_cosine=off", "cross_cosine", "upos", -0.5, -1.0, -0.1)]
+    rows = [
+        ("strategy=sum", "strategy", "upos", 1.0, 0.2, 1.8),
+        ("strategy=sum", "strategy", "ner", 2.0, 0.5, 3.5),
+        ("cross_cosine=raw", "cross_cosine", "upos", -1.0, -2.0, 0.3),
+        ("cross_cosine=off", "cross_cosine", "upos", -0.5, -1.0, -0.1),
+    ]
     diffs = pd.DataFrame(rows, columns=["variant", "setting", "task", "estimate", "low", "high"])
     picks = pick(diffs, items)
     assert picks["strategy"]["best"] == "sum" and picks["strategy"]["clear"]

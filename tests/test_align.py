@@ -1,4 +1,5 @@
 """Word alignment across tokenizers and vocabulary projection, on real Romanian sentences (RO-STS)."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,10 @@ def sentences(data_dir) -> list[str]:
 @pytest.fixture(scope="module")
 def toks(sentences, tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
-    return (make_tokenizer(sentences, root / "cased", lowercase=False),
-            make_tokenizer(sentences, root / "uncased", lowercase=True))
+    return (
+        make_tokenizer(sentences, root / "cased", lowercase=False),
+        make_tokenizer(sentences, root / "uncased", lowercase=True),
+    )
 
 
 def test_first_subtokens_align_by_word(sentences, toks):
@@ -61,19 +64,25 @@ def test_vocab_map_on_hand_vocabularies(tmp_path):
 
     def tok(vocab):
         t = Tokenizer(models.WordLevel({v: i for i, v in enumerate(vocab)}, unk_token="[UNK]"))
-        return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                       sep_token="[SEP]", mask_token="[MASK]")
+        return PreTrainedTokenizerFast(
+            tokenizer_object=t,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    teacher = tok(specials + ["masa", "##ta", "ţară", "zzz"])           # uncased, cedilla
-    student = tok(specials + ["masa", "Masa", "ta", "##ta", "țară"])   # cased, comma-below
+    teacher = tok(specials + ["masa", "##ta", "ţară", "zzz"])  # uncased, cedilla
+    student = tok(specials + ["masa", "Masa", "ta", "##ta", "țară"])  # cased, comma-below
     vm = build_vocab_map(teacher, student)
     dense = vm.sparse().to_dense()
-    assert dense[5, 5] == 0.5 and dense[5, 6] == 0.5      # masa -> masa, Masa (split)
-    assert dense[6, 8] == 1.0 and dense[6, 7] == 0.0      # ##ta -> ##ta, never word-initial "ta"
-    assert dense[7, 9] == 1.0                             # ţară (cedilla) -> țară (comma)
-    assert dense[8].sum() == 0                            # zzz unmapped
-    assert torch.equal(dense[:5, :5], torch.eye(5))       # specials by role
+    assert dense[5, 5] == 0.5 and dense[5, 6] == 0.5  # masa -> masa, Masa (split)
+    assert dense[6, 8] == 1.0 and dense[6, 7] == 0.0  # ##ta -> ##ta, never word-initial "ta"
+    assert dense[7, 9] == 1.0  # ţară (cedilla) -> țară (comma)
+    assert dense[8].sum() == 0  # zzz unmapped
+    assert torch.equal(dense[:5, :5], torch.eye(5))  # specials by role
     exact = build_vocab_map(teacher, student, case="exact_first").sparse().to_dense()
     assert exact[5, 5] == 1.0 and exact[5, 6] == 0.0
     p = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.4, 0.2, 0.1, 0.3]])
@@ -103,8 +112,14 @@ def _hand_tokenizers():
 
     def tok(vocab):
         t = Tokenizer(models.WordLevel({v: i for i, v in enumerate(vocab)}, unk_token="[UNK]"))
-        return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                       sep_token="[SEP]", mask_token="[MASK]")
+        return PreTrainedTokenizerFast(
+            tokenizer_object=t,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     # teacher (uncased): 5 de, 6 masa, 7 zzz;  student (cased): 5 de, 6 De, 7 DE, 8 masa, 9 ##de
@@ -116,8 +131,8 @@ def test_count_prior_shares_mass_by_corpus_counts():
     counts = torch.tensor([0, 0, 0, 0, 0, 79, 19, 0, 4, 50])
     dense = build_vocab_map(teacher, student, case="count", student_counts=counts).sparse().to_dense()
     assert torch.allclose(dense[5, 5:8], torch.tensor([80.0, 20.0, 1.0]) / 101)  # add-one smoothed counts
-    assert dense[5, 9] == 0 and dense[6, 8] == 1.0                            # never a '##' piece; single target
-    assert torch.allclose(dense[5:7].sum(-1), torch.ones(2)) and dense[7].sum() == 0   # zzz unmapped
+    assert dense[5, 9] == 0 and dense[6, 8] == 1.0  # never a '##' piece; single target
+    assert torch.allclose(dense[5:7].sum(-1), torch.ones(2)) and dense[7].sum() == 0  # zzz unmapped
     with pytest.raises(ValueError, match="student_counts"):
         build_vocab_map(teacher, student, case="count")
 
@@ -127,10 +142,10 @@ def test_co_teacher_prior_overrides_counts_per_row():
     counts = torch.tensor([0, 0, 0, 0, 0, 99, 0, 0, 4, 0])
     vm = build_vocab_map(teacher, student, case="prior", student_counts=counts)
     p = torch.zeros(3, 8)
-    p[:, 5] = 1.0                                           # the uncased teacher is sure of "de"
+    p[:, 5] = 1.0  # the uncased teacher is sure of "de"
     prior = torch.zeros(3, 10)
-    prior[0, [5, 6, 7]] = torch.tensor([0.1, 0.6, 0.1])     # sentence start: the co-teacher prefers "De"
-    prior[1, 5] = 0.3                                       # mid-sentence: only "de"
+    prior[0, [5, 6, 7]] = torch.tensor([0.1, 0.6, 0.1])  # sentence start: the co-teacher prefers "De"
+    prior[1, 5] = 0.3  # mid-sentence: only "de"
     q, unmapped = project_distribution(p, vm, prior=prior)  # row 2: no prior mass -> the count prior
     assert torch.allclose(q[0, 5:8], torch.tensor([0.125, 0.75, 0.125]))
     assert torch.allclose(q[1, 5:8], torch.tensor([1.0, 0.0, 0.0]))
@@ -162,8 +177,8 @@ def test_mass_weighted_average_ignores_empty_rows():
     target.add(proj, 1.0, rows=torch.tensor([0, 1]), mass=torch.tensor([0.0, 0.5]))
     keep, avg = target.result()
     assert keep.all()
-    assert torch.equal(avg[0], before[0]) and torch.equal(avg[2], before[2])   # the empty row changed nothing
-    assert torch.allclose(avg[1], torch.tensor([0, 0.5 / 1.5, 1 / 1.5, 0]))   # half-mapped row counts half
+    assert torch.equal(avg[0], before[0]) and torch.equal(avg[2], before[2])  # the empty row changed nothing
+    assert torch.allclose(avg[1], torch.tensor([0, 0.5 / 1.5, 1 / 1.5, 0]))  # half-mapped row counts half
     assert torch.allclose(avg.sum(-1), torch.ones(3))
     only_cross = EnsembleTarget(2, 4)
     only_cross.add(proj, 1.0, rows=torch.tensor([0, 1]), mass=torch.tensor([0.0, 0.5]))
@@ -206,15 +221,32 @@ def test_teachers_from_different_seeds_are_independent(sentences, tmp_path):
     seeds = teacher_seeds(0, ["cased", "uncased"])
     assert len(set(seeds.values())) == 2
     corpus = Dataset.from_dict({"text": sentences[:400]})
-    shape = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400,
-             "max_len": 32, "steps": 3, "batch_size": 8, "heldout_max": 20, "pppl_texts": 2, "pppl_max_len": 16}
+    shape = {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 400,
+        "max_len": 32,
+        "steps": 3,
+        "batch_size": 8,
+        "heldout_max": 20,
+        "pppl_texts": 2,
+        "pppl_max_len": 16,
+    }
     models = {}
     for tag, seed in (("a", seeds["cased"]), ("a_again", seeds["cased"]), ("b", seeds["uncased"])):
-        pretrain_teacher(corpus, tmp_path / tag, lowercase=False, config=TeacherConfig(**shape, seed=seed),
-                         progress=False, device="cpu")
+        pretrain_teacher(
+            corpus,
+            tmp_path / tag,
+            lowercase=False,
+            config=TeacherConfig(**shape, seed=seed),
+            progress=False,
+            device="cpu",
+        )
         models[tag] = load_teacher(str(tmp_path / tag), device="cpu")
     words = split_words(sentences[400:440])
     same = hidden_agreement(*models["a"], *models["a_again"], words, max_len=32)
     other = hidden_agreement(*models["a"], *models["b"], words, max_len=32)
-    assert same["cosine"] > 0.95                   # one seed: (nearly) the same teacher twice
+    assert same["cosine"] > 0.95  # one seed: (nearly) the same teacher twice
     assert other["cosine"] < 0.5 < other["cosine_linear"]  # other seed: unrelated coordinates, linearly related

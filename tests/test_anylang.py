@@ -3,6 +3,7 @@
 The data is a generated Dutch-like language (tests/synthetic.py): a CoNLL-U treebank without a dev
 file, a CSV of star-rated reviews and a TSV of scored sentence pairs, written into tmp_path.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ def _no_active_tasks(monkeypatch):
 
 # --- declared tasks ----------------------------------------------------------------------------------------
 
+
 def test_conllu_declaration_carves_validation(decls, files):
     ds = data.load_task(decls["pos"])
     assert isinstance(ds, datasets.DatasetDict)
@@ -48,8 +50,12 @@ def test_conllu_declaration_carves_validation(decls, files):
     assert "validation carved from train: 24 of 240 examples (10%, seed 42, not stratified)" in source
     assert source in ds["validation"].info.description and used["test"] == [str(files["pos_test"])]
     again = data._load_declared_cached.__wrapped__(  # the carve is seeded: same split without the cache
-        "declared", json.dumps(tasks.get_task(decls["pos"]).declaration(), sort_keys=True),
-        str(data.resolve_data_dir()), True, ())[0]
+        "declared",
+        json.dumps(tasks.get_task(decls["pos"]).declaration(), sort_keys=True),
+        str(data.resolve_data_dir()),
+        True,
+        (),
+    )[0]
     assert list(again["validation"]["id"]) == list(ds["validation"]["id"])
 
 
@@ -76,20 +82,25 @@ def test_tsv_pair_regression(decls):
 
 def test_jsonl_conll_and_datasets_formats(tmp_path, decls):
     jsonl = tmp_path / "tags.jsonl"
-    jsonl.write_text('{"tokens": ["Jan", "leest"], "tags": ["PROPN", "VERB"]}\n\n'
-                     '{"tokens": ["Wij", "zoeken", "."], "tags": ["PRON", "VERB", "PUNCT"]}\n' * 5, encoding="utf-8")
+    jsonl.write_text(
+        '{"tokens": ["Jan", "leest"], "tags": ["PROPN", "VERB"]}\n\n'
+        '{"tokens": ["Wij", "zoeken", "."], "tags": ["PRON", "VERB", "PUNCT"]}\n' * 5,
+        encoding="utf-8",
+    )
     ds = data.load_task({"kind": "tagging", "format": "jsonl", "train": str(jsonl), "test": str(jsonl)})
     assert ds["train"].features["tags"].feature.names == ["PRON", "PROPN", "PUNCT", "VERB"]
     conll = tmp_path / "ner.conll"
     conll.write_text("-DOCSTART- O\n\nJan B-PER\nwoont O\nin O\nNew B-LOC\nYork I-LOC\n\n" * 4, encoding="utf-8")
-    ner = data.load_task({"kind": "tagging", "format": "conll", "train": str(conll), "test": str(conll),
-                          "validation": str(conll)})
+    ner = data.load_task(
+        {"kind": "tagging", "format": "conll", "train": str(conll), "test": str(conll), "validation": str(conll)}
+    )
     assert ner["train"].features["tags"].feature.names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
     assert len(ner["train"]) == 4 and ner["train"][0]["tokens"][3:] == ["New", "York"]
     saved = tmp_path / "saved"
     data.load_task(decls["sent"]).save_to_disk(str(saved))
-    hf = data.load_task({"kind": "classification", "format": "datasets", "name": str(saved),
-                         "text": "text_a", "label": "label"})
+    hf = data.load_task(
+        {"kind": "classification", "format": "datasets", "name": str(saved), "text": "text_a", "label": "label"}
+    )
     assert hf["train"]["text_a"] == data.load_task(decls["sent"])["train"]["text_a"]
     assert hf["train"].features["label"].names == ["1", "2", "4", "5"]
 
@@ -107,16 +118,23 @@ def test_language_normalisation(tmp_path):
 
 # --- malformed declarations and files --------------------------------------------------------------------
 
-@pytest.mark.parametrize("change, message", [
-    ({"kind": "tagger"}, r"task 'declared': `kind` must be one of tagging, classification, regression, got 'tagger'"),
-    ({"format": "xml"}, r"`format` must be one of conllu, conll, csv, tsv, jsonl, datasets"),
-    ({"column": "lemma"}, r"`column` must be one of upos, xpos, feats"),
-    ({"train": None}, r"`train` is required"),
-    ({"colum": "upos"}, r"unknown key\(s\) \['colum'\] for format 'conllu'"),
-    ({"metric": "pearson"}, r"`metric` of a tagging task must be one of macro_f1, accuracy"),
-    ({"format": "csv"}, r"format 'csv' holds classification or regression tasks, not tagging"),
-    ({"language": "Dutch!"}, r"language must be a language code"),
-])
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"kind": "tagger"},
+            r"task 'declared': `kind` must be one of tagging, classification, regression, got 'tagger'",
+        ),
+        ({"format": "xml"}, r"`format` must be one of conllu, conll, csv, tsv, jsonl, datasets"),
+        ({"column": "lemma"}, r"`column` must be one of upos, xpos, feats"),
+        ({"train": None}, r"`train` is required"),
+        ({"colum": "upos"}, r"unknown key\(s\) \['colum'\] for format 'conllu'"),
+        ({"metric": "pearson"}, r"`metric` of a tagging task must be one of macro_f1, accuracy"),
+        ({"format": "csv"}, r"format 'csv' holds classification or regression tasks, not tagging"),
+        ({"language": "Dutch!"}, r"language must be a language code"),
+    ],
+)
 def test_bad_declarations(decls, change, message):
     decl = {k: v for k, v in {**decls["pos"], **change}.items() if v is not None}
     with pytest.raises(ValueError, match=message):
@@ -128,7 +146,9 @@ def test_missing_file_and_bad_lines(decls, files, tmp_path):
         data.load_task({**decls["pos"], "test": "/nope/x.conllu"})
     bad = tmp_path / "bad.conllu"
     lines = files["pos_test"].read_text(encoding="utf-8").split("\n")
-    lines[4] = lines[4].replace("\tNOUN\t", "\tNOUNN\t").replace("\tDET\t", "\tDETT\t").replace("\tPROPN\t", "\tPROPNN\t")
+    lines[4] = (
+        lines[4].replace("\tNOUN\t", "\tNOUNN\t").replace("\tDET\t", "\tDETT\t").replace("\tPROPN\t", "\tPROPNN\t")
+    )
     bad.write_text("\n".join(lines), encoding="utf-8")
     with pytest.raises(ValueError, match=rf"task 'declared': {bad}, line 5: column 4: expected one of the known tags"):
         data.load_task({**decls["pos"], "test": str(bad)})
@@ -141,7 +161,9 @@ def test_missing_file_and_bad_lines(decls, files, tmp_path):
         data.load_task({**decls["sent"], "test": str(csv_bad)})
     tsv_bad = tmp_path / "bad.tsv"
     tsv_bad.write_text("s1\ts2\tscore\na\tb\t7\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.tsv, line 2: column 'score': expected a number between 0 and 5, found '7'"):
+    with pytest.raises(
+        ValueError, match=r"bad.tsv, line 2: column 'score': expected a number between 0 and 5, found '7'"
+    ):
         data.load_task({**decls["sim"], "test": str(tsv_bad)})
     conll = tmp_path / "bad.conll"
     conll.write_text("Jan B-PER\nwoont X-Y\n", encoding="utf-8")
@@ -155,6 +177,7 @@ def test_missing_file_and_bad_lines(decls, files, tmp_path):
 
 # --- registry: names, metrics, corpus ---------------------------------------------------------------------
 
+
 def test_registered_tasks_resolve_everywhere(decls):
     assert tasks.task_names() == data.TASK_NAMES
     with pytest.raises(ValueError, match="unknown task 'pos'"):
@@ -162,7 +185,11 @@ def test_registered_tasks_resolve_everywhere(decls):
     tasks.register_tasks({**decls, "acc": {**decls["sent"], "metric": "accuracy"}}, language="nl")
     assert tasks.task_names() == ("pos", "sent", "sim", "acc")
     assert [metrics.task_kind_and_metric(t) for t in ("pos", "sim", "acc", "upos")] == [
-        ("tagging", "macro_f1"), ("regression", "pearson"), ("classification", "accuracy"), ("tagging", "macro_f1")]
+        ("tagging", "macro_f1"),
+        ("regression", "pearson"),
+        ("classification", "accuracy"),
+        ("tagging", "macro_f1"),
+    ]
     assert metrics.compute_metrics("acc", [0, 1, 1], [0, 1, 0])["score"] == pytest.approx(2 / 3)
     texts = corpus.build_corpus("ordered")["text"]
     heldout = corpus.heldout_texts()
@@ -185,15 +212,20 @@ def test_tasks_file_from_the_environment(tmp_path, monkeypatch, decls):
 
 # --- profiles ------------------------------------------------------------------------------------------
 
+
 def test_profile_with_language_and_tasks(tmp_path, decls):
     path = tmp_path / "dutch.yaml"
     news = {"kind": "classification", "format": "datasets", "name": "some/dataset", "text": "text", "label": "label"}
-    path.write_text(yaml.safe_dump({"extends": "smoke", "name": "dutch-smoke", "language": "nl",
-                                    "tasks": {**decls, "news": news}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"extends": "smoke", "name": "dutch-smoke", "language": "nl", "tasks": {**decls, "news": news}},
+            sort_keys=False,
+        )
+    )
     prof, smoke = runner.load_profile(path), runner.load_profile("smoke")
     assert prof["name"] == "dutch-smoke" and prof["language"] == "nl"
-    assert prof["params"]["tasks"] == ["pos", "sent", "sim", "news"]   # the declared tasks, for every notebook
-    assert prof["notebooks"] == smoke["notebooks"] and prof["params"]["seed"] == 0   # settings kept
+    assert prof["params"]["tasks"] == ["pos", "sent", "sim", "news"]  # the declared tasks, for every notebook
+    assert prof["notebooks"] == smoke["notebooks"] and prof["params"]["seed"] == 0  # settings kept
     assert runner.task_declarations(prof) == {"language": "nl", "tasks": {**decls, "news": news}}
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {path}\nparams: {{seed: 4}}\n")
@@ -219,28 +251,56 @@ def test_bad_task_file_fails_before_any_notebook(tmp_path, decls, files):
 
 # --- the pipeline end to end ---------------------------------------------------------------------------
 
+
 def _dutch_profile(files: dict[str, Path]) -> dict:
     tiny = {"max_steps": 6, "batch_size": 8, "max_len": 32, "lr": 5e-4, "save_every": 0}
     return {
-        "extends": "smoke", "name": "dutch-smoke", "language": "nl",
-        "steps": [p.stem for p in runner.list_steps() if "bench" not in p.stem],   # everything but the benchmark
+        "extends": "smoke",
+        "name": "dutch-smoke",
+        "language": "nl",
+        "steps": [p.stem for p in runner.list_steps() if "bench" not in p.stem],  # everything but the benchmark
         "tasks": synthetic.declarations(files),
         "notebooks": {
             "01-teachers": {
                 "local_teachers": {"BERTje-mini": {"lowercase": False}, "RobBERT-mini": {"lowercase": True}},
-                "fill_mask_sentences": ["De hond loopt in de {mask}."], "corpus_max_sentences": None,
-                "teacher_config": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
-                                   "vocab_size": 200, "max_len": 32, "steps": 20, "batch_size": 16, "lr": 1e-3,
-                                   "heldout_max": 40, "pppl_texts": 5, "pppl_max_len": 16}},
-            "02-distill-single": {"students": [{"name": "Distil-BERTje-mini", "teacher": "BERTje-mini"},
-                                               {"name": "Distil-RobBERT-mini", "teacher": "RobBERT-mini"}],
-                                  "distill_config": tiny},
-            "03-distill-ensemble": {"teacher_weights": {"BERTje-mini": 1.0, "RobBERT-mini": 1.0},
-                                    "ensemble_name": "DistilMulti-BERTje-mini", "strategies": ["average"],
-                                    "control": False, "distill_config": tiny},
-            "04-evaluate": {"max_train_examples": 60, "max_eval_examples": 30,
-                            "finetune_config": {"epochs": 1, "batch_size": 16, "max_len": 32}},
-        }}
+                "fill_mask_sentences": ["De hond loopt in de {mask}."],
+                "corpus_max_sentences": None,
+                "teacher_config": {
+                    "hidden_size": 32,
+                    "num_layers": 2,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                    "vocab_size": 200,
+                    "max_len": 32,
+                    "steps": 20,
+                    "batch_size": 16,
+                    "lr": 1e-3,
+                    "heldout_max": 40,
+                    "pppl_texts": 5,
+                    "pppl_max_len": 16,
+                },
+            },
+            "02-distill-single": {
+                "students": [
+                    {"name": "Distil-BERTje-mini", "teacher": "BERTje-mini"},
+                    {"name": "Distil-RobBERT-mini", "teacher": "RobBERT-mini"},
+                ],
+                "distill_config": tiny,
+            },
+            "03-distill-ensemble": {
+                "teacher_weights": {"BERTje-mini": 1.0, "RobBERT-mini": 1.0},
+                "ensemble_name": "DistilMulti-BERTje-mini",
+                "strategies": ["average"],
+                "control": False,
+                "distill_config": tiny,
+            },
+            "04-evaluate": {
+                "max_train_examples": 60,
+                "max_eval_examples": 30,
+                "finetune_config": {"epochs": 1, "batch_size": 16, "max_len": 32},
+            },
+        },
+    }
 
 
 @pytest.mark.slow
@@ -255,14 +315,22 @@ def test_dutch_pipeline_end_to_end(tmp_path):
     teachers = runner.read_json(run / "teachers" / "teachers.json")
     assert list(teachers) == ["BERTje-mini", "RobBERT-mini"] and teachers["RobBERT-mini"]["lowercase"] is True
     texts = datasets.load_from_disk(str(run / "corpus"))["text"]
-    assert any("Eskişehir" in t for t in texts)          # Dutch: no Romanian cedilla -> comma-below fix
+    assert any("Eskişehir" in t for t in texts)  # Dutch: no Romanian cedilla -> comma-below fix
     results = reporting.collect_results(run)
     assert set(results["task"]) == {"pos", "sent", "sim"}
-    assert set(results["model"]) == {"BERTje-mini", "RobBERT-mini", "Distil-BERTje-mini", "Distil-RobBERT-mini",
-                                     "DistilMulti-BERTje-mini (average)"}
+    assert set(results["model"]) == {
+        "BERTje-mini",
+        "RobBERT-mini",
+        "Distil-BERTje-mini",
+        "Distil-RobBERT-mini",
+        "DistilMulti-BERTje-mini (average)",
+    }
     assert dict(zip(results["task"], results["metric"])) == {"pos": "macro_f1", "sent": "macro_f1", "sim": "pearson"}
     loyalty = runner.read_json(run / "loyalty" / "loyalty.json")
     assert {r["task"] for r in loyalty} == {"pos", "sent", "sim"}
     assert {r["reference"] for r in loyalty if r["student"].startswith("DistilMulti")} == {
-        "BERTje-mini", "RobBERT-mini", "mean of teachers"}
+        "BERTje-mini",
+        "RobBERT-mini",
+        "mean of teachers",
+    }
     assert list(reporting.paper_table(results, with_poster=False).columns) == ["pos", "sent", "sim"]

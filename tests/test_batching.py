@@ -1,4 +1,5 @@
 """kdlib.batching: the corpus read by index, the length-bucketed batch order, the stream's position."""
+
 import numpy as np
 import pytest
 from datasets import load_from_disk

@@ -1,5 +1,6 @@
 """Tests of kdlib.bench: the inference part on tiny shapes, parameter formulas at the paper's shapes,
 the reference loop's KL over all non-pad positions, and refusal of bad arguments."""
+
 from __future__ import annotations
 
 import json
@@ -9,16 +10,34 @@ import torch
 
 from kdlib import bench
 
-TINY = bench.InferenceShapes(vocab_sizes=(500, 300), hidden=32, teacher_layers=2, student_layers=1, heads=2,
-                             ffn=64, max_positions=64, settings=((1, 16), (4, 32), (8, 64)))
+TINY = bench.InferenceShapes(
+    vocab_sizes=(500, 300),
+    hidden=32,
+    teacher_layers=2,
+    student_layers=1,
+    heads=2,
+    ffn=64,
+    max_positions=64,
+    settings=((1, 16), (4, 32), (8, 64)),
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("bench")
-    res = bench.run_bench(out, quick=True, device="cpu", parts="inference,pipeline", runs_dir=out / "no-runs",
-                          inference_shapes=TINY, budget_s=0.05, max_repeats=3, matmul_n=256, verbose=False)
+    res = bench.run_bench(
+        out,
+        quick=True,
+        device="cpu",
+        parts="inference,pipeline",
+        runs_dir=out / "no-runs",
+        inference_shapes=TINY,
+        budget_s=0.05,
+        max_repeats=3,
+        matmul_n=256,
+        verbose=False,
+    )
     return out, res
 
 
@@ -41,7 +60,8 @@ def test_quick_inference_writes_json_and_figure(tiny_result):
     pair = inf["pairs"][0]
     t, s = inf["models"]["teacher-500"], inf["models"]["student-500"]
     assert pair["speedup"]["encoder"]["b4_l32"] == pytest.approx(
-        t["latency"]["encoder"]["b4_l32"]["median_s"] / s["latency"]["encoder"]["b4_l32"]["median_s"])
+        t["latency"]["encoder"]["b4_l32"]["median_s"] / s["latency"]["encoder"]["b4_l32"]["median_s"]
+    )
     # safetensors of float32 weights: 4 bytes per stored parameter plus a small header
     for m in inf["models"].values():
         assert 4 * m["params"]["mlm"] <= m["size"]["bytes"] < 4 * m["params"]["mlm"] + 100_000
@@ -75,8 +95,10 @@ def test_paper_shape_param_counts():
         assert DistilBertModel(bench.student_config(shapes, 50000)).num_parameters() == 81_321_984
         assert DistilBertModel(bench.student_config(shapes, 37788)).num_parameters() == 71_943_168
         # the MLM model has no pooler but a transform layer and decoder bias (decoder tied to the embeddings)
-        assert BertForMaskedLM(bench.teacher_config(shapes, 50000)).num_parameters() == \
-            124_441_344 - (768 * 768 + 768) + (768 * 768 + 768 + 2 * 768) + 50000
+        assert (
+            BertForMaskedLM(bench.teacher_config(shapes, 50000)).num_parameters()
+            == 124_441_344 - (768 * 768 + 768) + (768 * 768 + 768 + 2 * 768) + 50000
+        )
 
 
 def test_reference_ce_is_kl_over_all_non_pad_positions():
@@ -116,13 +138,16 @@ def test_masking_only_touches_real_tokens():
     assert (masked[chosen] == 4).float().mean() > 0.6  # about 80% become [MASK]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"parts": "inference,speed"}, "unknown"),
-    ({"parts": ""}, "unknown or empty"),
-    ({"max_repeats": 0}, "max_repeats"),
-    ({"budget_s": -1.0}, "budget_s"),
-    ({"device": "tpu"}, "device"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"parts": "inference,speed"}, "unknown"),
+        ({"parts": ""}, "unknown or empty"),
+        ({"max_repeats": 0}, "max_repeats"),
+        ({"budget_s": -1.0}, "budget_s"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
 def test_bad_arguments_rejected(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         bench.run_bench(tmp_path / "out", verbose=False, **kwargs)
@@ -141,9 +166,16 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
 def test_pipeline_reads_run_summary(tmp_path):
     run = tmp_path / "smoke"
     run.mkdir()
-    (run / "run_summary.json").write_text(json.dumps({
-        "complete": True, "total_wall_s": 123.4, "peak_rss_mb": 987.0,
-        "steps": {"01-teachers": {"status": "ok", "wall_s": 100.0, "peak_rss_mb": 987.0}}}))
+    (run / "run_summary.json").write_text(
+        json.dumps(
+            {
+                "complete": True,
+                "total_wall_s": 123.4,
+                "peak_rss_mb": 987.0,
+                "steps": {"01-teachers": {"status": "ok", "wall_s": 100.0, "peak_rss_mb": 987.0}},
+            }
+        )
+    )
     res = bench.bench_pipeline(tmp_path)
     assert res["profiles"]["smoke"]["total_wall_s"] == 123.4 and res["profiles"]["smoke"]["status"] == "complete"
     assert res["profiles"]["smoke"]["steps"]["01-teachers"]["wall_s"] == 100.0

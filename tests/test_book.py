@@ -10,6 +10,7 @@ tracebacks, progress bars, absolute paths of a machine), on images that do not l
 than 500 px and on pages without a prose paragraph, and saves a full-page screenshot of every page into
 <run>/screens/<page>.png for a reviewer.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,17 +36,29 @@ NOISE = {  # what a reader must never see on a page
     "a warning": re.compile(r"\b[A-Z]\w*Warning\b:|warnings\.warn\("),
     "a traceback": re.compile(r"Traceback \(most recent call last\)|^\s*File \"[^\"]+\", line \d+", re.M),
     "a progress bar": re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+|\d+(\.\d+)?\s?(it/s|s/it)\b"),
-    "an absolute path": re.compile(r"(?<![\w.:/<$])/(home|tmp|work|root|usr|opt|var|mnt|srv|Users|content)/[\w.-]+"
-                                   r"|\.venv/lib|site-packages/"),
+    "an absolute path": re.compile(
+        r"(?<![\w.:/<$])/(home|tmp|work|root|usr|opt|var|mnt|srv|Users|content)/[\w.-]+"
+        r"|\.venv/lib|site-packages/"
+    ),
 }
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
-        pytest.fail(f"{what} {path} is missing: run `python -m kdlib run --profile smoke --out {RUN_DIR} --book` "
-                    f"first (the Makefile's `test` target does), or set KDLIB_RUN_DIR / KDLIB_BOOK_DIR")
+        pytest.fail(
+            f"{what} {path} is missing: run `python -m kdlib run --profile smoke --out {RUN_DIR} --book` "
+            f"first (the Makefile's `test` target does), or set KDLIB_RUN_DIR / KDLIB_BOOK_DIR"
+        )
     return path
 
 
@@ -54,8 +67,10 @@ def _chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.fail("headless Chromium is not installed: `apt-get install -y chromium` (Debian; the project's "
-                "setup does it) — needed to check the rendered book")
+    pytest.fail(
+        "headless Chromium is not installed: `apt-get install -y chromium` (Debian; the project's "
+        "setup does it) — needed to check the rendered book"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +88,14 @@ def server():
 
 def _dom(url: str, tmp_path: Path, script: str | None = None) -> str:
     """The page's DOM after load, dumped by headless Chromium."""
-    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-           "--virtual-time-budget=5000", "--dump-dom", url]
+    cmd = [
+        _chromium(),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        url,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium failed on {url}: {proc.stderr[-2000:]}"
     return proc.stdout
@@ -92,7 +113,9 @@ def _image_check_page(tmp_path: Path, target: str) -> Path:
         "  for (var i = 0; i < imgs.length; i++) { rows.push(imgs[i].getAttribute('src').slice(0, 60) + ' '"
         "   + imgs[i].complete + ' ' + imgs[i].naturalWidth); }"
         "  document.getElementById('out').textContent = 'IMAGES ' + imgs.length + '\\n' + rows.join('\\n'); });"
-        "};</script></body></html>", encoding="utf-8")
+        "};</script></body></html>",
+        encoding="utf-8",
+    )
     return page
 
 
@@ -103,8 +126,11 @@ def test_results_page_shows_table_and_figures(server, tmp_path):
     # the paper-layout table: our scores beside the poster's for the teachers and students
     assert "paper" in dom and "ours" in dom and "Distil-BERT-base-ro" in dom
     imgs = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
-    figures = [s for s in imgs if s.startswith(("data:image/png", "data:image/svg")) or s.endswith((".png", ".svg"))
-               and "_static" not in s]
+    figures = [
+        s
+        for s in imgs
+        if s.startswith(("data:image/png", "data:image/svg")) or s.endswith((".png", ".svg")) and "_static" not in s
+    ]
     assert len(figures) >= 2, f"expected the loss-curve and score-vs-size figures, found images {imgs[:5]}"
     # every image of the page actually decodes in the browser (naturalWidth > 0)
     check = _image_check_page(tmp_path, "notebooks/10-results.html")
@@ -122,8 +148,9 @@ def test_results_page_shows_table_and_figures(server, tmp_path):
 def test_book_pages_render(server, tmp_path):
     dom = _dom(f"{server}/index.html", tmp_path)
     assert "Distilling Romanian BERTs" in dom
-    assert "colab.research.google.com" in _dom(f"{server}/notebooks/04-evaluate.html", tmp_path), \
+    assert "colab.research.google.com" in _dom(f"{server}/notebooks/04-evaluate.html", tmp_path), (
         "notebook pages should have a Colab launch button"
+    )
     for name in ("book/method", "book/reproduce", "book/results", "book/differences", "book/references"):
         assert (BOOK_DIR / f"{name}.html").is_file(), f"{name}.html was not built"
     results = _dom(f"{server}/book/results.html", tmp_path)
@@ -136,13 +163,22 @@ def test_executed_notebooks_have_no_errors():
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code and all(c.get("execution_count") for c in code), f"{path}: not every cell was executed"
-        errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells)
-                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        errors = [
+            (i, o.get("ename"), o.get("evalue"))
+            for i, c in enumerate(nb.cells)
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
         assert not errors, f"{path} has error outputs: {errors}"
-        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), \
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), (
             f"{path}: papermill did not inject the run's parameters"
-        stderr = [i for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
-                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        )
+        stderr = [
+            i
+            for i, c in enumerate(nb.cells)
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "stream" and o.get("name") == "stderr"
+        ]
         assert not stderr, f"{path}: cells {stderr} write to stderr (warnings or progress bars in the page)"
 
 
@@ -185,14 +221,19 @@ document.getElementById('f').onload = function () {
 
 def _pages() -> list[str]:
     skip = {"genindex.html", "search.html", "_kdlib_imgcheck.html", "_kdlib_probe.html"}
-    return sorted(str(p.relative_to(BOOK_DIR)) for p in BOOK_DIR.rglob("*.html")
-                  if p.name not in skip and not any(part.startswith("_") for part in p.relative_to(BOOK_DIR).parts))
+    return sorted(
+        str(p.relative_to(BOOK_DIR))
+        for p in BOOK_DIR.rglob("*.html")
+        if p.name not in skip and not any(part.startswith("_") for part in p.relative_to(BOOK_DIR).parts)
+    )
 
 
 def _probe(server: str, page: str, tmp_path: Path) -> dict:
     probe = BOOK_DIR / "_kdlib_probe.html"
-    probe.write_text(_PAGE_PROBE.replace("TARGET", page).replace("WIDTH", str(WINDOW[0]))
-                     .replace("HEIGHT", str(WINDOW[1])), encoding="utf-8")
+    probe.write_text(
+        _PAGE_PROBE.replace("TARGET", page).replace("WIDTH", str(WINDOW[0])).replace("HEIGHT", str(WINDOW[1])),
+        encoding="utf-8",
+    )
     try:
         out = _dom(f"{server}/{probe.name}", tmp_path)
     finally:
@@ -208,9 +249,16 @@ def _screenshot(server: str, page: str, height: int, tmp_path: Path) -> Path:
     screens = RUN_DIR / "screens"
     screens.mkdir(parents=True, exist_ok=True)
     out = screens / (page.replace("/", "__").removesuffix(".html") + ".png")
-    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--hide-scrollbars",
-           f"--window-size={WINDOW[0]},{min(max(height, WINDOW[1]), 16000)}", "--virtual-time-budget=5000",
-           f"--screenshot={out}", f"{server}/{page}"]
+    cmd = [
+        _chromium(),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--hide-scrollbars",
+        f"--window-size={WINDOW[0]},{min(max(height, WINDOW[1]), 16000)}",
+        "--virtual-time-budget=5000",
+        f"--screenshot={out}",
+        f"{server}/{page}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and out.is_file(), f"screenshot of {page} failed: {proc.stderr[-1000:]}"
     return out
@@ -229,8 +277,7 @@ def page_problems(page: str, seen: dict) -> list[str]:
         for where in ("outputs", "text", "inputs") if what == "an absolute path" else ("outputs", "text"):
             hit = pattern.search(seen[where])
             if hit:
-                problems.append(f"{what} in its {where}: "
-                                f"{seen[where][max(0, hit.start() - 60):hit.end() + 60]!r}")
+                problems.append(f"{what} in its {where}: {seen[where][max(0, hit.start() - 60) : hit.end() + 60]!r}")
                 break
     for img in seen["images"]:
         if not (img["complete"] and img["natural"] > 0):
@@ -252,23 +299,38 @@ def test_every_page_reads_clean(server, tmp_path):
         problems = page_problems(page, seen)
         if problems:
             report[page] = problems
-    assert not report, "pages a reader would object to (screenshots in " + str(RUN_DIR / "screens") + "):\n" + \
-        "\n".join(f"{p}: " + "; ".join(v) for p, v in report.items())
+    assert not report, (
+        "pages a reader would object to (screenshots in "
+        + str(RUN_DIR / "screens")
+        + "):\n"
+        + "\n".join(f"{p}: " + "; ".join(v) for p, v in report.items())
+    )
 
 
 def test_page_checks_catch_noise():
     """The checks themselves: each kind of noise on a page is reported."""
-    clean = {"stderr": 0, "errors": 0, "prose": 2, "text": "A sentence.", "outputs": "0.95", "inputs": "x = 1",
-             "images": [{"src": "a.png", "complete": True, "natural": 1400, "width": 700}]}
+    clean = {
+        "stderr": 0,
+        "errors": 0,
+        "prose": 2,
+        "text": "A sentence.",
+        "outputs": "0.95",
+        "inputs": "x = 1",
+        "images": [{"src": "a.png", "complete": True, "natural": 1400, "width": 700}],
+    }
     assert page_problems("p.html", clean) == []
-    cases = {"stderr": {"stderr": 1}, "warning": {"outputs": "data.py:291: UserWarning: rebuilt copy"},
-             "traceback": {"outputs": "Traceback (most recent call last):"},
-             "progress": {"outputs": "distill:   7%|▋         | 1/15 [00:00<00:01, 48.90it/s]"},
-             "path": {"text": "run_dir = '/tmp/pytest-1/runs/smoke'"},
-             "injected cell": {"inputs": 'run_dir = "/work/main/runs/smoke"'}, "venv": {"outputs": ".venv/lib/python3.11/x.py"},
-             "broken image": {"images": [{"src": "b.png", "complete": True, "natural": 0, "width": 0}]},
-             "narrow image": {"images": [{"src": "c.png", "complete": True, "natural": 600, "width": 300}]},
-             "no prose": {"prose": 0}}
+    cases = {
+        "stderr": {"stderr": 1},
+        "warning": {"outputs": "data.py:291: UserWarning: rebuilt copy"},
+        "traceback": {"outputs": "Traceback (most recent call last):"},
+        "progress": {"outputs": "distill:   7%|▋         | 1/15 [00:00<00:01, 48.90it/s]"},
+        "path": {"text": "run_dir = '/tmp/pytest-1/runs/smoke'"},
+        "injected cell": {"inputs": 'run_dir = "/work/main/runs/smoke"'},
+        "venv": {"outputs": ".venv/lib/python3.11/x.py"},
+        "broken image": {"images": [{"src": "b.png", "complete": True, "natural": 0, "width": 0}]},
+        "narrow image": {"images": [{"src": "c.png", "complete": True, "natural": 600, "width": 300}]},
+        "no prose": {"prose": 0},
+    }
     for name, change in cases.items():
         assert page_problems("p.html", {**clean, **change}), f"{name} was not caught"
     assert not page_problems("p.html", {**clean, "text": "paths relative to <run>/distill/single"})

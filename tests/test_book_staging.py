@@ -1,5 +1,6 @@
 """kdlib.book's staging steps, without building a book: papermill's injected cell hidden from the pages,
 the claims verdicts (or the sentence saying they are absent), the Colab commands from the one URL."""
+
 from __future__ import annotations
 
 import json
@@ -27,22 +28,40 @@ def test_injected_parameters_cell_is_removed_from_pages(tmp_path):
     path = _executed_like(tmp_path)
     before = nbformat.read(path, as_version=4)
     injected = [c for c in before.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and str(tmp_path) in injected[0].source          # papermill wrote the machine's path
-    assert "remove-cell" not in injected[0].metadata["tags"]           # ... and does not hide it itself
+    assert injected and str(tmp_path) in injected[0].source  # papermill wrote the machine's path
+    assert "remove-cell" not in injected[0].metadata["tags"]  # ... and does not hide it itself
     book.tag_for_pages(path)
     after = nbformat.read(path, as_version=4)
     tagged = {tuple(c.metadata.get("tags", [])) for c in after.cells}
     assert ("injected-parameters", "remove-cell") in tagged and ("parameters", "remove-cell") in tagged
-    assert after.cells[-1].metadata.get("tags", []) == []              # other cells untouched
+    assert after.cells[-1].metadata.get("tags", []) == []  # other cells untouched
 
 
 def test_claims_placeholder_and_table(tmp_path):
     assert "no claims verdicts yet" in book.claims_markdown(tmp_path)
     (tmp_path / "claims").mkdir()
-    records = [{"id": "C1", "claim": "students are about twice as fast", "source": "abstract", "figure": "06",
-                "interval": None, "threshold": ">= 1.8x", "verdict": "supported", "reason": ""},
-               {"id": "C2", "claim": "DistilMulti beats both single students", "source": "poster", "figure": "10",
-                "interval": None, "threshold": "> 0", "verdict": "not testable here", "reason": "smoke models"}]
+    records = [
+        {
+            "id": "C1",
+            "claim": "students are about twice as fast",
+            "source": "abstract",
+            "figure": "06",
+            "interval": None,
+            "threshold": ">= 1.8x",
+            "verdict": "supported",
+            "reason": "",
+        },
+        {
+            "id": "C2",
+            "claim": "DistilMulti beats both single students",
+            "source": "poster",
+            "figure": "10",
+            "interval": None,
+            "threshold": "> 0",
+            "verdict": "not testable here",
+            "reason": "smoke models",
+        },
+    ]
     (tmp_path / "claims" / "09-claims.json").write_text(json.dumps(records))
     text = book.claims_markdown(tmp_path)
     assert "students are about twice as fast" in text and "| supported" in text.replace("  ", " ")

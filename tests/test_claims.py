@@ -3,6 +3,7 @@
 The run folder is synthetic but made of real test sets (LaRoSeDa SAPN, RO-STS) with predictions whose
 differences are known by construction, so each claim's verdict is known in advance.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def test_verdict_and_combine():
 
 
 def test_claims_file_round_trip(tmp_path):
-    cs = [claims.Claim("a", "claim", "paper", "2.0x", Interval(2.0, 1.9, 2.1), "above 1.8", claims.SUPPORTED),
-          claims.Claim("b", "claim b", "paper", "", None, "t", claims.NOT_TESTABLE, "no bench")]
+    cs = [
+        claims.Claim("a", "claim", "paper", "2.0x", Interval(2.0, 1.9, 2.1), "above 1.8", claims.SUPPORTED),
+        claims.Claim("b", "claim b", "paper", "", None, "t", claims.NOT_TESTABLE, "no bench"),
+    ]
     path = claims.write_claims(tmp_path / "claims" / "main.json", cs)
     data = json.loads(path.read_text())
     assert data[0]["interval"] == {"estimate": 2.0, "low": 1.9, "high": 2.1} and data[1]["interval"] is None
@@ -58,13 +61,31 @@ def _flip(gold: np.ndarray, wrong: np.ndarray) -> np.ndarray:
 
 def _sapn(gold: np.ndarray, pred: np.ndarray) -> Predictions:
     probs = np.where(np.eye(2)[pred] > 0, 0.8, 0.2)
-    return Predictions("sapn", "m", "classification", "test", ["negative", "positive"],
-                       [f"r{i}" for i in range(len(gold))], gold, pred, probs=probs)
+    return Predictions(
+        "sapn",
+        "m",
+        "classification",
+        "test",
+        ["negative", "positive"],
+        [f"r{i}" for i in range(len(gold))],
+        gold,
+        pred,
+        probs=probs,
+    )
 
 
 def _sts(gold: np.ndarray, out: np.ndarray) -> Predictions:
-    return Predictions("sts", "m", "regression", "test", None, [f"p{i}" for i in range(len(gold))], gold,
-                       out.astype(np.float32), outputs=out.astype(np.float32))
+    return Predictions(
+        "sts",
+        "m",
+        "regression",
+        "test",
+        None,
+        [f"p{i}" for i in range(len(gold))],
+        gold,
+        out.astype(np.float32),
+        outputs=out.astype(np.float32),
+    )
 
 
 def _write_model(run: Path, key: str, task: str, runs: list[Predictions]) -> None:
@@ -91,10 +112,13 @@ def _bench(speedup: float, reduction: float) -> dict:
     def lat(median):
         return {"encoder": {"b32_l128": {"median_s": median, "min_s": median * 0.98, "max_s": median * 1.02}}}
 
-    return {"device": {"type": "cpu"},
-            "inference": {"models": {"teacher-50000": {"latency": lat(1.0)}, "student-50000": {"latency": lat(1 / speedup)}},
-                          "pairs": [{"teacher": "teacher-50000", "student": "student-50000",
-                                     "size_reduction": reduction}]}}
+    return {
+        "device": {"type": "cpu"},
+        "inference": {
+            "models": {"teacher-50000": {"latency": lat(1.0)}, "student-50000": {"latency": lat(1 / speedup)}},
+            "pairs": [{"teacher": "teacher-50000", "student": "student-50000", "size_reduction": reduction}],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +128,15 @@ def real_gold(data_dir):
     return sapn, sts
 
 
-def build_run(root: Path, real_gold, *, student_gap: int = 6, control: str = "worse", collapse_control: bool = False,
-              random_pair: bool = True) -> Path:
+def build_run(
+    root: Path,
+    real_gold,
+    *,
+    student_gap: int = 6,
+    control: str = "worse",
+    collapse_control: bool = False,
+    random_pair: bool = True,
+) -> Path:
     """Teachers wrong on 60 of 600 SAPN reviews, each student on `student_gap` more. The control is "worse"
     (120 more wrong, STS noise 2.5: far worse and far less loyal) or "same" (the student's SAPN errors with 6
     of them fixed and 5 new ones, the student's STS outputs: a difference of +1 review, within the noise).
@@ -118,29 +149,58 @@ def build_run(root: Path, real_gold, *, student_gap: int = 6, control: str = "wo
     run = root / "run"
     (run / "teachers").mkdir(parents=True)
     (run / "teachers" / "teachers.json").write_text(json.dumps({t: {"path": str(run / t)} for t in TEACHERS}))
-    single = {**_registry(run, "Distil-BERT-base-ro", "distil-bert-base-ro", "single-teacher", ["BERT-base-ro"]),
-              **_registry(run, "Distil-RoBERT-base", "distil-robert-base", "single-teacher", ["RoBERT-base"])}
-    ensemble = {**_registry(run, "DistilMulti-BERT-base-ro (average)", "distilmulti-bert-base-ro-average",
-                            "ensemble (average)", list(TEACHERS)),
-                **_registry(run, "Control (MLM only)", "control-mlm-only", "control", ["BERT-base-ro"])}
+    single = {
+        **_registry(run, "Distil-BERT-base-ro", "distil-bert-base-ro", "single-teacher", ["BERT-base-ro"]),
+        **_registry(run, "Distil-RoBERT-base", "distil-robert-base", "single-teacher", ["RoBERT-base"]),
+    }
+    ensemble = {
+        **_registry(
+            run,
+            "DistilMulti-BERT-base-ro (average)",
+            "distilmulti-bert-base-ro-average",
+            "ensemble (average)",
+            list(TEACHERS),
+        ),
+        **_registry(run, "Control (MLM only)", "control-mlm-only", "control", ["BERT-base-ro"]),
+    }
     if random_pair:
-        ensemble.update(_registry(run, "Random-init Distil-BERT-base-ro", "random-init-distil-bert-base-ro",
-                                  "single-teacher", ["BERT-base-ro"], init="random"))
-        ensemble.update(_registry(run, "Random-init control (MLM only)", "random-init-control-mlm-only", "control",
-                                  ["BERT-base-ro"], init="random"))
+        ensemble.update(
+            _registry(
+                run,
+                "Random-init Distil-BERT-base-ro",
+                "random-init-distil-bert-base-ro",
+                "single-teacher",
+                ["BERT-base-ro"],
+                init="random",
+            )
+        )
+        ensemble.update(
+            _registry(
+                run,
+                "Random-init control (MLM only)",
+                "random-init-control-mlm-only",
+                "control",
+                ["BERT-base-ro"],
+                init="random",
+            )
+        )
     (run / "distill").mkdir()
     (run / "distill" / "single.json").write_text(json.dumps(single))
     (run / "distill" / "ensemble.json").write_text(json.dumps(ensemble))
 
     def wrong(more: int, seed: int) -> np.ndarray:
-        return np.concatenate([base_wrong, extra[seed:seed + more]])
+        return np.concatenate([base_wrong, extra[seed : seed + more]])
 
     student = (lambda seed: wrong(student_gap, seed), 0.55)
-    same = (lambda seed: np.concatenate([base_wrong, extra[seed + 6:seed + student_gap + 5]]), 0.55)
-    models = {"bert-base-ro": (lambda seed: base_wrong, 0.5), "robert-base": (lambda seed: base_wrong, 0.5),
-              "distil-bert-base-ro": student, "distil-robert-base": student,
-              "distilmulti-bert-base-ro-average": student,
-              "control-mlm-only": same if control == "same" else (lambda seed: wrong(120, seed), 2.5)}
+    same = (lambda seed: np.concatenate([base_wrong, extra[seed + 6 : seed + student_gap + 5]]), 0.55)
+    models = {
+        "bert-base-ro": (lambda seed: base_wrong, 0.5),
+        "robert-base": (lambda seed: base_wrong, 0.5),
+        "distil-bert-base-ro": student,
+        "distil-robert-base": student,
+        "distilmulti-bert-base-ro-average": student,
+        "control-mlm-only": same if control == "same" else (lambda seed: wrong(120, seed), 2.5),
+    }
     if random_pair:
         models["random-init-distil-bert-base-ro"] = (lambda seed: wrong(30, seed), 1.0)
         models["random-init-control-mlm-only"] = (lambda seed: wrong(120, seed), 2.5)
@@ -212,8 +272,13 @@ def test_notebook_writes_the_claims(tmp_path, real_gold, data_dir):
     papermill = pytest.importorskip("papermill")
     run = build_run(tmp_path, real_gold)
     out = tmp_path / "09-claims.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "09-claims.ipynb"), str(out), kernel_name="python3",
-                               parameters={"run_dir": str(run), "data_dir": str(data_dir)}, progress_bar=False)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "09-claims.ipynb"),
+        str(out),
+        kernel_name="python3",
+        parameters={"run_dir": str(run), "data_dir": str(data_dir)},
+        progress_bar=False,
+    )
     written = claims.read_claims(run / "claims" / "main.json")
     assert [c.id for c in written] == ["a", "b", "c", "d", "e", "e-random"]
     assert all(c.verdict in claims.VERDICTS for c in written)

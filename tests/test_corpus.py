@@ -1,4 +1,5 @@
 """kdlib.corpus: train-only distillation corpus, its three modes, and external text corpora."""
+
 from __future__ import annotations
 
 import collections
@@ -100,7 +101,10 @@ def test_max_sentences_and_bad_arguments():
 
 
 def test_detokenize():
-    assert corpus.detokenize("a venit s- o vadă ( ieri ) , a 2 -a oară .".split()) == "a venit s-o vadă (ieri), a 2-a oară."
+    assert (
+        corpus.detokenize("a venit s- o vadă ( ieri ) , a 2 -a oară .".split())
+        == "a venit s-o vadă (ieri), a 2-a oară."
+    )
 
 
 def test_load_text_corpus(tmp_path):
@@ -223,8 +227,10 @@ def test_streamed_corpus_is_deduplicated_and_filtered(tmp_path, data_dir):
 
     leaked = load_task("sts", data_dir)["test"][0]["text_a"]
     assert leaked in corpus.heldout_texts(data_dir)
-    docs = [{"text": f"Prima propoziție. {leaked}\nA doua linie, a doua propoziție."},
-            {"text": "Prima propoziție. O propoziție nouă!"}]
+    docs = [
+        {"text": f"Prima propoziție. {leaked}\nA doua linie, a doua propoziție."},
+        {"text": "Prima propoziție. O propoziție nouă!"},
+    ]
     folder = tmp_path / "web"
     folder.mkdir()
     (folder / "part-0.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")

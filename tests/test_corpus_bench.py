@@ -1,4 +1,5 @@
 """kdlib.corpus_bench: the repeated corpus stays distinct, preparation yields an indexed on-disk corpus."""
+
 from datasets import load_from_disk
 
 from kdlib import corpus, corpus_bench

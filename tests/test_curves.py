@@ -1,4 +1,5 @@
 """kdlib.curves: a distill log read as a loss curve, and two curves compared at the same step / wall time."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,15 @@ def write_log(path, losses, seconds_per_step, tokens=100, name="s"):
     """A log.jsonl in kdlib.distill's record format (one record per step)."""
     with open(path, "w", encoding="utf-8") as fh:
         for i, loss in enumerate(losses, start=1):
-            rec = {"step": i, "lr": 1e-3, "tokens": tokens, "tokens_per_s": tokens / seconds_per_step,
-                   "elapsed": i * seconds_per_step, "epoch": 0,
-                   "students": {name: {"total": float(loss), "kl": 0.0, "mlm": float(loss), "cos": 0.0}}}
+            rec = {
+                "step": i,
+                "lr": 1e-3,
+                "tokens": tokens,
+                "tokens_per_s": tokens / seconds_per_step,
+                "elapsed": i * seconds_per_step,
+                "epoch": 0,
+                "students": {name: {"total": float(loss), "kl": 0.0, "mlm": float(loss), "cos": 0.0}},
+            }
             fh.write(json.dumps(rec) + "\n")
     return path
 

@@ -1,4 +1,5 @@
 """kdlib.data and kdlib.text on the real offline mirror, plus corrupted copies in tmp_path."""
+
 from __future__ import annotations
 
 import collections
@@ -36,6 +37,7 @@ def sizes(ds):
 
 # --- real data: sizes and label inventories (data README) ------------------------------------------------
 
+
 def test_task_registry():
     assert data.TASK_NAMES == ("upos", "xpos", "ner", "sapn", "sar", "di", "sts")
     assert {t.kind for t in data.TASKS.values()} == {"tagging", "classification", "regression"}
@@ -46,7 +48,9 @@ def test_builtin_tasks_are_registry_entries():
     from kdlib import tasks
 
     assert data.TASKS is tasks.BUILTIN and data.TASK_NAMES == tasks.task_names()
-    assert all(tasks.get_task(name) is spec and spec.builtin and spec.language == "ro" for name, spec in data.TASKS.items())
+    assert all(
+        tasks.get_task(name) is spec and spec.builtin and spec.language == "ro" for name, spec in data.TASKS.items()
+    )
     # UPOS/XPOS are plain CoNLL-U declarations on the pinned RRT files; the others keep their own readers
     assert tasks.get_task("xpos").declaration()["validation"] == f"{RRT_DIR}/ro_rrt-ud-dev.conllu"
     assert {s.format for s in data.TASKS.values()} == {"conllu", "ronec", "laroseda", "moroco", "ro-sts"}
@@ -91,8 +95,12 @@ def test_ner_v1(data_dir):
     used = collections.Counter(names[i] for tags in ds["train"]["tags"] for i in tags)
     assert {n[2:] for n in used if n != "O"} == set(data.RONEC_V1_CLASSES)
     # BIO: an entity never starts with I- after O in well over 99% of the cases
-    starts_with_i = sum(1 for tags in ds["validation"]["tags"] for a, b in zip([0] + tags, tags)
-                        if names[b].startswith("I-") and names[a] == "O")
+    starts_with_i = sum(
+        1
+        for tags in ds["validation"]["tags"]
+        for a, b in zip([0] + tags, tags)
+        if names[b].startswith("I-") and names[a] == "O"
+    )
     assert starts_with_i == 0
 
 
@@ -168,9 +176,10 @@ def test_load_returns_independent_copies(data_dir):
 
 # --- normalisation -----------------------------------------------------------------------------------------
 
+
 def test_normalize_romanian():
     assert normalize_romanian("Ştiinţă şi ŢARĂ") == "Știință și ȚARĂ"
-    decomposed = "s\u0327i a\u0306"          # s + combining cedilla, a + combining breve
+    decomposed = "s\u0327i a\u0306"  # s + combining cedilla, a + combining breve
     assert normalize_romanian(decomposed) == "și ă"
     text = "Știință și țară, ăâî"
     assert normalize_romanian(text) == text == normalize_romanian(normalize_romanian(text))
@@ -190,11 +199,16 @@ def test_normalisation_applied_by_default(data_dir):
 
 def test_split_sentences():
     assert split_sentences("Merge bine. nu recomand! Dl. Popescu și S.C. Pick au zis: da?  ok") == [
-        "Merge bine.", "nu recomand!", "Dl. Popescu și S.C. Pick au zis: da?", "ok"]
+        "Merge bine.",
+        "nu recomand!",
+        "Dl. Popescu și S.C. Pick au zis: da?",
+        "ok",
+    ]
     assert split_sentences("  ...  ") == []
 
 
 # --- bad input on corrupted copies -----------------------------------------------------------------------------
+
 
 def copy_files(src: Path, dst: Path, relpaths: list[str]) -> None:
     for rel in relpaths:
@@ -242,7 +256,9 @@ def test_malformed_conllu_line(data_dir, tmp_path, offline):
     bad[10] = "\t".join(bad[10].split("\t")[:7])  # line 11: 7 columns instead of 10
     (root / RRT_FILES[0]).write_text("\n".join(bad), encoding="utf-8")
     with pytest.warns(UserWarning, match="ro_rrt-ud-dev.conllu.*CHECKSUM MISMATCH"):
-        with pytest.raises(ValueError, match=r"ro_rrt-ud-dev\.conllu, line 11: expected 10 tab-separated columns.*found 7"):
+        with pytest.raises(
+            ValueError, match=r"ro_rrt-ud-dev\.conllu, line 11: expected 10 tab-separated columns.*found 7"
+        ):
             data.load_task("upos", root)
 
 
@@ -255,7 +271,10 @@ def test_bad_upos_tag(data_dir, tmp_path, offline):
     cols[3] = "NOUNN"
     lines[4] = "\t".join(cols)
     (root / RRT_FILES[1]).write_text("\n".join(lines), encoding="utf-8")
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"ro_rrt-ud-test\.conllu, line 5: column 4.*'NOUNN'"):
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match=r"ro_rrt-ud-test\.conllu, line 5: column 4.*'NOUNN'"),
+    ):
         data.load_task("upos", root)
 
 
@@ -275,9 +294,13 @@ def test_broken_json(data_dir, tmp_path, offline):
 
 
 def test_bad_star_rating(data_dir, tmp_path, offline):
-    root = _laroseda_with_bad_train(data_dir, tmp_path,
-                                    lambda text: text.replace('"starRating": "1"', '"starRating": "3"', 1))
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"review #\d+ .*expected starRating 1, 2, 4 or 5, found '3'"):
+    root = _laroseda_with_bad_train(
+        data_dir, tmp_path, lambda text: text.replace('"starRating": "1"', '"starRating": "3"', 1)
+    )
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match=r"review #\d+ .*expected starRating 1, 2, 4 or 5, found '3'"),
+    ):
         data.load_task("sar", root)
 
 
@@ -288,7 +311,12 @@ def test_bad_sts_score(data_dir, tmp_path, offline, bad):
     lines = (root / STS_FILES[1]).read_text(encoding="utf-8").split("\n")
     lines[2] = bad + "\t" + lines[2].split("\t", 1)[1]
     (root / STS_FILES[1]).write_text("\n".join(lines), encoding="utf-8")
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=rf"RO-STS\.dev\.tsv, line 3: expected a similarity score between 0 and 5.*'{bad}'"):
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(
+            ValueError, match=rf"RO-STS\.dev\.tsv, line 3: expected a similarity score between 0 and 5.*'{bad}'"
+        ),
+    ):
         data.load_task("sts", root)
 
 
@@ -297,7 +325,10 @@ def test_sts_bad_columns(data_dir, tmp_path, offline):
     copy_files(data_dir, root, STS_FILES)
     with open(root / STS_FILES[2], "a", encoding="utf-8") as fh:
         fh.write("4.0\tonly one sentence\n")
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"RO-STS\.test\.tsv, line 1380: expected 3 tab-separated"):
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match=r"RO-STS\.test\.tsv, line 1380: expected 3 tab-separated"),
+    ):
         data.load_task("sts", root)
 
 
@@ -310,6 +341,7 @@ def test_empty_split(data_dir, tmp_path, offline):
 
 
 # --- `python -m kdlib data --check` -------------------------------------------------------------------------
+
 
 def test_check_cli_all_tasks(data_dir, capsys, offline):
     assert data.cli(["--check", "--data-dir", str(data_dir)]) == 0

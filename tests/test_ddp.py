@@ -1,5 +1,6 @@
 """DDP: `torchrun --nproc_per_node 2` (gloo, CPU) reaches the same weights as one process with the
 same global batch (2 x 4 texts vs 1 x 8), within max |diff| < 1e-5."""
+
 from __future__ import annotations
 
 import os
@@ -9,11 +10,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from helpers import make_tokenizer, ro_sentences, tiny_teacher
 from safetensors.torch import load_file
 
 from kdlib.distill import DistillConfig, distill, load_corpus
-
-from helpers import make_tokenizer, ro_sentences, tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -28,16 +28,44 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     tok.save_pretrained(tmp_path / "teacher")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(sents) + "\n", encoding="utf-8")
-    cfg = {"teachers": [{"name": "t", "path": str(tmp_path / "teacher")}],
-           "students": [{"name": "s", "teachers": ["t"]}], "batch_size": 4, "grad_accum": 2, "max_len": 32,
-           "max_steps": 6, "lr": 2e-3, "device": "cpu", "amp": "off", "seed": 7}
+    cfg = {
+        "teachers": [{"name": "t", "path": str(tmp_path / "teacher")}],
+        "students": [{"name": "s", "teachers": ["t"]}],
+        "batch_size": 4,
+        "grad_accum": 2,
+        "max_len": 32,
+        "max_steps": 6,
+        "lr": 2e-3,
+        "device": "cpu",
+        "amp": "off",
+        "seed": 7,
+    }
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    ddp = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            "-m", "kdlib", "distill", "--config", str(cfg_path), "--corpus", str(corpus),
-                            "--out", str(tmp_path / "ddp")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)
+    ddp = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "kdlib",
+            "distill",
+            "--config",
+            str(cfg_path),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     # meanwhile: one process, same global batch of 8 texts per micro-batch
     single = DistillConfig.from_file(cfg_path, {"batch_size": 8, "out_dir": str(tmp_path / "one")})
     summary = distill(single, load_corpus(str(corpus)))
@@ -47,7 +75,9 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     b = load_file(tmp_path / "ddp" / "s" / "model.safetensors")
     init = tiny_teacher(tok, seed=0).state_dict()
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    moved = (a["distilbert.embeddings.word_embeddings.weight"] - init["bert.embeddings.word_embeddings.weight"]).abs().max()
+    moved = (
+        (a["distilbert.embeddings.word_embeddings.weight"] - init["bert.embeddings.word_embeddings.weight"]).abs().max()
+    )
     print(f"\nDDP (2 x 4) vs one process (1 x 8): max |weight diff| = {diff:.2e}; weights moved by up to {moved:.2e}")
     assert diff < TOL
     assert moved > 100 * TOL  # training really changed the weights

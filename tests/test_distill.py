@@ -1,5 +1,6 @@
 """The distillation loop on tiny models and real Romanian sentences (RO-STS): losses, ensembles, the
 cross-tokenizer path, shared teacher passes, outputs, exact kill-and-resume, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_tokenizer, ro_sentences, tiny_teacher
 from safetensors.torch import load_file
 
 from kdlib.align import aligned_words, project_distribution
@@ -20,8 +22,6 @@ from kdlib.device import amp_settings
 from kdlib.distill import DistillConfig, distill, make_batch, student_losses, student_plan, teacher_outputs
 from kdlib.losses import cosine_loss, kd_kl_loss, mlm_loss, soft_probs
 from kdlib.mlm import logits_at
-
-from helpers import make_tokenizer, ro_sentences, tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,17 +37,35 @@ def setup(data_dir, tmp_path_factory):
     from transformers import AutoTokenizer
 
     from kdlib.teachers import TeacherConfig, pretrain_teacher
-    tcfg = TeacherConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=48,
-                         max_position_embeddings=64, vocab_size=600, dropout=0.0, steps=150, batch_size=32,
-                         lr=1e-2, warmup=0.1, pppl_texts=5, seed=0)
-    metrics = pretrain_teacher(datasets.Dataset.from_dict({"text": sents}), root / "cased", lowercase=False,
-                               config=tcfg, progress=False)
+
+    tcfg = TeacherConfig(
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_len=48,
+        max_position_embeddings=64,
+        vocab_size=600,
+        dropout=0.0,
+        steps=150,
+        batch_size=32,
+        lr=1e-2,
+        warmup=0.1,
+        pppl_texts=5,
+        seed=0,
+    )
+    metrics = pretrain_teacher(
+        datasets.Dataset.from_dict({"text": sents}), root / "cased", lowercase=False, config=tcfg, progress=False
+    )
     cased = AutoTokenizer.from_pretrained(root / "cased")
     uncased = make_tokenizer(sents, root / "tok_uncased", lowercase=True)
     paths = {"cased": str(root / "cased")}
-    for name, tok, seed, hidden, drop in (("cased2", cased, 1, 32, 0.0),
-                                          ("uncased", uncased, 2, 32, 0.0), ("wide", cased, 3, 48, 0.0),
-                                          ("dropout", cased, 4, 32, 0.1)):
+    for name, tok, seed, hidden, drop in (
+        ("cased2", cased, 1, 32, 0.0),
+        ("uncased", uncased, 2, 32, 0.0),
+        ("wide", cased, 3, 48, 0.0),
+        ("dropout", cased, 4, 32, 0.1),
+    ):
         model = tiny_teacher(tok, hidden=hidden, seed=seed, dropout=drop)
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)
@@ -58,20 +76,33 @@ def setup(data_dir, tmp_path_factory):
 
 
 def config(setup, out: Path, teachers: list[str], students: list[dict], **kw) -> DistillConfig:
-    base = dict(teachers=[{"name": t, "path": setup["paths"][t]} for t in teachers], students=students,
-                batch_size=8, max_len=48, max_steps=4, lr=1e-3, warmup=0.1, out_dir=str(out), device="cpu",
-                amp="off", seed=3)
+    base = dict(
+        teachers=[{"name": t, "path": setup["paths"][t]} for t in teachers],
+        students=students,
+        batch_size=8,
+        max_len=48,
+        max_steps=4,
+        lr=1e-3,
+        warmup=0.1,
+        out_dir=str(out),
+        device="cpu",
+        amp="off",
+        seed=3,
+    )
     base.update(kw)
     return DistillConfig.from_dict(base)
 
 
 def read_log(out: Path) -> list[dict]:
     from kdlib.distill import read_log as read_records
+
     return read_records(out / "log.jsonl")
 
 
 def test_ensemble_target_is_weighted_average(setup):
-    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    from kdlib.models import build_students as _build_students
+    from kdlib.models import load_teachers as _load_teachers
+
     cfg = config(setup, setup["root"] / "unused", ["cased", "cased2"], [{"name": "s", "teachers": ["cased", "cased2"]}])
     cfg.teachers[0].weight, cfg.teachers[1].weight = 3.0, 1.0
     tm = _load_teachers(cfg, torch.device("cpu"), None)
@@ -82,11 +113,15 @@ def test_ensemble_target_is_weighted_average(setup):
     v = bv[st.view]
     plan = student_plan(st, tm, bv, masked, "masked")
     with torch.no_grad():
-        outs = {n: tm[n].model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
-                for n in ("cased", "cased2")}
+        outs = {
+            n: tm[n].model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
+            for n in ("cased", "cased2")
+        }
         s_out = st.model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
         s_sel = logits_at(st.model, v.input_ids, v.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
-    t_out = teacher_outputs(tm, ["cased", "cased2"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off"))
+    t_out = teacher_outputs(
+        tm, ["cased", "cased2"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")
+    )
     comps = student_losses(st, tm, cfg, plan, plan, v, s_sel, t_out, scale=1.0)
     rows = v.labels != -100
     T = cfg.temperature
@@ -94,8 +129,10 @@ def test_ensemble_target_is_weighted_average(setup):
     assert torch.allclose(comps["kl"], kd_kl_loss(s_out.logits[rows], target, T), atol=1e-6)
     # cosine: weighted mean over teachers, on every non-pad position
     am = v.attention_mask.bool()
-    cos = [1 - torch.cosine_similarity(s_out.hidden_states[-1][am], outs[n].hidden_states[-1][am], dim=-1).mean()
-           for n in ("cased", "cased2")]
+    cos = [
+        1 - torch.cosine_similarity(s_out.hidden_states[-1][am], outs[n].hidden_states[-1][am], dim=-1).mean()
+        for n in ("cased", "cased2")
+    ]
     assert torch.allclose(comps["cos"], 0.75 * cos[0] + 0.25 * cos[1], atol=1e-6)
     # "sum": one KL per teacher, weighted as given
     cfg.strategy = "sum"
@@ -114,24 +151,45 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cr
     prior from the co-teacher, or split), mass-weighted rows, first-piece mismatches skipped or kept, and
     the cosine through the linear map or raw."""
     from kdlib.align import first_piece_mismatch
-    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    from kdlib.models import build_students as _build_students
+    from kdlib.models import load_teachers as _load_teachers
+
     vocab_case, mismatch, cross_cosine = cross
     names = ["cased", "uncased"]
-    cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}],
-                 strategy=strategy, kl_on=kl_on, vocab_case=vocab_case, cross_mismatch=mismatch, cross_cosine=cross_cosine)
+    cfg = config(
+        setup,
+        setup["root"] / "unused",
+        names,
+        [{"name": "s", "teachers": names}],
+        strategy=strategy,
+        kl_on=kl_on,
+        vocab_case=vocab_case,
+        cross_mismatch=mismatch,
+        cross_cosine=cross_cosine,
+    )
     cfg.teachers[0].weight, cfg.teachers[1].weight = 2.0, 1.0
     cpu = torch.device("cpu")
     tm = _load_teachers(cfg, cpu, None)
     [st] = _build_students(cfg, tm, cpu, None, texts=setup["sents"])
     st.model.eval()  # no dropout: the selected and the full forward see the same activations
-    bv, masked = make_batch(setup["sents"][8:24], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
-                            torch.Generator().manual_seed(1))
+    bv, masked = make_batch(
+        setup["sents"][8:24], {tm[n].view: tm[n].tokenizer for n in names}, cfg, torch.Generator().manual_seed(1)
+    )
     sv, tv = bv[tm["cased"].view], bv[tm["uncased"].view]
     plan = student_plan(st, tm, bv, masked, kl_on, mismatch)
     with torch.no_grad():
         s_sel = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
-        comps = student_losses(st, tm, cfg, plan, plan, sv, s_sel, teacher_outputs(tm, names, bv, cfg, cpu,
-                               amp_settings(cpu, "off")), scale=1.0)
+        comps = student_losses(
+            st,
+            tm,
+            cfg,
+            plan,
+            plan,
+            sv,
+            s_sel,
+            teacher_outputs(tm, names, bv, cfg, cpu, amp_settings(cpu, "off")),
+            scale=1.0,
+        )
         s = st.model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
         t1 = tm["cased"].model(input_ids=sv.input_ids, attention_mask=sv.attention_mask, output_hidden_states=True)
         t2 = tm["uncased"].model(input_ids=tv.input_ids, attention_mask=tv.attention_mask, output_hidden_states=True)
@@ -145,10 +203,10 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cr
         if mismatch == "skip":
             sel = sel & ~bad
         bs, ss, ts = b[sel], sp[sel], tp[sel]
-        p1 = soft_probs(t1.logits, T)                                        # (B, L, V)
+        p1 = soft_probs(t1.logits, T)  # (B, L, V)
         prior = torch.softmax(t1.logits[bs, ss], -1) if vocab_case == "prior" else None
         p2, unmapped = project_distribution(soft_probs(t2.logits[bs, ts], T), st.cross["uncased"], prior=prior)
-        m = 1 - unmapped                                                      # mapped mass of each projected row
+        m = 1 - unmapped  # mapped mass of each projected row
         if strategy == "average":
             acc, wsum = w1 * p1, torch.full(rows.shape, w1)
             acc[bs, ss] += w2 * m[:, None] * p2
@@ -171,13 +229,16 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cr
 
 
 def test_only_students_learn_and_outputs_load(setup, tmp_path):
-    from kdlib.teachers import load_teacher
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    from kdlib.teachers import load_teacher
+
     teacher, tok = load_teacher(setup["paths"]["cased"])
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     out = tmp_path / "run"
     cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"]}], max_steps=3)
     from kdlib.students import make_student
+
     student = make_student(teacher, seed=3)
     init = {k: v.clone() for k, v in student.state_dict().items()}
     summary = distill(cfg, setup["sents"], teachers={"cased": (teacher, tok)}, students={"s": student})
@@ -199,18 +260,31 @@ def test_only_students_learn_and_outputs_load(setup, tmp_path):
 def test_loss_falls_on_tiny_model(setup, tmp_path):
     out = tmp_path / "run"
     # a randomly initialised student, so the KL term starts far from the teacher and must fall too
-    cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"], "init": "random"}], max_steps=200,
-                 lr=3e-3, batch_size=16, max_len=32)
+    cfg = config(
+        setup,
+        out,
+        ["cased"],
+        [{"name": "s", "teachers": ["cased"], "init": "random"}],
+        max_steps=200,
+        lr=3e-3,
+        batch_size=16,
+        max_len=32,
+    )
     t0 = time.perf_counter()
     summary = distill(cfg, setup["sents"])
     wall = time.perf_counter() - t0
     log = read_log(out)
     first = sum(r["students"]["s"]["total"] for r in log[:10]) / 10
     last = sum(r["students"]["s"]["total"] for r in log[-10:]) / 10
-    part = {c: [sum(r["students"]["s"][c] for r in rows) / 10 for rows in (log[:10], log[-10:])]
-            for c in ("mlm", "kl", "cos")}
-    print(f"\nteacher held-out MLM {setup['teacher_metrics']['heldout_mlm_loss']:.3f}\nloss {first:.3f} -> {last:.3f}; components first/last 10 steps {part}; "
-          f"{summary['s']['tokens_per_s']:.0f} tokens/s; {wall:.1f} s for 200 steps")
+    part = {
+        c: [sum(r["students"]["s"][c] for r in rows) / 10 for rows in (log[:10], log[-10:])]
+        for c in ("mlm", "kl", "cos")
+    }
+    print(
+        f"\nteacher held-out MLM {setup['teacher_metrics']['heldout_mlm_loss']:.3f}\nloss {first:.3f} -> {last:.3f}; "
+        f"components first/last 10 steps {part}; "
+        f"{summary['s']['tokens_per_s']:.0f} tokens/s; {wall:.1f} s for 200 steps"
+    )
     assert last < 0.8 * first
     assert all(b < a for a, b in part.values())
     assert log[-1]["step"] == 200 and log[-1]["lr"] == 0.0
@@ -220,8 +294,14 @@ def test_cross_tokenizer_two_teachers_both_strategies(setup, tmp_path):
     results = {}
     for strategy in ("average", "sum"):
         out = tmp_path / strategy
-        cfg = config(setup, out, ["cased", "uncased"], [{"name": "multi", "teachers": ["cased", "uncased"],
-                                                         "tokenizer_from": "cased"}], strategy=strategy, max_steps=3)
+        cfg = config(
+            setup,
+            out,
+            ["cased", "uncased"],
+            [{"name": "multi", "teachers": ["cased", "uncased"], "tokenizer_from": "cased"}],
+            strategy=strategy,
+            max_steps=3,
+        )
         summary = distill(cfg, setup["sents"])
         rec = read_log(out)[-1]["students"]["multi"]
         assert {"kl", "mlm", "cos", "total", "cos/cased", "cos/uncased", "unmapped/uncased"} <= set(rec)
@@ -235,12 +315,20 @@ def test_cross_tokenizer_two_teachers_both_strategies(setup, tmp_path):
 
 def test_three_students_share_teacher_passes(setup, tmp_path):
     out = tmp_path / "run"
-    cfg = config(setup, out, ["cased", "uncased"], [
-        {"name": "distil-cased", "teachers": ["cased"]},
-        {"name": "distil-uncased", "teachers": ["uncased"]},
-        {"name": "distil-multi", "teachers": ["cased", "uncased"], "tokenizer_from": "cased"}],
-        max_steps=3, grad_accum=2)
+    cfg = config(
+        setup,
+        out,
+        ["cased", "uncased"],
+        [
+            {"name": "distil-cased", "teachers": ["cased"]},
+            {"name": "distil-uncased", "teachers": ["uncased"]},
+            {"name": "distil-multi", "teachers": ["cased", "uncased"], "tokenizer_from": "cased"},
+        ],
+        max_steps=3,
+        grad_accum=2,
+    )
     from kdlib.teachers import load_teacher
+
     loaded = {n: load_teacher(setup["paths"][n]) for n in ("cased", "uncased")}
     calls = {n: 0 for n in loaded}
     for n, (m, _) in loaded.items():  # the vocabulary head runs once per teacher pass (on the selected rows)
@@ -253,8 +341,14 @@ def test_three_students_share_teacher_passes(setup, tmp_path):
 
 def _run_cli(args: list[str], **kw) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "kdlib", "distill", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kdlib", "distill", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kw,
+    )
 
 
 def test_kill_and_resume_is_bit_exact(setup, tmp_path):
@@ -262,10 +356,21 @@ def test_kill_and_resume_is_bit_exact(setup, tmp_path):
     import yaml
 
     from kdlib.distill import load_corpus
+
     # the student inherits dropout 0.1 from this teacher, so resuming must restore the torch RNG too
-    cfg = {"teachers": [{"name": "cased", "path": setup["paths"]["dropout"]}],
-           "students": [{"name": "s", "teachers": ["cased"]}], "batch_size": 4, "max_len": 32, "lr": 2e-3,
-           "device": "cpu", "amp": "off", "seed": 5, "max_steps": 40, "save_every": 10, "corpus_max_sentences": 400}
+    cfg = {
+        "teachers": [{"name": "cased", "path": setup["paths"]["dropout"]}],
+        "students": [{"name": "s", "teachers": ["cased"]}],
+        "batch_size": 4,
+        "max_len": 32,
+        "lr": 2e-3,
+        "device": "cpu",
+        "amp": "off",
+        "seed": 5,
+        "max_steps": 40,
+        "save_every": 10,
+        "corpus_max_sentences": 400,
+    }
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     common = ["--config", str(cfg_path), "--corpus", setup["corpus"]]
@@ -292,19 +397,29 @@ def test_kill_and_resume_is_bit_exact(setup, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = read_log(tmp_path / "killed")
     assert [r["step"] for r in log] == list(range(1, 41))
-    assert log == [dict(r, tokens_per_s=x["tokens_per_s"], elapsed=x["elapsed"])
-                   for r, x in zip(read_log(tmp_path / "full"), log)]
+    assert log == [
+        dict(r, tokens_per_s=x["tokens_per_s"], elapsed=x["elapsed"]) for r, x in zip(read_log(tmp_path / "full"), log)
+    ]
 
 
 # ---------------------------------------------------------------------------------------- bad input
 def test_bad_config_values_fail_fast(setup, tmp_path):
-    for kw, word in (({"max_steps": 0}, "max_steps"), ({"batch_size": -1}, "batch_size"),
-                     ({"strategy": "max"}, "strategy"), ({"kl_on": "some"}, "kl_on")):
+    for kw, word in (
+        ({"max_steps": 0}, "max_steps"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"strategy": "max"}, "strategy"),
+        ({"kl_on": "some"}, "kl_on"),
+    ):
         with pytest.raises(ValueError, match=word):
             distill(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}], **kw), setup["sents"])
     with pytest.raises(ValueError, match="unknown DistillConfig keys"):
-        DistillConfig.from_dict({"teachers": [{"name": "a", "path": "x"}], "students": [{"name": "s", "teachers": ["a"]}],
-                                 "learning_rate": 1})
+        DistillConfig.from_dict(
+            {
+                "teachers": [{"name": "a", "path": "x"}],
+                "students": [{"name": "s", "teachers": ["a"]}],
+                "learning_rate": 1,
+            }
+        )
     with pytest.raises(ValueError, match="refers to teacher 'nope'"):
         distill(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["nope"]}]), setup["sents"])
 
@@ -315,6 +430,7 @@ def test_bad_teachers_fail_fast(setup, tmp_path):
     with pytest.raises((FileNotFoundError, OSError), match="missing-teacher"):
         distill(cfg, setup["sents"])
     from transformers import BertModel
+
     tok_dir = setup["paths"]["cased"]
     enc = BertModel(tiny_teacher(__import__("transformers").AutoTokenizer.from_pretrained(tok_dir)).config)
     enc.save_pretrained(tmp_path / "encoder")
@@ -326,14 +442,16 @@ def test_bad_teachers_fail_fast(setup, tmp_path):
     with pytest.raises(ValueError, match="alpha_cos"):
         distill(cfg, setup["sents"])
     # a different vocabulary without an alignment strategy
-    cfg = config(setup, tmp_path, ["cased", "uncased"], [{"name": "s", "teachers": ["cased", "uncased"]}],
-                 cross_tokenizer="none")
+    cfg = config(
+        setup, tmp_path, ["cased", "uncased"], [{"name": "s", "teachers": ["cased", "uncased"]}], cross_tokenizer="none"
+    )
     with pytest.raises(ValueError, match="cross_tokenizer"):
         distill(cfg, setup["sents"])
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
     from kdlib.teachers import load_teacher
+
     teacher, tok = load_teacher(setup["paths"]["cased"])
     calls = {"n": 0}
 
@@ -342,6 +460,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
         if calls["n"] >= 7:
             out.fill_(float("nan"))
         return out
+
     teacher.get_output_embeddings().register_forward_hook(poison)
     out = tmp_path / "run"
     cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"]}], max_steps=10, save_every=5)
@@ -357,19 +476,23 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
     data/loss settings is refused; a torn last log line does not block a resume."""
     from kdlib.checkpoint import latest_checkpoint
     from kdlib.distill import read_log as read_records
+
     out = tmp_path / "run"
     students = [{"name": "s", "teachers": ["cased"]}]
     distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
     assert latest_checkpoint(out).name == "step-00000006"
     # a shorter fresh run into the same folder: its own checkpoints only, none pruned away
-    distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2), setup["sents"],
-            fresh=True)
+    distill(
+        config(setup, out, ["cased"], students, max_steps=4, save_every=2, keep_checkpoints=2),
+        setup["sents"],
+        fresh=True,
+    )
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
     assert latest_checkpoint(out).name == "step-00000004"
     with pytest.raises(ValueError, match=r"cannot resume exactly .*batch_size: 8 -> 4"):
         distill(config(setup, out, ["cased"], students, max_steps=4, batch_size=4), setup["sents"], resume=True)
     with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
-        fh.write('{"step": 5, "lr"')    # killed mid-write
+        fh.write('{"step": 5, "lr"')  # killed mid-write
     assert [r["step"] for r in read_records(out / "log.jsonl")] == [1, 2, 3, 4]
     summary = distill(config(setup, out, ["cased"], students, max_steps=4, save_every=2), setup["sents"], resume=True)
     assert summary["s"]["steps"] == 4
@@ -377,19 +500,23 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
 
 # ------------------------------------------------------------------ the two-tokenizer ensemble (issue 10)
 def _cross_setup(setup, **kw):
-    from kdlib.models import build_students as _build_students, load_teachers as _load_teachers
+    from kdlib.models import build_students as _build_students
+    from kdlib.models import load_teachers as _load_teachers
+
     names = ["cased", "uncased"]
     cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}], **kw)
     cpu = torch.device("cpu")
     tm = _load_teachers(cfg, cpu, None)
     [st] = _build_students(cfg, tm, cpu, None, texts=setup["sents"])
-    bv, masked = make_batch(setup["sents"][8:40], {tm[n].view: tm[n].tokenizer for n in names}, cfg,
-                            torch.Generator().manual_seed(1))
+    bv, masked = make_batch(
+        setup["sents"][8:40], {tm[n].view: tm[n].tokenizer for n in names}, cfg, torch.Generator().manual_seed(1)
+    )
     return cfg, tm, st, bv, masked
 
 
 def test_first_piece_mismatches_get_no_cross_kl(setup):
     from kdlib.align import token_key
+
     _, tm, st, bv, masked = _cross_setup(setup, cross_mismatch="keep", kl_on="all")
     keep = student_plan(st, tm, bv, masked, "all", "keep")["teachers"]["uncased"]
     skip = student_plan(st, tm, bv, masked, "all", "skip")["teachers"]["uncased"]
@@ -407,26 +534,36 @@ def test_first_piece_mismatches_get_no_cross_kl(setup):
 
 def test_linear_map_learns_and_is_not_saved(setup, tmp_path):
     cfg, tm, st, bv, masked = _cross_setup(setup)
-    assert set(st.cross_maps) == {"uncased"}                # only the other-tokenizer teacher gets a map
+    assert set(st.cross_maps) == {"uncased"}  # only the other-tokenizer teacher gets a map
     sv = bv[st.view]
     plan = student_plan(st, tm, bv, masked, "masked")
     s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
-    t_out = teacher_outputs(tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off"))
+    t_out = teacher_outputs(
+        tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")
+    )
     comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, t_out, scale=1.0)
     comps["total"].backward()
     lin = st.cross_maps["uncased"]
     assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
     out = tmp_path / "run"
-    run = config(setup, out, ["cased", "uncased"], [{"name": "s", "teachers": ["cased", "uncased"]}], max_steps=2,
-                 save_every=1, kl_on="all")
+    run = config(
+        setup,
+        out,
+        ["cased", "uncased"],
+        [{"name": "s", "teachers": ["cased", "uncased"]}],
+        max_steps=2,
+        save_every=1,
+        kl_on="all",
+    )
     summary = distill(run, setup["sents"])
     saved = load_file(str(Path(summary["s"]["out_dir"]) / "model.safetensors"))
     assert not [k for k in saved if "cross" in k]
     from transformers import AutoModelForMaskedLM
+
     _, info = AutoModelForMaskedLM.from_pretrained(summary["s"]["out_dir"], output_loading_info=True)
     assert not info["unexpected_keys"] and not info["missing_keys"]
     ck = load_file(str(out / "checkpoints" / "step-00000002" / "s" / "model.safetensors"))
-    assert [k for k in ck if k.startswith("cross_maps.uncased")]   # resumable: the map is in the checkpoint
+    assert [k for k in ck if k.startswith("cross_maps.uncased")]  # resumable: the map is in the checkpoint
     assert "mismatch/uncased" in read_log(out)[-1]["students"]["s"]
     assert 0 < summary["s"]["mismatch"]["mismatch/uncased"] < 0.2
 
@@ -439,11 +576,24 @@ def test_cross_cosine_off_and_raw(setup):
         plan = student_plan(st, tm, bv, masked, "masked")
         with torch.no_grad():
             s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
-            comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, teacher_outputs(
-                tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")), scale=1.0)
+            comps = student_losses(
+                st,
+                tm,
+                cfg,
+                plan,
+                plan,
+                sv,
+                s_out,
+                teacher_outputs(
+                    tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")
+                ),
+                scale=1.0,
+            )
         assert ("cos/uncased" in comps) == (mode == "raw")
-        if mode == "off":   # only the same-model teacher's plain cosine remains, weight normalised over it
+        if mode == "off":  # only the same-model teacher's plain cosine remains, weight normalised over it
             torch.testing.assert_close(comps["cos"], comps["cos/cased"])
+
+
 def _interrupt_after(teacher, passes: int):
     """Make `teacher` raise on its (passes + 1)-th vocabulary-head call, as a disconnect would stop a run."""
     calls = {"n": 0}
@@ -453,6 +603,7 @@ def _interrupt_after(teacher, passes: int):
         if calls["n"] > passes:
             raise KeyboardInterrupt("session disconnected")
         return out
+
     teacher.get_output_embeddings().register_forward_hook(stop)
 
 
@@ -463,6 +614,7 @@ def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, caps
 
     from kdlib.distill import cli
     from kdlib.teachers import load_teacher
+
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     students = [{"name": "s", "teachers": ["cased"]}]
     straight = distill(config(setup, tmp_path / "straight", ["cased"], students, max_steps=6), setup["sents"])
@@ -470,8 +622,11 @@ def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, caps
     teacher, tok = load_teacher(setup["paths"]["cased"])
     _interrupt_after(teacher, 4)
     with pytest.raises(KeyboardInterrupt):
-        distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"],
-                teachers={"cased": (teacher, tok)})
+        distill(
+            config(setup, out, ["cased"], students, max_steps=6, save_every=2),
+            setup["sents"],
+            teachers={"cased": (teacher, tok)},
+        )
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
     capsys.readouterr()
     summary = distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
@@ -483,13 +638,15 @@ def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, caps
     with pytest.raises(ValueError, match=r"batch_size: 8 -> 4.*--fresh \(fresh=True\)"):
         distill(config(setup, out, ["cased"], students, max_steps=6, batch_size=4), setup["sents"])
     import kdlib.distill
+
     with monkeypatch.context() as m:  # other training code: its checkpoint does not continue this run
         m.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")
         with pytest.raises(ValueError, match=r"kdlib training code: \w+ -> other code.*--fresh"):
             distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({**{k: v for k, v in asdict(config(setup, out, ["cased"], students)).items()},
-                               "max_steps": 3}))
+    cfg.write_text(
+        json.dumps({**{k: v for k, v in asdict(config(setup, out, ["cased"], students)).items()}, "max_steps": 3})
+    )
     assert cli(["--config", str(cfg), "--corpus", setup["corpus"]]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not datasets' progress
     assert len(err) == 1 and "max_steps: 6 -> 3" in err[0] and "--fresh" in err[0] and "Traceback" not in err[0]
@@ -513,8 +670,13 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsy
     and a rerun of the finished step returns its summary without training again."""
     import kdlib.config
     from kdlib.teachers import load_teacher
-    assert DistillConfig.from_dict({**asdict(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}])),
-                                    "out_dir": "/content/drive/MyDrive/run"}).checkpoint_policy() == (1, False)
+
+    assert DistillConfig.from_dict(
+        {
+            **asdict(config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}])),
+            "out_dir": "/content/drive/MyDrive/run",
+        }
+    ).checkpoint_policy() == (1, False)
     monkeypatch.setattr(kdlib.config, "on_colab", lambda: False)
     assert config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}]).checkpoint_policy() == (2, True)
     monkeypatch.setattr(kdlib.config, "on_colab", lambda: True)
@@ -523,8 +685,11 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsy
     teacher, tok = load_teacher(setup["paths"]["cased"])
     _interrupt_after(teacher, 3)
     with pytest.raises(KeyboardInterrupt):
-        distill(config(setup, out, ["cased"], students, max_steps=5, save_every=1), setup["sents"],
-                teachers={"cased": (teacher, tok)})
+        distill(
+            config(setup, out, ["cased"], students, max_steps=5, save_every=1),
+            setup["sents"],
+            teachers={"cased": (teacher, tok)},
+        )
     assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-00000003"]
     summary = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=1), setup["sents"])
     assert summary["s"]["steps"] == 5 and not (out / "checkpoints").exists()
@@ -532,6 +697,7 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsy
     again = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=2, device="cpu"), setup["sents"])
     assert again == json.loads(json.dumps(summary)) and (out / "log.jsonl").read_text() == log
     import kdlib.distill
+
     monkeypatch.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")  # a finished run of other code
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     distill(config(setup, out, ["cased"], students, max_steps=5), setup["sents"])
@@ -540,7 +706,7 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsy
 
 def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
     from kdlib.models import teachers_to_half
-    from kdlib.teachers import load_teacher
+
     cfg = config(setup, Path("unused"), ["cased"], [{"name": "s", "teachers": ["cased"]}])
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for name in devices:
@@ -556,4 +722,5 @@ def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
 
 def _load_teachers_for(cfg, device):
     from kdlib.models import load_teachers
+
     return load_teachers(cfg, device, None)

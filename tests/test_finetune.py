@@ -1,5 +1,6 @@
 """Fine-tuning on real data with tiny models: beats the trivial baselines, files and metrics agree, heads work
 for BERT and DistilBERT, bad input refused early."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ from kdlib.loyalty import load_predictions, loyalty_report
 from kdlib.metrics import majority_baseline
 
 # small and fast: 2 threads, 64-wide 2-layer encoders, 1,500 train examples, short inputs
-CFG = FinetuneConfig(epochs=3, lr=2e-3, batch_size=32, eval_batch_size=64, max_len=64, seed=0,
-                     max_train_examples=1500, max_eval_examples=300)
+CFG = FinetuneConfig(
+    epochs=3,
+    lr=2e-3,
+    batch_size=32,
+    eval_batch_size=64,
+    max_len=64,
+    seed=0,
+    max_train_examples=1500,
+    max_eval_examples=300,
+)
 TASK_KIND = {"upos": "tagging", "sapn": "classification", "sts": "regression"}
 
 
@@ -43,10 +52,21 @@ def models(tmp_path_factory, tasks) -> dict[str, Path]:
     tok = train_tokenizer(texts, root / "bert", vocab_size=2000, lowercase=False)
     tok.save_pretrained(root / "distil")
     torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=128, max_position_embeddings=128)).save_pretrained(root / "bert")
-    DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tok), dim=64, n_layers=2, n_heads=2, hidden_dim=128,
-                                           max_position_embeddings=128)).save_pretrained(root / "distil")
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(root / "bert")
+    DistilBertForMaskedLM(
+        DistilBertConfig(
+            vocab_size=len(tok), dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=128
+        )
+    ).save_pretrained(root / "distil")
     return {"bert": root / "bert", "distil": root / "distil"}
 
 
@@ -75,8 +95,12 @@ def _baseline(task, ds, res):
 def test_beats_trivial_baselines(runs, tasks, model):
     upos, sapn, sts = (runs[model, t] for t in TASK_KIND)
     b_upos, b_sapn, b_sts = (_baseline(t, tasks[t], runs[model, t]) for t in TASK_KIND)
-    print(model, {t: round(runs[model, t]["test"]["score"], 4) for t in TASK_KIND},
-          "baselines", {"upos": round(b_upos["score"], 4), "sapn": round(b_sapn["score"], 4), "sts": b_sts["score"]})
+    print(
+        model,
+        {t: round(runs[model, t]["test"]["score"], 4) for t in TASK_KIND},
+        "baselines",
+        {"upos": round(b_upos["score"], 4), "sapn": round(b_sapn["score"], 4), "sts": b_sts["score"]},
+    )
     assert upos["test"]["macro_f1"] > b_upos["macro_f1"] + 0.3  # majority tag (NOUN): macro-F1 ~0.02
     assert upos["test"]["accuracy"] > b_upos["accuracy"] + 0.3
     assert sapn["test"]["accuracy"] > b_sapn["accuracy"] + 0.2  # majority class: ~0.5
@@ -88,7 +112,7 @@ def test_beats_trivial_baselines(runs, tasks, model):
 
 
 def test_saved_predictions_match_sklearn_and_scipy(runs, tasks):
-    for (model, task), r in runs.items():
+    for (_model, task), r in runs.items():
         written = json.loads((r["dir"] / "metrics.json").read_text())
         assert written["test"] == r["test"]
         p = load_predictions(r["dir"])
@@ -135,8 +159,11 @@ def test_long_sentences_are_chunked_not_truncated(models, tasks):
 
 
 def test_distilbert_heads_ignore_token_type_ids(models):
-    x = {"input_ids": torch.tensor([[2, 50, 60, 3, 70, 3]]), "attention_mask": torch.ones(1, 6, dtype=torch.long),
-         "token_type_ids": torch.tensor([[0, 0, 0, 0, 1, 1]])}
+    x = {
+        "input_ids": torch.tensor([[2, 50, 60, 3, 70, 3]]),
+        "attention_mask": torch.ones(1, 6, dtype=torch.long),
+        "token_type_ids": torch.tensor([[0, 0, 0, 0, 1, 1]]),
+    }
     for kind, shape in (("tagging", (1, 6, 5)), ("classification", (1, 5)), ("regression", (1,))):
         m = TaskModel.from_pretrained(str(models["distil"]), kind, 5).eval()
         assert not hasattr(m.encoder, "pooler")
@@ -145,9 +172,32 @@ def test_distilbert_heads_ignore_token_type_ids(models):
 
 def test_seeds_summary_and_cli(models, tmp_path):
     out = tmp_path / "seeds"
-    rc = finetune_cli(["--model", str(models["distil"]), "--task", "sts", "--out", str(out), "--seeds", "1", "2",
-                       "--epochs", "1", "--max-train-examples", "200", "--max-eval-examples", "100",
-                       "--max-len", "48", "--batch-size", "32", "--lr", "0.002", "--no-progress"])
+    rc = finetune_cli(
+        [
+            "--model",
+            str(models["distil"]),
+            "--task",
+            "sts",
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "2",
+            "--epochs",
+            "1",
+            "--max-train-examples",
+            "200",
+            "--max-eval-examples",
+            "100",
+            "--max-len",
+            "48",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.002",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     vals = [json.loads((out / f"seed-{s}" / "metrics.json").read_text())["test"]["pearson"] for s in (1, 2)]

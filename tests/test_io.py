@@ -1,4 +1,5 @@
 """kdlib.io: atomic writes leave either the old file or the new one, never a partial one or a temp file."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """kdlib.lengths: sub-token lengths of test examples, tertile bins, and scores per bin on real test splits."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,14 @@ import pytest
 from helpers import make_tokenizer, ro_sentences
 
 from kdlib.data import load_task
-from kdlib.lengths import (binned_differences, binned_scores, example_lengths, length_bins, split_by_bin,
-                           subset_predictions)
+from kdlib.lengths import (
+    binned_differences,
+    binned_scores,
+    example_lengths,
+    length_bins,
+    split_by_bin,
+    subset_predictions,
+)
 from kdlib.loyalty import Predictions
 
 
@@ -57,7 +64,12 @@ def test_tertiles_partition_the_examples_by_length(tokenizer, data_dir):
     sizes = bins["bin"].value_counts()
     assert (abs(sizes - len(lengths) / 3) < 0.02 * len(lengths)).all(), sizes
     ranges = bins.groupby("bin", observed=True)["length"].agg(["min", "max"])
-    assert ranges.loc["short", "max"] < ranges.loc["medium", "min"] <= ranges.loc["medium", "max"] < ranges.loc["long", "min"]
+    assert (
+        ranges.loc["short", "max"]
+        < ranges.loc["medium", "min"]
+        <= ranges.loc["medium", "max"]
+        < ranges.loc["long", "min"]
+    )
     assert list(length_bins(lengths, 2)["bin"].cat.categories) == ["short", "long"]
 
 
@@ -98,9 +110,17 @@ def test_scores_per_bin_follow_the_predictions(tokenizer, sapn_test):
     bins = length_bins(example_lengths("sapn", tokenizer, dataset=sapn_test))
     perfect = predictions(sapn_test, "sapn", "classification", correct=1.0, seed=0)
     long_ids = set(bins.index[bins["bin"] == "long"])
-    wrong_on_long = Predictions("sapn", "m", "classification", "test", perfect.label_names, perfect.ids, perfect.gold,
-                                np.array([1 - p if i in long_ids else p for i, p in zip(perfect.ids, perfect.pred)]),
-                                probs=perfect.probs[:, ::-1].copy())
+    wrong_on_long = Predictions(
+        "sapn",
+        "m",
+        "classification",
+        "test",
+        perfect.label_names,
+        perfect.ids,
+        perfect.gold,
+        np.array([1 - p if i in long_ids else p for i, p in zip(perfect.ids, perfect.pred)]),
+        probs=perfect.probs[:, ::-1].copy(),
+    )
     table = binned_scores({"perfect": [perfect]}, bins).set_index("bin")
     assert (table["estimate"] == 100.0).all()
     diff = binned_differences([perfect], [wrong_on_long], bins).set_index("bin")

@@ -1,4 +1,5 @@
 """Loss terms against hand computations on small tensors, and the masking rules (15%, 80/10/10)."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlib.losses import (KEEP, KEEP_UNMASKED, MASK, RANDOM, cosine_loss, kd_kl_loss, mask_tokens, mlm_loss,
-                          sample_mask_actions, smoothing_weights, soft_probs)
+from kdlib.losses import (
+    KEEP,
+    KEEP_UNMASKED,
+    MASK,
+    RANDOM,
+    cosine_loss,
+    kd_kl_loss,
+    mask_tokens,
+    mlm_loss,
+    sample_mask_actions,
+    smoothing_weights,
+    soft_probs,
+)
 
 
 def test_kd_kl_equals_hand_computation():
@@ -75,20 +87,27 @@ def test_mask_tokens_labels_and_special_tokens():
     sel = labels != -100
     assert int(sel.sum()) == math.ceil(0.15 * 4 * 48)
     assert not sel[special].any()
-    assert torch.equal(labels[sel], ids[sel])                 # labels are the original tokens
-    assert torch.equal(masked[~sel], ids[~sel])               # untouched elsewhere
-    assert (masked[sel] == 4).float().mean() > 0.6            # ~80% [MASK]
+    assert torch.equal(labels[sel], ids[sel])  # labels are the original tokens
+    assert torch.equal(masked[~sel], ids[~sel])  # untouched elsewhere
+    assert (masked[sel] == 4).float().mean() > 0.6  # ~80% [MASK]
 
 
 def test_smoothing_masks_rare_tokens_more_often():
     counts = torch.tensor([1000.0, 1.0])
     w = smoothing_weights(counts, 0.7)
-    assert abs(w[1].item() / w[0].item() - 1000 ** 0.7) < 1e-2
+    assert abs(w[1].item() / w[0].item() - 1000**0.7) < 1e-2
     ids = torch.tensor([[0] * 50 + [1] * 50])
     hits = torch.zeros(2)
     for seed in range(20):
-        _, labels = mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), mask_token_id=4, vocab_size=10,
-                                generator=torch.Generator().manual_seed(seed), prob=0.15, token_weights=w)
+        _, labels = mask_tokens(
+            ids,
+            torch.zeros_like(ids, dtype=torch.bool),
+            mask_token_id=4,
+            vocab_size=10,
+            generator=torch.Generator().manual_seed(seed),
+            prob=0.15,
+            token_weights=w,
+        )
         sel = labels[0] != -100
         hits += torch.tensor([sel[:50].sum().item(), sel[50:].sum().item()])
     assert hits[1] > 5 * hits[0]

@@ -1,4 +1,5 @@
 """Loyalty metrics against scipy / scikit-learn and hand computations; prediction files; bad inputs refused."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,16 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score
 
-from kdlib.loyalty import (Predictions, cli, label_loyalty, load_predictions, loyalty_report,
-                           probability_loyalty, regression_loyalty, save_predictions)
+from kdlib.loyalty import (
+    Predictions,
+    cli,
+    label_loyalty,
+    load_predictions,
+    loyalty_report,
+    probability_loyalty,
+    regression_loyalty,
+    save_predictions,
+)
 
 
 def _random_probs(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
@@ -55,15 +64,18 @@ def test_hand_computed_cases():
     assert regression_loyalty([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)  # raw Pearson, not clipped
 
 
-@pytest.mark.parametrize("t, s, match", [
-    (np.full((3, 2), 0.5), np.full((4, 2), 0.5), "3 examples but student has 4"),
-    (np.full((3, 2), 0.5), np.full((3, 4), 0.25), "classes"),
-    (np.array([[2.0, -1.0]]), np.array([[0.5, 0.5]]), "negative"),
-    (np.array([[0.7, 0.7]]), np.array([[0.5, 0.5]]), "sum to 1.4"),
-    (np.array([[np.nan, 0.5]]), np.array([[0.5, 0.5]]), "NaN"),
-    (np.array([0.5, 0.5]), np.array([0.5, 0.5]), "2-D"),
-    (np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), "2-D"),
-])
+@pytest.mark.parametrize(
+    "t, s, match",
+    [
+        (np.full((3, 2), 0.5), np.full((4, 2), 0.5), "3 examples but student has 4"),
+        (np.full((3, 2), 0.5), np.full((3, 4), 0.25), "classes"),
+        (np.array([[2.0, -1.0]]), np.array([[0.5, 0.5]]), "negative"),
+        (np.array([[0.7, 0.7]]), np.array([[0.5, 0.5]]), "sum to 1.4"),
+        (np.array([[np.nan, 0.5]]), np.array([[0.5, 0.5]]), "NaN"),
+        (np.array([0.5, 0.5]), np.array([0.5, 0.5]), "2-D"),
+        (np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), "2-D"),
+    ],
+)
 def test_bad_probabilities_refused(t, s, match):
     for fn in (label_loyalty, probability_loyalty):
         with pytest.raises(ValueError, match=match):
@@ -99,15 +111,18 @@ def test_files_report_and_ensemble(tmp_path):
     assert [t["model"] for t in report["teachers"]] == ["t1", "t2"]
     s32 = s.astype(np.float32)
     assert report["teachers"][0]["probability_loyalty"] == pytest.approx(
-        probability_loyalty(t1.astype(np.float32), s32), abs=1e-6)
+        probability_loyalty(t1.astype(np.float32), s32), abs=1e-6
+    )
     ens = (t1.astype(np.float32).astype(np.float64) + t2.astype(np.float32)) / 2
     assert report["ensemble"]["label_loyalty"] == label_loyalty(ens, s32)
     assert report["ensemble"]["probability_loyalty"] == pytest.approx(probability_loyalty(ens, s32), abs=1e-9)
     assert "ensemble" not in loyalty_report([paths[0]], paths[2])
     # CLI writes the same report
     out = tmp_path / "r" / "report.json"
-    assert cli(["--teacher", str(paths[0]), "--teacher", str(paths[1]), "--student", str(paths[2]),
-                "--out", str(out)]) == 0
+    assert (
+        cli(["--teacher", str(paths[0]), "--teacher", str(paths[1]), "--student", str(paths[2]), "--out", str(out)])
+        == 0
+    )
     written = json.loads(out.read_text())["ensemble"]
     assert written["models"] == ["t1", "t2"]
     assert written["probability_loyalty"] == pytest.approx(report["ensemble"]["probability_loyalty"])
@@ -121,7 +136,8 @@ def test_regression_report(tmp_path):
     ps = save_predictions(_pred("s", s, task="sts", kind="regression"), tmp_path / "s.npz")
     r = loyalty_report([pt], ps)
     assert r["teachers"][0]["regression_loyalty"] == pytest.approx(
-        pearsonr(t.astype(np.float32), s.astype(np.float32))[0], abs=1e-6)
+        pearsonr(t.astype(np.float32), s.astype(np.float32))[0], abs=1e-6
+    )
 
 
 def test_mismatched_files_refused(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """compute_metrics equals scikit-learn / scipy / seqeval; the paper's headline metric per task."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,14 @@ from kdlib.metrics import (
 
 def test_headline_metric_follows_the_paper():
     assert {t: s.metric for t, s in TASKS.items()} == {
-        "upos": "macro_f1", "xpos": "macro_f1", "ner": "macro_f1", "sapn": "accuracy", "sar": "macro_f1",
-        "di": "macro_f1", "sts": "pearson"}
+        "upos": "macro_f1",
+        "xpos": "macro_f1",
+        "ner": "macro_f1",
+        "sapn": "accuracy",
+        "sar": "macro_f1",
+        "di": "macro_f1",
+        "sts": "pearson",
+    }
     rng = np.random.default_rng(0)
     g, p = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
     assert compute_metrics("sapn", g, p)["score"] == accuracy_score(g, p)
@@ -104,7 +111,9 @@ def test_collapse_detected_on_real_sar(data_dir):
 def test_collapse_of_regression_and_alternates(data_dir):
     gold = np.asarray(load_task("sts", data_dir)["test"]["label"], dtype=np.float64)
     rng = np.random.default_rng(0)
-    assert prediction_collapse("regression", gold, np.full(len(gold), 2.6) + rng.normal(0, 0.01, len(gold)))["collapsed"]
+    assert prediction_collapse("regression", gold, np.full(len(gold), 2.6) + rng.normal(0, 0.01, len(gold)))[
+        "collapsed"
+    ]
     assert not prediction_collapse("regression", gold, gold + rng.normal(0, 1, len(gold)))["collapsed"]
     m = compute_metrics("sts", gold, gold + rng.normal(0, 1, len(gold)))
     assert set(ALTERNATES) == set(TASKS)

@@ -1,4 +1,5 @@
 """kdlib.mlm: vocabulary logits at selected positions equal the full model's logits there."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,20 +12,40 @@ V, H = 300, 32
 
 def bert():
     from transformers import BertConfig, BertForMaskedLM
-    return BertForMaskedLM(BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=2, num_attention_heads=2,
-                                      intermediate_size=64, max_position_embeddings=64))
+
+    return BertForMaskedLM(
+        BertConfig(
+            vocab_size=V,
+            hidden_size=H,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
 
 
 def distilbert():
     from transformers import DistilBertConfig, DistilBertForMaskedLM
-    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=V, dim=H, n_layers=2, n_heads=2, hidden_dim=64,
-                                                  max_position_embeddings=64))
+
+    return DistilBertForMaskedLM(
+        DistilBertConfig(vocab_size=V, dim=H, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    )
 
 
 def roberta():
     from transformers import RobertaConfig, RobertaForMaskedLM
-    return RobertaForMaskedLM(RobertaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=2, num_attention_heads=2,
-                                            intermediate_size=64, max_position_embeddings=70))
+
+    return RobertaForMaskedLM(
+        RobertaConfig(
+            vocab_size=V,
+            hidden_size=H,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=70,
+        )
+    )
 
 
 class Opaque(torch.nn.Module):

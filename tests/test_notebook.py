@@ -1,17 +1,18 @@
 """kdlib.notebook: the Colab install cell on a simulated Colab, the Drive guard, the colab defaults of a
 notebook opened from its launch button, and the routing of warnings away from the pages."""
+
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-import tomllib
 import types
 import warnings
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import tqdm.std
 
 from kdlib import colab, notebook, runner
@@ -61,19 +62,20 @@ def test_install_cell_on_simulated_colab(path, fake_colab, monkeypatch):
     cmd = colab.install_command()
     assert cmd[:5] == [sys.executable, "-m", "pip", "install", "-q"]
     assert cmd[5] == f"kdlib @ git+{colab.repository_url()}@{colab.release_ref()}"
-    assert "[book]" not in cmd[5]          # no papermill / ipykernel / jupyter-book upgrades in Colab's runtime
+    assert "[book]" not in cmd[5]  # no papermill / ipykernel / jupyter-book upgrades in Colab's runtime
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_cells_agree_with_kdlib(path, monkeypatch):
     cells = _cells(path)
-    assert _install_cell(path).source == colab.install_cell_source(), \
+    assert _install_cell(path).source == colab.install_cell_source(), (
         f"{path.name}: its install cell differs from kdlib.colab.install_cell_source()"
+    )
     assert "remove-cell" in _install_cell(path).metadata.get("tags", [])
     params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "remove-cell" in params[0].metadata["tags"]
     setups = [c for c in cells if f'setup("{path.stem}", globals())' in c.source]
-    assert len(setups) == 1, f"{path.name}: expected one setup(\"{path.stem}\", globals()) call"
+    assert len(setups) == 1, f'{path.name}: expected one setup("{path.stem}", globals()) call'
     assert cells.index(params[0]) < cells.index(_install_cell(path)) < cells.index(setups[0])
     assert not _run_install_cell(path, monkeypatch), "off Colab the install cell must do nothing"
 
@@ -92,13 +94,13 @@ def test_repository_url_and_release_kept_in_one_place():
 def test_drive_guard(fake_colab, tmp_path):
     drive_root = tmp_path / "drive"
     run = drive_root / "MyDrive" / "runs" / "colab"
-    colab.ensure_drive(tmp_path / "elsewhere", drive_root=drive_root)            # not under Drive: nothing
+    colab.ensure_drive(tmp_path / "elsewhere", drive_root=drive_root)  # not under Drive: nothing
     with pytest.raises(RuntimeError, match=r"not mounted: run `from google.colab import drive; drive\.mount"):
         colab.ensure_drive(run, mount=False, drive_root=drive_root)
     assert not drive_root.exists(), "the guard must not create the mountpoint"
     colab.ensure_drive(run, drive_root=drive_root)
     assert fake_colab == [str(drive_root)]
-    (drive_root / "MyDrive").mkdir(parents=True)                                      # a local folder in the way
+    (drive_root / "MyDrive").mkdir(parents=True)  # a local folder in the way
     with pytest.raises(RuntimeError, match="local folder, not your mounted Drive"):
         colab.ensure_drive(run, drive_root=drive_root)
 
@@ -158,7 +160,7 @@ def test_kdlib_warnings_become_notes_others_are_dropped(isolated_setup, tmp_path
     monkeypatch.setattr(notebook, "_READER_NOTES", [])
     notebook.quiet(tmp_path)
     warnings.warn("a third-party library complains", UserWarning)
-    data.load_task("di", data_dir)        # the offline mirror has no MOROCO files: kdlib warns about the source
+    data.load_task("di", data_dir)  # the offline mirror has no MOROCO files: kdlib warns about the source
     notes = notebook._READER_NOTES
     assert notes and all("third-party" not in n for n in notes)
     assert any("MOROCO" in n for n in notes)
@@ -171,8 +173,16 @@ def test_relative_paths_and_parameter_table(tmp_path, monkeypatch):
     run = tmp_path / "run"
     text = notebook.relative_paths(f"{run}/distill/single and {tmp_path}/data/ro/x.conllu and /opt/a/b/c.py", run)
     assert text == "<run>/distill/single and $KDLIB_DATA_DIR/ro/x.conllu and …/b/c.py"
-    table = notebook.parameters_table({"profile": "smoke", "run_dir": str(run), "seed": 0,
-                                       "distill_config": {"max_steps": 30, "lr": 5e-4}, "tasks": ["upos", "sts"]}, run)
+    table = notebook.parameters_table(
+        {
+            "profile": "smoke",
+            "run_dir": str(run),
+            "seed": 0,
+            "distill_config": {"max_steps": 30, "lr": 5e-4},
+            "tasks": ["upos", "sts"],
+        },
+        run,
+    )
     assert table.loc["run_dir", "value"] == "the run folder" and "profile" not in table.index
     assert table.loc["distill_config", "value"] == "max_steps=30, lr=0.0005"
     assert table.loc["tasks", "value"] == "upos, sts"

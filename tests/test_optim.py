@@ -1,4 +1,5 @@
 """kdlib.optim: the one no-decay rule (by dimension) and the schedule every loop uses."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,10 +14,19 @@ NAME_RULE = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 def _models():
-    bert = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                      intermediate_size=32, max_position_embeddings=32))
-    distil = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
-                                                    max_position_embeddings=32))
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+        )
+    )
+    distil = DistilBertForMaskedLM(
+        DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=32)
+    )
     task = TaskModel(distil.distilbert, "classification", 3, 0.1)
     return {"bert": bert, "distilbert": distil, "task head on distilbert": task}
 

@@ -2,6 +2,7 @@
 students and the control distilled from them (kdlib.distill), every model fine-tuned on SaPN
 (kdlib.finetune), and a tiny benchmark (kdlib.bench). Tables are checked against the files they read,
 figures for one line/marker per model in the model's colour, text >= 9 pt and legends outside the data."""
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ro_sentences
 from matplotlib.text import Text
 from PIL import Image
 
@@ -26,8 +28,6 @@ from kdlib.loyalty import PREDICTIONS_FILE, load_predictions
 from kdlib.runner import read_json, slug, write_json
 from kdlib.teachers import TeacherConfig, pretrain_teacher
 
-from helpers import ro_sentences
-
 TEACHERS = {"BERT-base-ro": False, "RoBERT-base": True}  # name -> lowercase
 STUDENTS = {"Distil-BERT-base-ro": "BERT-base-ro", "Distil-RoBERT-base": "RoBERT-base"}
 CONTROL = "Control (MLM only)"
@@ -36,12 +36,25 @@ MODELS = [*TEACHERS, *STUDENTS, CONTROL]
 
 def _distill(run, sents, out_name: str, students: dict[str, str], **kw) -> dict:
     teachers = sorted(set(students.values()))
-    cfg = DistillConfig.from_dict(dict(
-        teachers=[{"name": t, "path": str(run / "teachers" / t)} for t in teachers],
-        students=[{"name": slug(s), "teachers": [t], "tokenizer_from": t, "out_dir": str(run / "students" / slug(s))}
-                  for s, t in students.items()],
-        batch_size=8, max_len=32, max_steps=4, lr=1e-3, out_dir=str(run / "distill" / out_name), device="cpu",
-        amp="off", seed=0, save_every=0, **kw))
+    cfg = DistillConfig.from_dict(
+        dict(
+            teachers=[{"name": t, "path": str(run / "teachers" / t)} for t in teachers],
+            students=[
+                {"name": slug(s), "teachers": [t], "tokenizer_from": t, "out_dir": str(run / "students" / slug(s))}
+                for s, t in students.items()
+            ],
+            batch_size=8,
+            max_len=32,
+            max_steps=4,
+            lr=1e-3,
+            out_dir=str(run / "distill" / out_name),
+            device="cpu",
+            amp="off",
+            seed=0,
+            save_every=0,
+            **kw,
+        )
+    )
     return distill(cfg, datasets.Dataset.from_dict({"text": sents}))
 
 
@@ -51,30 +64,77 @@ def run(data_dir, tmp_path_factory):
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("run")
     sents = ro_sentences(data_dir, 300)
-    tcfg = TeacherConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32,
-                         max_position_embeddings=64, vocab_size=600, steps=8, batch_size=16, lr=1e-3,
-                         pppl_texts=2, seed=0)
+    tcfg = TeacherConfig(
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_len=32,
+        max_position_embeddings=64,
+        vocab_size=600,
+        steps=8,
+        batch_size=16,
+        lr=1e-3,
+        pppl_texts=2,
+        seed=0,
+    )
     teachers = {}
     for name, lowercase in TEACHERS.items():
-        metrics = pretrain_teacher(datasets.Dataset.from_dict({"text": sents}), run / "teachers" / name,
-                                   lowercase=lowercase, config=tcfg, progress=False, device="cpu")
-        teachers[name] = {"path": str(run / "teachers" / name), "source": "trained here", "lowercase": lowercase,
-                          "metrics": metrics}
+        metrics = pretrain_teacher(
+            datasets.Dataset.from_dict({"text": sents}),
+            run / "teachers" / name,
+            lowercase=lowercase,
+            config=tcfg,
+            progress=False,
+            device="cpu",
+        )
+        teachers[name] = {
+            "path": str(run / "teachers" / name),
+            "source": "trained here",
+            "lowercase": lowercase,
+            "metrics": metrics,
+        }
     write_json(run / "teachers" / "teachers.json", teachers)
     summary = _distill(run, sents, "single", STUDENTS)
     _distill(run, sents, "control", {CONTROL: "BERT-base-ro"}, alpha_ce=0.0, alpha_cos=0.0)
-    write_json(run / "distill" / "single.json", {
-        s: {"path": str(run / "students" / slug(s)), "teachers": [t], "kind": "single-teacher",
-            "log": str(run / "distill" / "single" / "log.jsonl"), "key": slug(s)} for s, t in STUDENTS.items()})
-    write_json(run / "distill" / "ensemble.json", {CONTROL: {
-        "path": str(run / "students" / slug(CONTROL)), "teachers": ["BERT-base-ro"], "kind": "control",
-        "log": str(run / "distill" / "control" / "log.jsonl"), "key": slug(CONTROL)}})
+    write_json(
+        run / "distill" / "single.json",
+        {
+            s: {
+                "path": str(run / "students" / slug(s)),
+                "teachers": [t],
+                "kind": "single-teacher",
+                "log": str(run / "distill" / "single" / "log.jsonl"),
+                "key": slug(s),
+            }
+            for s, t in STUDENTS.items()
+        },
+    )
+    write_json(
+        run / "distill" / "ensemble.json",
+        {
+            CONTROL: {
+                "path": str(run / "students" / slug(CONTROL)),
+                "teachers": ["BERT-base-ro"],
+                "kind": "control",
+                "log": str(run / "distill" / "control" / "log.jsonl"),
+                "key": slug(CONTROL),
+            }
+        },
+    )
     zoo = reporting.model_zoo(run)
     config = FinetuneConfig(epochs=1, batch_size=8, max_len=32, device="cpu", amp="off", max_eval_examples=24)
     rows, summaries = [], {}
     for name in MODELS:
-        summaries[name] = finetune_seeds(zoo[name]["path"], "sapn", run / "evaluate" / zoo[name]["key"] / "sapn",
-                                         seeds=[0], config=config, max_train_examples=24, progress=False)
+        summaries[name] = finetune_seeds(
+            zoo[name]["path"],
+            "sapn",
+            run / "evaluate" / zoo[name]["key"] / "sapn",
+            seeds=[0],
+            config=config,
+            max_train_examples=24,
+            progress=False,
+        )
         rows.append(reporting.result_row(name, zoo[name]["role"], summaries[name]))
     write_json(run / "evaluate" / "results.json", rows)
     return {"dir": run, "distill_summary": summary, "finetune": summaries}
@@ -83,12 +143,29 @@ def run(data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bench_result(tmp_path_factory):
     torch.set_num_threads(1)
-    shapes = bench.InferenceShapes(vocab_sizes=(500,), hidden=32, teacher_layers=2, student_layers=1, heads=2,
-                                   ffn=64, max_positions=64, settings=((1, 16), (4, 32)))
+    shapes = bench.InferenceShapes(
+        vocab_sizes=(500,),
+        hidden=32,
+        teacher_layers=2,
+        student_layers=1,
+        heads=2,
+        ffn=64,
+        max_positions=64,
+        settings=((1, 16), (4, 32)),
+    )
     train = bench.TrainShapes("tiny", 400, 32, 2, 1, 2, 64, batch_size=8, max_len=48, steps=2, sentences=300)
-    return bench.run_bench(tmp_path_factory.mktemp("bench"), quick=False, device="cpu",
-                           parts="inference,throughput,shared", inference_shapes=shapes, train_shapes=train,
-                           budget_s=0.05, max_repeats=2, matmul_n=128, verbose=False)
+    return bench.run_bench(
+        tmp_path_factory.mktemp("bench"),
+        quick=False,
+        device="cpu",
+        parts="inference,throughput,shared",
+        inference_shapes=shapes,
+        train_shapes=train,
+        budget_s=0.05,
+        max_repeats=2,
+        matmul_n=128,
+        verbose=False,
+    )
 
 
 def _texts(fig) -> list[Text]:
@@ -110,6 +187,7 @@ def _assert_readable(fig) -> None:
 
 # --------------------------------------------------------------------------- what a run holds
 
+
 def test_model_zoo_and_teacher_map(run):
     zoo = reporting.model_zoo(run["dir"])
     assert list(zoo) == MODELS
@@ -117,7 +195,10 @@ def test_model_zoo_and_teacher_map(run):
     assert zoo["Distil-RoBERT-base"]["key"] == "distil-robert-base" and zoo[CONTROL]["key"] == "control-mlm-only"
     results = reporting.collect_results(run["dir"])
     assert reporting.teacher_map(run["dir"], results) == {
-        "Distil-BERT-base-ro": ["BERT-base-ro"], "Distil-RoBERT-base": ["RoBERT-base"], CONTROL: ["BERT-base-ro"]}
+        "Distil-BERT-base-ro": ["BERT-base-ro"],
+        "Distil-RoBERT-base": ["RoBERT-base"],
+        CONTROL: ["BERT-base-ro"],
+    }
     # a teacher without results drops the students that need it
     assert CONTROL not in reporting.teacher_map(run["dir"], results[results["model"] != "BERT-base-ro"])
 
@@ -167,6 +248,7 @@ def test_flat_summary_flattens_one_students_numbers(run):
 
 # --------------------------------------------------------------------------- result tables
 
+
 def test_paper_table_puts_ours_beside_the_poster(run):
     results = reporting.collect_results(run["dir"])
     table = reporting.paper_table(results)
@@ -194,7 +276,7 @@ def test_render_shows_missing_as_a_dash_and_short_names(run):
     assert ">Distil-RoBERT<" in html and ">Control<" in html and "Distil-RoBERT-base" not in html
     assert "white-space: nowrap" in html
     rows = reporting.render(reporting.paper_table(reporting.collect_results(run["dir"]), layout="rows")).to_html()
-    grey = rows[:rows.index("color: #666")].rsplit("}", 1)[1]  # the selectors of the grey rule
+    grey = rows[: rows.index("color: #666")].rsplit("}", 1)[1]  # the selectors of the grey rule
     assert sorted(re.findall(r"_row(\d+)_col0", grey)) == ["1", "3", "5", "7"]  # the poster's rows, in grey
     assert reporting.short_name("DistilMulti-BERT-base-ro (sum)") == "DistilMulti (sum)"
     assert reporting.short_name("Something else (x)") == "Something else (x)"
@@ -203,11 +285,13 @@ def test_render_shows_missing_as_a_dash_and_short_names(run):
 def test_relative_drop_against_one_or_several_teachers(run):
     results = reporting.collect_results(run["dir"])
     score = results.set_index("model")["mean"]
-    drop = reporting.relative_drop(results, {"Distil-BERT-base-ro": "BERT-base-ro",
-                                             CONTROL: ["BERT-base-ro", "RoBERT-base"]})
+    drop = reporting.relative_drop(
+        results, {"Distil-BERT-base-ro": "BERT-base-ro", CONTROL: ["BERT-base-ro", "RoBERT-base"]}
+    )
     t = score["BERT-base-ro"]
     assert drop.loc["Distil-BERT-base-ro", "sapn"] == pytest.approx(
-        round(100 * (t - score["Distil-BERT-base-ro"]) / abs(t), 2))
+        round(100 * (t - score["Distil-BERT-base-ro"]) / abs(t), 2)
+    )
     mean = (score["BERT-base-ro"] + score["RoBERT-base"]) / 2
     assert drop.loc[CONTROL, "sapn"] == pytest.approx(round(100 * (mean - score[CONTROL]) / abs(mean), 2))
     with pytest.raises(KeyError, match="no results for \\['nobody'\\]"):
@@ -229,13 +313,15 @@ def test_loyalty_rows_match_the_saved_predictions(run):
         assert 0 <= row["probability_loyalty"] <= 100
     table = reporting.loyalty_table(rows)
     assert table.loc[("Distil-BERT-base-ro", "BERT-base-ro"), "L-L"] == pytest.approx(
-        round(rows.set_index("student").loc["Distil-BERT-base-ro", "label_loyalty"], 2))
+        round(rows.set_index("student").loc["Distil-BERT-base-ro", "label_loyalty"], 2)
+    )
     assert table.loc[("Distil-BERT-base-ro", "BERT-base-ro"), "L-L (poster)"] == 87.80
     assert np.isnan(table.loc[(CONTROL, "BERT-base-ro"), "L-L (poster)"])
     assert "R-L" not in table.columns  # no STS in this run: no regression loyalty
 
 
 # --------------------------------------------------------------------------- colours and style
+
 
 def test_one_colour_per_model_everywhere():
     paper = [*TEACHERS, *STUDENTS, "DistilMulti-BERT-base-ro (average)", "DistilMulti-BERT-base-ro (sum)", CONTROL]
@@ -271,6 +357,7 @@ def test_save_figure_writes_svg_and_2x_png_atomically(run, tmp_path):
 
 
 # --------------------------------------------------------------------------- figures
+
 
 def test_loss_curves_one_panel_per_term_one_line_per_student(run):
     fig = reporting.plot_all_logs(run["dir"])
@@ -326,16 +413,20 @@ def test_headline_figure_one_marker_per_model(run, bench_result):
             assert np.allclose(coll.get_offsets(), [[x[model], row["score"]]])
             assert matplotlib.colors.same_color(coll.get_facecolor()[0], reporting.color_for(model))
     assert agg.loc["Distil-BERT-base-ro", "examples_per_s"] == pytest.approx(
-        24 / results.set_index("model").loc["Distil-BERT-base-ro", "test_seconds"])
+        24 / results.set_index("model").loc["Distil-BERT-base-ro", "test_seconds"]
+    )
     pair = bench_result["inference"]["pairs"][0]
     note = fig._suptitle.get_text()
-    assert note == (f"kdlib.bench (cpu): the 1-layer student is {pair['speedup']['encoder']['b1_l16']:.1f}x faster "
-                    f"than the 2-layer teacher (batch 1 x 16), {100 * pair['size_reduction']:.0f}% smaller.")
+    assert note == (
+        f"kdlib.bench (cpu): the 1-layer student is {pair['speedup']['encoder']['b1_l16']:.1f}x faster "
+        f"than the 2-layer teacher (batch 1 x 16), {100 * pair['size_reduction']:.0f}% smaller."
+    )
     _assert_readable(fig)
     assert reporting.plot_score_vs_speed_size(results)._suptitle is None  # no benchmark, no note
 
 
 # --------------------------------------------------------------------------- the benchmark
+
 
 def test_bench_report_figure_and_tables(bench_result):
     text = reporting.format_report(bench_result)
@@ -351,8 +442,10 @@ def test_bench_report_figure_and_tables(bench_result):
     th, sh = bench_result["throughput"], bench_result["shared"]
     assert "2. distillation throughput" in text and f"loop {th['ratio_tokens_per_s']:.2f}x" in text
     assert f"one call, 3 students: {sh['shared_s']:.1f} s" in text
-    assert reporting.bench_tables(bench_result)["throughput"].loc["kdlib", "loop tokens/s"] == \
-        th["kdlib"]["train_tokens_per_s"]
+    assert (
+        reporting.bench_tables(bench_result)["throughput"].loc["kdlib", "loop tokens/s"]
+        == th["kdlib"]["train_tokens_per_s"]
+    )
     fig = reporting.plot_bench(bench_result)
     latency, speed, loops, shared = fig.axes
     assert latency.get_title() == "Latency, 2-layer teacher and 1-layer student, vocabulary 500 (cpu)"
@@ -361,7 +454,8 @@ def test_bench_report_figure_and_tables(bench_result):
     assert ys[0] == list(pair_speedup(bench_result, "encoder"))
     assert [bench_result["target_values"]["speedup_b32_l128_cpu"]] * 2 in ys  # the target line
     assert sorted(bar.get_width() for bar in loops.patches) == sorted(
-        [th["reference"]["train_tokens_per_s"], th["kdlib"]["train_tokens_per_s"]])
+        [th["reference"]["train_tokens_per_s"], th["kdlib"]["train_tokens_per_s"]]
+    )
     assert f"{th['ratio_tokens_per_s']:.2f}x" in loops.get_title()
     widths = [bar.get_width() for bar in shared.patches]  # s1, s2, s3 stacked, then the shared run
     assert widths[:3] == [sh["separate"][k]["total_s"] for k in ("s1", "s2", "s3")] and widths[3] == sh["shared_s"]

@@ -1,4 +1,5 @@
 """The pipeline runner: profiles, papermill execution in order, skip-on-rerun, failures, run summary."""
+
 from __future__ import annotations
 
 import json
@@ -23,17 +24,21 @@ def _notebook(path: Path, params: str, body: str) -> None:
 
 def _write_steps(nb_dir: Path, *, fail_second: bool = False) -> None:
     nb_dir.mkdir()
-    _notebook(nb_dir / "01-first.ipynb", COMMON + "scale = 1\n",
-              "import json, pathlib, time\n"
-              "pathlib.Path(run_dir, 'first.json').write_text(json.dumps("
-              "{'profile': profile, 'seed': seed, 'scale': scale, 't': time.time()}))")
-    second = ("import json, pathlib\n"
-              "first = json.loads(pathlib.Path(run_dir, 'first.json').read_text())\n"
-              + ("raise ValueError('boom in the second step')\n" if fail_second else "")
-              + "pathlib.Path(run_dir, 'second.json').write_text(json.dumps({'got': first['scale'] * factor}))")
+    _notebook(
+        nb_dir / "01-first.ipynb",
+        COMMON + "scale = 1\n",
+        "import json, pathlib, time\n"
+        "pathlib.Path(run_dir, 'first.json').write_text(json.dumps("
+        "{'profile': profile, 'seed': seed, 'scale': scale, 't': time.time()}))",
+    )
+    second = (
+        "import json, pathlib\n"
+        "first = json.loads(pathlib.Path(run_dir, 'first.json').read_text())\n"
+        + ("raise ValueError('boom in the second step')\n" if fail_second else "")
+        + "pathlib.Path(run_dir, 'second.json').write_text(json.dumps({'got': first['scale'] * factor}))"
+    )
     _notebook(nb_dir / "02-second.ipynb", COMMON + "factor = 10\n", second)
-    _notebook(nb_dir / "03-third.ipynb", COMMON,
-              "import pathlib\npathlib.Path(run_dir, 'third.txt').write_text('ok')")
+    _notebook(nb_dir / "03-third.ipynb", COMMON, "import pathlib\npathlib.Path(run_dir, 'third.txt').write_text('ok')")
 
 
 PROFILE = {"name": "tiny", "params": {"seed": 7}, "notebooks": {"01-first": {"scale": 3}}}
@@ -77,7 +82,11 @@ def test_profile_errors(tmp_path):
 
 def test_parse_set():
     assert runner.parse_set(["seed=3", "04-evaluate.tasks=[upos, sts]", "device=cpu", "x=null"]) == {
-        "seed": 3, "04-evaluate.tasks": ["upos", "sts"], "device": "cpu", "x": None}
+        "seed": 3,
+        "04-evaluate.tasks": ["upos", "sts"],
+        "device": "cpu",
+        "x": None,
+    }
     with pytest.raises(ValueError, match="key=value"):
         runner.parse_set(["seed"])
 

@@ -1,4 +1,5 @@
 """kdlib.sources: the registry against MANIFEST.tsv, local verification, and downloads from a local server."""
+
 from __future__ import annotations
 
 import csv
@@ -70,6 +71,7 @@ def test_unknown_file():
 
 
 # --- downloads from a local HTTP server ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """kdlib.stats: the two-level paired bootstrap against cases with known answers, on real test sets."""
+
 from __future__ import annotations
 
 import math
@@ -20,11 +21,21 @@ def _probs(labels: np.ndarray, n_classes: int, confidence: float = 0.9) -> np.nd
     return p
 
 
-def _classification(gold: np.ndarray, pred: np.ndarray, n_classes: int = 2, task: str = "sapn",
-                    model: str = "m") -> Predictions:
+def _classification(
+    gold: np.ndarray, pred: np.ndarray, n_classes: int = 2, task: str = "sapn", model: str = "m"
+) -> Predictions:
     ids = [f"ex{i}" for i in range(len(gold))]
-    return Predictions(task, model, "classification", "test", [str(c) for c in range(n_classes)], ids,
-                       np.asarray(gold), np.asarray(pred), probs=_probs(np.asarray(pred), n_classes))
+    return Predictions(
+        task,
+        model,
+        "classification",
+        "test",
+        [str(c) for c in range(n_classes)],
+        ids,
+        np.asarray(gold),
+        np.asarray(pred),
+        probs=_probs(np.asarray(pred), n_classes),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +185,9 @@ def test_bad_input_refused(sapn_gold):
 def test_load_runs_reads_every_seed(tmp_path, sapn_gold):
     folder = tmp_path / "evaluate" / "distil-bert-base-ro" / "sapn"
     for seed in (3, 1):
-        save_predictions(_classification(sapn_gold, sapn_gold, model=f"s{seed}"),
-                         folder / f"seed-{seed}" / "predictions.npz")
+        save_predictions(
+            _classification(sapn_gold, sapn_gold, model=f"s{seed}"), folder / f"seed-{seed}" / "predictions.npz"
+        )
     (folder / "summary.json").write_text('{"seeds": [3, 1]}')
     runs = stats.load_runs(tmp_path, "Distil-BERT-base-ro", "sapn")
     assert [r.model for r in runs] == ["s3", "s1"]

@@ -1,13 +1,14 @@
 """Students: the layer rule, exact copying from a BERT teacher, and the random / Bort-like options."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from helpers import ro_sentences
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
 
 from kdlib.students import count_parameters, make_student, teacher_layer_map
 from kdlib.teachers import train_tokenizer
-from helpers import ro_sentences
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +24,16 @@ def tokenizer(sentences, tmp_path_factory):
 def bert_teacher(vocab_size: int, layers: int, *, hidden: int = 32, heads: int = 4, seed: int = 0) -> BertForMaskedLM:
     """A random BERT MLM, dropout off; token-type and LayerNorm weights perturbed so copying errors show."""
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = BertForMaskedLM(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -58,8 +66,8 @@ def expected_copies(teacher: BertForMaskedLM, layers: list[int]) -> dict[str, to
     emb = "bert.embeddings."
     out = {
         "distilbert.embeddings.word_embeddings.weight": t[emb + "word_embeddings.weight"],
-        "distilbert.embeddings.position_embeddings.weight":
-            t[emb + "position_embeddings.weight"] + t[emb + "token_type_embeddings.weight"][0],
+        "distilbert.embeddings.position_embeddings.weight": t[emb + "position_embeddings.weight"]
+        + t[emb + "token_type_embeddings.weight"][0],
         "distilbert.embeddings.LayerNorm.weight": t[emb + "LayerNorm.weight"],
         "distilbert.embeddings.LayerNorm.bias": t[emb + "LayerNorm.bias"],
         "vocab_transform.weight": t["cls.predictions.transform.dense.weight"],
@@ -68,10 +76,16 @@ def expected_copies(teacher: BertForMaskedLM, layers: list[int]) -> dict[str, to
         "vocab_layer_norm.bias": t["cls.predictions.transform.LayerNorm.bias"],
         "vocab_projector.bias": t["cls.predictions.bias"],
     }
-    names = {"attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
-             "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
-             "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense",
-             "ffn.lin2": "output.dense", "output_layer_norm": "output.LayerNorm"}
+    names = {
+        "attention.q_lin": "attention.self.query",
+        "attention.k_lin": "attention.self.key",
+        "attention.v_lin": "attention.self.value",
+        "attention.out_lin": "attention.output.dense",
+        "sa_layer_norm": "attention.output.LayerNorm",
+        "ffn.lin1": "intermediate.dense",
+        "ffn.lin2": "output.dense",
+        "output_layer_norm": "output.LayerNorm",
+    }
     for i, j in enumerate(layers):
         for s_name, t_name in names.items():
             for kind in ("weight", "bias"):
@@ -117,9 +131,11 @@ def test_random_init_differs_and_is_seeded(tokenizer):
     assert torch.equal(torch.random.get_rng_state(), state), "make_student must not move the global RNG"
     b = make_student(teacher, init="random", seed=1)
     c = make_student(teacher, init="random", seed=2)
-    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, pa), pb, _pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb), name
-    assert not torch.equal(a.distilbert.embeddings.word_embeddings.weight, c.distilbert.embeddings.word_embeddings.weight)
+    assert not torch.equal(
+        a.distilbert.embeddings.word_embeddings.weight, c.distilbert.embeddings.word_embeddings.weight
+    )
     copied = make_student(teacher)
     for name, p in a.named_parameters():
         if p.dim() == 2:  # matrices (LayerNorm vectors start as ones/zeros in both)
@@ -149,8 +165,16 @@ def test_bad_requests(tokenizer):
         make_student(teacher, shape="tall")
     with pytest.raises(ValueError, match="cannot be initialised"):
         make_student(teacher, num_layers=5)
-    roberta = RobertaForMaskedLM(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=70))
+    roberta = RobertaForMaskedLM(
+        RobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=70,
+        )
+    )
     with pytest.raises(ValueError, match="BERT masked-LM teacher.*RobertaForMaskedLM"):
         make_student(roberta)
     assert make_student(roberta, init="random").config.n_layers == 1

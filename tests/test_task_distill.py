@@ -1,5 +1,6 @@
 """Task-specific distillation (kdlib.task_distill): students learn SAPN, losses match hand computation, every
 student gets its size and speed figures, wrong teachers and bad CLI input are refused in one line."""
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,11 @@ def one_thread():
 def sapn(data_dir):
     """A fixed SAPN subset (train / validation / test), its tokenizer and word vocabulary."""
     ds = load_task("sapn", data_dir)
-    parts = {"train": ds["train"].shuffle(seed=0).select(range(N_TRAIN)),
-             "validation": ds["validation"].shuffle(seed=0).select(range(N_TEST)),
-             "test": ds["test"].shuffle(seed=0).select(range(N_TEST))}
+    parts = {
+        "train": ds["train"].shuffle(seed=0).select(range(N_TRAIN)),
+        "validation": ds["validation"].shuffle(seed=0).select(range(N_TEST)),
+        "test": ds["test"].shuffle(seed=0).select(range(N_TEST)),
+    }
     return parts
 
 
@@ -73,8 +76,9 @@ def _teacher_folder(tokenizer, folder: Path, task: str, label_names: list[str], 
     """A tiny TaskModel saved the way finetune(save_model=True) saves it."""
     from kdlib.task_students import small_bert
 
-    small_bert("bert-tiny", kind, len(label_names), tokenizer, max_len=64).save(folder, tokenizer, task=task,
-                                                                                 label_names=label_names)
+    small_bert("bert-tiny", kind, len(label_names), tokenizer, max_len=64).save(
+        folder, tokenizer, task=task, label_names=label_names
+    )
     return folder
 
 
@@ -90,11 +94,13 @@ def test_losses_match_hand_computation():
         return e / e.sum(1, keepdims=True)
 
     p, q = softmax(t.numpy() / temp), softmax(s.numpy() / temp)
-    kl = temp**2 * float(np.sum(p * (np.log(p) - np.log(q)))) / 2          # batch mean over the 2 units
-    mse = float(np.mean((s.numpy() - t.numpy()) ** 2))                      # over units and classes
-    ce = -math.log(softmax(s.numpy())[0, 0])                                 # only unit 0 is labelled
-    got = {loss: distill_loss(s, y, t, loss, temperature=temp, alpha=alpha).item()
-           for loss in ("hard", "kl", "mse", "kl+hard", "mse+hard")}
+    kl = temp**2 * float(np.sum(p * (np.log(p) - np.log(q)))) / 2  # batch mean over the 2 units
+    mse = float(np.mean((s.numpy() - t.numpy()) ** 2))  # over units and classes
+    ce = -math.log(softmax(s.numpy())[0, 0])  # only unit 0 is labelled
+    got = {
+        loss: distill_loss(s, y, t, loss, temperature=temp, alpha=alpha).item()
+        for loss in ("hard", "kl", "mse", "kl+hard", "mse+hard")
+    }
     assert got["hard"] == pytest.approx(ce, rel=1e-5)
     assert got["kl"] == pytest.approx(kl, rel=1e-5)
     assert got["mse"] == pytest.approx(mse, rel=1e-5)
@@ -117,19 +123,52 @@ BERT_LR = {"bert-mini": 6e-4, "bert-small": 6e-4}  # wider BERTs from scratch di
 @pytest.mark.parametrize("student", STUDENTS)
 def test_student_learns_sapn_beyond_majority(student, sapn, tokenizer, agnostic_dir):
     # titles and the start of the reviews (32 words / sub-tokens; 16 for the wider BERTs) carry most of the polarity
-    config = TaskDistillConfig(epochs=3, batch_size=32, lr=3e-3, bert_lr=BERT_LR.get(student, 2e-3),
-                               max_len=16 if student in BERT_LR else 32,
-                               embedding_dim=32, hidden=32, filters=32, dropout=0.1)
+    config = TaskDistillConfig(
+        epochs=3,
+        batch_size=32,
+        lr=3e-3,
+        bert_lr=BERT_LR.get(student, 2e-3),
+        max_len=16 if student in BERT_LR else 32,
+        embedding_dim=32,
+        hidden=32,
+        filters=32,
+        dropout=0.1,
+    )
     rows = {k: v.to_dict() for k, v in sapn.items()}
-    vocab = WordVocab.build([word_tokens(a) + word_tokens(b) for a, b in zip(rows["train"]["text_a"], rows["train"]["text_b"])])
-    model, inputs, lr = _build_student(StudentSpec(student, embeddings="random", loss="hard", augment=False),
-                                       "classification", 2, teacher_tokenizer=tokenizer, vocab=vocab, vectors=None,
-                                       agnostic_dir=agnostic_dir, config=config)
-    fit = train_student(model, inputs.encode(rows["train"]), inputs.encode(rows["validation"]), sapn["validation"],
-                        task="sapn", loss="hard", lr=lr, config=config, pad_id=inputs.pad_id,
-                        label_names=["negative", "positive"])
-    outs = predict(model, inputs.encode(rows["test"]), N_TEST, pad_id=inputs.pad_id, batch_size=64,
-                   device=torch.device("cpu"), progress=False)
+    vocab = WordVocab.build(
+        [word_tokens(a) + word_tokens(b) for a, b in zip(rows["train"]["text_a"], rows["train"]["text_b"])]
+    )
+    model, inputs, lr = _build_student(
+        StudentSpec(student, embeddings="random", loss="hard", augment=False),
+        "classification",
+        2,
+        teacher_tokenizer=tokenizer,
+        vocab=vocab,
+        vectors=None,
+        agnostic_dir=agnostic_dir,
+        config=config,
+    )
+    fit = train_student(
+        model,
+        inputs.encode(rows["train"]),
+        inputs.encode(rows["validation"]),
+        sapn["validation"],
+        task="sapn",
+        loss="hard",
+        lr=lr,
+        config=config,
+        pad_id=inputs.pad_id,
+        label_names=["negative", "positive"],
+    )
+    outs = predict(
+        model,
+        inputs.encode(rows["test"]),
+        N_TEST,
+        pad_id=inputs.pad_id,
+        batch_size=64,
+        device=torch.device("cpu"),
+        progress=False,
+    )
     score = compute_metrics("sapn", sapn["test"]["label"], [int(o.argmax()) for o in outs])["score"]
     base = majority_baseline("sapn", sapn["train"]["label"], sapn["test"]["label"])["score"]
     assert score > base + 0.05, f"{student}: accuracy {score:.3f} vs majority {base:.3f} ({fit})"
@@ -139,12 +178,31 @@ def test_student_learns_sapn_beyond_majority(student, sapn, tokenizer, agnostic_
 def test_every_student_gets_score_loyalty_size_and_speed(sapn, tokenizer, agnostic_dir, tmp_path, data_dir):
     teacher = _teacher_folder(tokenizer, tmp_path / "teacher", "sapn", ["negative", "positive"], "classification")
     corpus = [f"{a} . {b}" for a, b in zip(sapn["test"]["text_a"][:40], sapn["test"]["text_b"][:40])]
-    config = TaskDistillConfig(epochs=1, max_len=32, max_train_examples=48, max_eval_examples=40, augment_examples=30,
-                               embedding_dim=16, hidden=16, filters=8, fasttext_epochs=1, bench_budget_s=0.01,
-                               bench_repeats=1)
+    config = TaskDistillConfig(
+        epochs=1,
+        max_len=32,
+        max_train_examples=48,
+        max_eval_examples=40,
+        augment_examples=30,
+        embedding_dim=16,
+        hidden=16,
+        filters=8,
+        fasttext_epochs=1,
+        bench_budget_s=0.01,
+        bench_repeats=1,
+    )
     specs = [StudentSpec(s) for s in STUDENTS] + [StudentSpec("cnn", embeddings="random", loss="mse", augment=False)]
-    rows = distill_task("sapn", teacher, tmp_path / "out", specs, config=config, corpus_texts=corpus,
-                        cache_dir=tmp_path / "ft", agnostic_dir=agnostic_dir, data_dir=data_dir)
+    rows = distill_task(
+        "sapn",
+        teacher,
+        tmp_path / "out",
+        specs,
+        config=config,
+        corpus_texts=corpus,
+        cache_dir=tmp_path / "ft",
+        agnostic_dir=agnostic_dir,
+        data_dir=data_dir,
+    )
     assert [r["name"] for r in rows] == ["teacher"] + [s.name for s in specs]
     assert len(list((tmp_path / "ft").glob("fasttext-*/vectors.kv"))) == 1
     for r in rows:
@@ -182,8 +240,14 @@ def test_hugging_face_classifier_folders(tokenizer, tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
     def save(n_labels: int, folder: Path) -> Path:
-        cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, num_labels=n_labels)
+        cfg = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=n_labels,
+        )
         BertForSequenceClassification(cfg).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return folder
@@ -194,13 +258,16 @@ def test_hugging_face_classifier_folders(tokenizer, tmp_path):
         load_task_teacher(save(3, tmp_path / "three"), "sapn")
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--teacher", "nowhere", "--task", "sapn", "--out", "x"], "teacher folder nowhere has no config.json"),
-    (["--teacher", "t", "--task", "sts", "--out", "x"], "regression task"),
-    (["--teacher", "t", "--task", "sapn", "--out", "x", "--students", "gru"], "invalid choice: 'gru'"),
-    (["--teacher", "t", "--task", "sapn", "--out", "x", "--epochs", "0"], "epochs must be a positive integer"),
-    (["--task", "sapn", "--out", "x"], "the following arguments are required: --teacher"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--teacher", "nowhere", "--task", "sapn", "--out", "x"], "teacher folder nowhere has no config.json"),
+        (["--teacher", "t", "--task", "sts", "--out", "x"], "regression task"),
+        (["--teacher", "t", "--task", "sapn", "--out", "x", "--students", "gru"], "invalid choice: 'gru'"),
+        (["--teacher", "t", "--task", "sapn", "--out", "x", "--epochs", "0"], "epochs must be a positive integer"),
+        (["--task", "sapn", "--out", "x"], "the following arguments are required: --teacher"),
+    ],
+)
 def test_cli_bad_input_is_one_line(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     try:

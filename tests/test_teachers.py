@@ -1,4 +1,5 @@
 """Teachers: tokenizer training (cased / uncased), tiny MLM pretraining on real Romanian text, loading errors."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-
 from helpers import ro_sentences
 
 from kdlib.teachers import TeacherConfig, cli, load_teacher, pretrain_teacher, pseudo_perplexity, train_tokenizer
@@ -20,16 +20,33 @@ def sentences(data_dir) -> list[str]:
     return ro_sentences(data_dir, 2000, capitals_first=True)
 
 
-TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=1000, steps=100,
-            batch_size=32, max_len=64, max_position_embeddings=64, lr=1e-2, warmup=0.1, pppl_texts=20)
+TINY = dict(
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    vocab_size=1000,
+    steps=100,
+    batch_size=32,
+    max_len=64,
+    max_position_embeddings=64,
+    lr=1e-2,
+    warmup=0.1,
+    pppl_texts=20,
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_teacher(sentences, tmp_path_factory) -> tuple[Path, dict]:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("teachers") / "cased"
-    metrics = pretrain_teacher(datasets.Dataset.from_dict({"text": sentences}), out, lowercase=False,
-                               config=TeacherConfig(**TINY), progress=False)
+    metrics = pretrain_teacher(
+        datasets.Dataset.from_dict({"text": sentences}),
+        out,
+        lowercase=False,
+        config=TeacherConfig(**TINY),
+        progress=False,
+    )
     return out, metrics
 
 
@@ -111,8 +128,17 @@ def test_load_teacher_errors(tmp_path, tiny_teacher, monkeypatch):
     with pytest.raises(ValueError, match="no masked-LM class"):
         load_teacher(str(tmp_path / "gpt2"))
     # A saved BertModel has no MLM head: AutoModelForMaskedLM would add a random one; refuse it.
-    base = BertModel(BertConfig(vocab_size=1000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=64), add_pooling_layer=False)
+    base = BertModel(
+        BertConfig(
+            vocab_size=1000,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
     base.save_pretrained(tmp_path / "bert-base-only")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         (tmp_path / "bert-base-only" / name).write_bytes((tiny_teacher[0] / name).read_bytes())
@@ -141,9 +167,33 @@ def test_cli_trains_from_a_text_file(tmp_path, sentences, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(sentences[:300]) + "\n", encoding="utf-8")
     out = tmp_path / "uncased"
-    argv = ["--corpus", str(corpus), "--out", str(out), "--lowercase", "--steps", "3", "--hidden-size", "16",
-            "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "32", "--vocab-size", "300",
-            "--batch-size", "8", "--max-len", "32", "--pppl-texts", "3", "--threads", "1"]
+    argv = [
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--lowercase",
+        "--steps",
+        "3",
+        "--hidden-size",
+        "16",
+        "--num-layers",
+        "1",
+        "--num-heads",
+        "2",
+        "--intermediate-size",
+        "32",
+        "--vocab-size",
+        "300",
+        "--batch-size",
+        "8",
+        "--max-len",
+        "32",
+        "--pppl-texts",
+        "3",
+        "--threads",
+        "1",
+    ]
     assert cli(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["lowercase"] is True and printed["train_sentences"] + printed["heldout_sentences"] == 300
