@@ -42,10 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+# tqdm.auto (imported by datasets, below) warns at import in a kernel without ipywidgets: not for the page
+warnings.filterwarnings("ignore", message="IProgress not found")
 
-from kdlib import runner
-from kdlib.colab import ensure_drive, on_colab
+import pandas as pd  # noqa: E402
+
+from kdlib import runner  # noqa: E402
+from kdlib.colab import ensure_drive, on_colab  # noqa: E402
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 COLAB_RUN_DIR = "/content/drive/MyDrive/kdlib-runs/colab"  # a launch-button notebook's run folder on Colab
