@@ -298,6 +298,7 @@ def _dutch_profile(files: dict[str, Path]) -> dict:
                 "ensemble_name": "DistilMulti-BERTje-mini",
                 "strategies": ["average"],
                 "control": False,
+                "ablation_tasks": ["pos"],
                 "distill_config": tiny,
             },
             "04-evaluate": {
