@@ -309,7 +309,9 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-write_json = write_json_atomic  # runner.write_json(path, data): the notebooks' name for kdlib.io's writer
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """kdlib.io.write_json_atomic for the notebooks; returns nothing, so a cell ending with it shows no path."""
+    write_json_atomic(path, data)
 
 
 # --------------------------------------------------------------------------- memory sampling

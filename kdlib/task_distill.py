@@ -347,7 +347,7 @@ def task_splits(task: str, config: TaskDistillConfig, data_dir=None) -> dict[str
     n = config.max_train_examples or len(train)
     return {
         "train": train.select(range(min(n, len(train)))),
-        "unused": train.select(range(min(n, len(train)), len(train))),
+        "unused": train.select(range(n, len(train)) if n < len(train) else []),  # an empty range at the end fails
         "validation": _subset(ds["validation"], config.max_eval_examples),
         "test": _subset(ds["test"], config.max_eval_examples),
     }
