@@ -225,6 +225,7 @@ def test_profile_with_language_and_tasks(tmp_path, decls):
     prof, smoke = runner.load_profile(path), runner.load_profile("smoke")
     assert prof["name"] == "dutch-smoke" and prof["language"] == "nl"
     assert prof["params"]["tasks"] == ["pos", "sent", "sim", "news"]  # the declared tasks, for every notebook
+
     def without_tasks(notebooks: dict) -> dict:  # a profile's own tasks replace the per-notebook task lists
         return {nb: {k: v for k, v in settings.items() if k != "tasks"} for nb, settings in notebooks.items()}
 
@@ -331,6 +332,8 @@ def test_dutch_pipeline_end_to_end(tmp_path):
         "Distil-BERTje-mini",
         "Distil-RobBERT-mini",
         "DistilMulti-BERTje-mini (average)",
+        "Random-init Distil-BERTje-mini",  # the random-initialisation pair of 03 (random_pair, on in smoke)
+        "Random-init control (MLM only)",
     }
     assert dict(zip(results["task"], results["metric"])) == {"pos": "macro_f1", "sent": "macro_f1", "sim": "pearson"}
     loyalty = runner.read_json(run / "loyalty" / "loyalty.json")
