@@ -46,22 +46,35 @@ def tag_for_pages(path: Path) -> None:
 
 
 def claims_markdown(run_dir: str | os.PathLike) -> str:
-    """The claims verdicts of a run (<run>/claims/*.json, written by the claims notebook) as a Markdown
-    table, or a sentence saying they are absent."""
-    files = sorted((Path(run_dir) / "claims").glob("*.json"))
+    """The paper's claims verdicts of a run (<run>/claims/main.json, written by the claims notebook) as a
+    Markdown table, then one sentence per companion chapter's claims; or a sentence saying they are absent."""
+    folder = Path(run_dir) / "claims"
+    files = sorted(folder.glob("*.json"))
     if not files:
         return (
             "*This run has no claims verdicts yet: the claims notebook writes them to `<run>/claims/` "
             "when its step runs.*\n"
         )
-    records = [rec for f in files for rec in runner.read_json(f)]
+    main = [f for f in files if f.stem == "main"] or files
+    records = [rec for f in main for rec in runner.read_json(f)]
     if claims is not None:
         frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))}) for r in records])
     else:
         frame = pd.DataFrame(records)
-    counts = frame["verdict"].value_counts() if "verdict" in frame else pd.Series(dtype=int)
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-    return frame.to_markdown(index=False) + f"\n\nOf {len(frame)} claims checked in this run: {summary}.\n"
+    text = frame.to_markdown(index=False) + f"\n\nOf the paper's {len(frame)} claims: {_verdict_counts(records)}.\n"
+    steps = {p.stem.split("-", 1)[1]: p.stem for p in runner.list_steps()}
+    for f in files:
+        if f in main:
+            continue
+        recs = runner.read_json(f)
+        where = f"{{doc}}`/notebooks/{steps[f.stem]}`" if f.stem in steps else f"`{f.name}`"
+        text += f"\nThe companion chapter {where} checks {len(recs)} claims of its paper: {_verdict_counts(recs)}.\n"
+    return text
+
+
+def _verdict_counts(records: list[dict]) -> str:
+    counts = pd.Series([r.get("verdict") for r in records]).value_counts()
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
 def _interval(value: Any) -> Any:

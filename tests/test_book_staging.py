@@ -62,10 +62,15 @@ def test_claims_placeholder_and_table(tmp_path):
             "reason": "smoke models",
         },
     ]
-    (tmp_path / "claims" / "09-claims.json").write_text(json.dumps(records))
+    (tmp_path / "claims" / "main.json").write_text(json.dumps(records))
     text = book.claims_markdown(tmp_path)
     assert "students are about twice as fast" in text and "| supported" in text.replace("  ", " ")
-    assert "Of 2 claims checked in this run: 1 supported, 1 not testable here." in text
+    assert "Of the paper's 2 claims: 1 supported, 1 not testable here." in text
+    # a companion chapter's claims: one sentence with its counts and a link to its page, not table rows
+    (tmp_path / "claims" / "task-distill.json").write_text(json.dumps(records[:1]))
+    text = book.claims_markdown(tmp_path)
+    assert "The companion chapter {doc}`/notebooks/07-task-distill` checks 1 claims of its paper: 1 supported." in text
+    assert text.count("students are about twice as fast") == 1
 
 
 def test_headline_without_results_says_so(tmp_path):
