@@ -259,7 +259,13 @@ def _screenshot(server: str, page: str, height: int, tmp_path: Path) -> Path:
         f"--screenshot={out}",
         f"{server}/{page}",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    for attempt in range(2):  # headless Chromium now and then hangs on a tall page: one retry, then fail
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+            break
+        except subprocess.TimeoutExpired:
+            if attempt:
+                raise
     assert proc.returncode == 0 and out.is_file(), f"screenshot of {page} failed: {proc.stderr[-1000:]}"
     return out
 
