@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: all setup chromium data-check pipeline book bench lint format test pytest smoke clean
+.PHONY: all setup chromium data-check pipeline book readme bench lint format test pytest smoke clean
 
 all: setup data-check pipeline book
 	@echo "The book: $(abspath $(BOOK_ROOT))/_build/html/index.html"
@@ -43,6 +43,10 @@ pipeline: setup
 # The book from the executed notebooks of $(RUN_DIR) (no re-execution, warnings are errors).
 book: setup
 	$(PY) -m kdlib run --profile $(PROFILE) --out $(RUN_DIR) --book-only --book-root $(BOOK_ROOT)
+
+# The README's headline (scores, claims, cost, date and machine) from a complete run of $(RUN_DIR)
+readme: setup
+	$(PY) -m kdlib readme --run $(RUN_DIR)
 
 bench: setup
 	$(PY) -m kdlib bench --out runs/bench $(if $(QUICK),--quick,)

@@ -165,6 +165,7 @@ class VocabMap:
     mapped_teacher: torch.Tensor  # (k,) unique teacher ids that have a counterpart
     case: str = "split"
     ambiguous: torch.Tensor | None = None  # (nnz,) bool
+    prior_power: float = 1.0  # case="prior": variants weighted by prior**power (>1 trusts the prior's ranking more)
 
     def to(self, device) -> VocabMap:
         amb = None if self.ambiguous is None else self.ambiguous.to(device)
@@ -177,6 +178,7 @@ class VocabMap:
             self.mapped_teacher.to(device),
             self.case,
             amb,
+            self.prior_power,
         )
 
     def sparse(self) -> torch.Tensor:
@@ -222,6 +224,7 @@ def build_vocab_map(
     student_counts: torch.Tensor | None = None,
     n_teacher: int | None = None,
     n_student: int | None = None,
+    prior_power: float = 1.0,
 ) -> VocabMap:
     """Map each teacher token to the student tokens with the same normalised string.
 
@@ -234,10 +237,13 @@ def build_vocab_map(
     by `project_distribution(prior=...)`; "split"
     evenly, "exact_first" to the identically spelled one when it exists. Teacher tokens with no
     counterpart are unmapped. `n_teacher` / `n_student` are the models' output sizes when they exceed
-    the tokenizers' lengths (padded vocabularies).
+    the tokenizers' lengths (padded vocabularies). `prior_power` (case="prior"): the per-row prior is
+    raised to this power within each group of variants before sharing (1 = the prior as it is).
     """
     if case not in VOCAB_CASES:
         raise ValueError(f"vocab_case={case!r}: expected one of {VOCAB_CASES}")
+    if not prior_power > 0:
+        raise ValueError(f"case_prior_power={prior_power!r}: expected a positive number")
     if case == "count" and student_counts is None:
         raise ValueError(
             "vocab_case='count' needs student_counts (kdlib.align.token_counts of the student "
@@ -272,6 +278,7 @@ def build_vocab_map(
         torch.unique(t_ids),
         case,
         torch.tensor(amb, dtype=torch.bool),
+        float(prior_power),
     )
 
 
@@ -286,6 +293,10 @@ def _entry_values(vocab_map: VocabMap, prior: torch.Tensor | None, n_rows: int) 
     idx = torch.nonzero(vocab_map.ambiguous, as_tuple=True)[0]
     groups, group_of = torch.unique(vocab_map.teacher_ids[idx], return_inverse=True)  # one group per teacher token
     q = prior.float()[:, vocab_map.student_ids[idx]]  # (N, n_ambiguous)
+    if vocab_map.prior_power != 1.0:  # relative to the group's top variant first, so no variant underflows
+        top = torch.zeros(n_rows, len(groups), dtype=q.dtype, device=q.device)
+        top = top.scatter_reduce(1, group_of.expand(n_rows, -1), q, reduce="amax")
+        q = (q / top[:, group_of].clamp(min=1e-30)) ** vocab_map.prior_power
     denom = torch.zeros(n_rows, len(groups), dtype=q.dtype, device=q.device).index_add_(1, group_of, q)
     d = denom[:, group_of]
     share = torch.where(d > 1e-12, q / d.clamp(min=1e-12), vocab_map.values[idx][None, :])

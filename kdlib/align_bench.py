@@ -90,6 +90,27 @@ def prepare(cache_dir: Path, *, steps: int = TEACHER["steps"], progress: bool = 
     return model, cased, AutoTokenizer.from_pretrained(uncased_dir), corpus["text"], time.perf_counter() - t0
 
 
+def from_run(teachers_json: str | os.PathLike):
+    """(cased teacher, its tokenizer, the uncased teacher's tokenizer, corpus texts, the cased teacher's
+    pretraining steps) from a run's teachers/teachers.json (notebook 01): its first cased and uncased teacher."""
+    from transformers import AutoTokenizer
+
+    from kdlib.corpus import build_corpus
+    from kdlib.teachers import load_teacher
+
+    path = Path(teachers_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such teachers file (a run's teachers/teachers.json)")
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    cased = next((e for e in entries.values() if not e.get("lowercase")), None)
+    uncased = next((e for e in entries.values() if e.get("lowercase")), None)
+    if cased is None or uncased is None:
+        raise ValueError(f"{path}: expected one cased and one uncased teacher, got {sorted(entries)}")
+    model, tok = load_teacher(cased["path"], device="cpu")
+    steps = cased.get("metrics", {}).get("config", {}).get("steps")
+    return model, tok, AutoTokenizer.from_pretrained(uncased["path"]), build_corpus("shuffled", seed=0)["text"], steps
+
+
 def dev_words(data_dir=None) -> list[list[str]]:
     """The word lists of the RRT dev split (UD Romanian-RRT validation)."""
     from kdlib.data import load_task
@@ -142,14 +163,24 @@ def summarise(mass: torch.Tensor, mismatch: torch.Tensor, capitalised: torch.Ten
 
 
 def bench_align(
-    cache_dir: str | os.PathLike | None = None, *, steps: int = TEACHER["steps"], data_dir=None, threads: int = 1
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    steps: int = TEACHER["steps"],
+    data_dir=None,
+    threads: int = 1,
+    teachers: str | os.PathLike | None = None,
 ) -> dict:
     """{mode: {"all", "lowercase", "capitalised", ...} for each of kdlib.align.VOCAB_CASES, "default": mode, "meta"}.
 
-    Words cut off by truncation at 128 pieces in either tokenization are left out (as in distillation)."""
+    `teachers`: a run's teachers/teachers.json, whose cased teacher and two tokenizers are measured instead
+    of the benchmark's own (cached) ones. Words cut off by truncation at 128 pieces in either tokenization
+    are left out (as in distillation)."""
     torch.set_num_threads(threads)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    model, cased, uncased, texts, train_s = prepare(cache, steps=steps)
+    if teachers is not None:
+        (model, cased, uncased, texts, steps), train_s = from_run(teachers), 0.0
+    else:
+        model, cased, uncased, texts, train_s = prepare(cache, steps=steps)
     words = dev_words(data_dir)
     s_index, s_ids, t_ids = aligned_first_pieces(cased, uncased, words)
     t1 = time.perf_counter()
@@ -169,6 +200,7 @@ def bench_align(
     result["meta"] = {
         "words": len(s_ids),
         "teacher_steps": steps,
+        "teachers": str(teachers) if teachers else "trained by the benchmark",
         "teacher_train_s_this_run": round(train_s, 1),
         "measure_s": round(time.perf_counter() - t1, 1),
         "threads": threads,
@@ -184,14 +216,19 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--cache", default=None, help=f"cache folder (default {default_cache_dir()})")
     p.add_argument("--steps", type=int, default=TEACHER["steps"], help="pretraining steps of the cased teacher")
+    p.add_argument("--teachers", default=None, help="measure a run's teachers instead (its teachers/teachers.json)")
     args = p.parse_args(argv)
     if args.steps <= 0:
         p.error(f"--steps must be positive, got {args.steps}")
-    result = bench_align(args.cache, steps=args.steps)
+    try:
+        result = bench_align(args.cache, steps=args.steps, teachers=args.teachers)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kdlib bench --only align: {exc}", file=sys.stderr)
+        return 2
     meta = result.pop("meta")
     print(
-        f"align bench: {meta['words']} words, cased teacher {meta['teacher_steps']} steps "
-        f"(trained in this run: {meta['teacher_train_s_this_run']} s), measured in {meta['measure_s']} s on "
+        f"align bench: {meta['words']} words, cased teacher {meta['teachers']} ({meta['teacher_steps']} steps; "
+        f"trained in this run: {meta['teacher_train_s_this_run']} s), measured in {meta['measure_s']} s on "
         f"{meta['threads']} thread(s)",
         file=sys.stderr,
     )

@@ -42,7 +42,8 @@ class TextCorpus:
     """The non-empty texts of a corpus, read by index.
 
     An on-disk ``datasets`` corpus stays memory-mapped: only its word counts (``kdlib.corpus.length_index``,
-    computed once and saved beside it, 4 bytes per text) live in memory, and a batch reads its own rows.
+    computed once and saved beside it; kept as uint16, 2 bytes per text) live in memory, and a batch reads
+    its own rows.
     A list of strings or an in-memory Dataset works the same way (tests, notebooks).
     """
 
@@ -55,7 +56,9 @@ class TextCorpus:
         self.dataset = corpus
         words = kcorpus.length_index(corpus, ("n_words",))["n_words"]
         self.rows = None if words.all() else np.flatnonzero(words).astype(np.int64)  # rows of non-empty texts
-        self.lengths = words if self.rows is None else words[self.rows]
+        words = words if self.rows is None else words[self.rows]
+        np.minimum(words, np.iinfo(np.uint16).max, out=words)  # in place: the loaded array is ours
+        self.lengths = words.astype(np.uint16)  # bucketing needs no more: 2 bytes a text
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -73,10 +76,10 @@ class TextCorpus:
             yield from self.texts(np.arange(start, min(start + 10_000, len(self))))
 
     def info(self) -> dict:
-        """kdlib.corpus.corpus_stats of the whole corpus (sentences, words, characters), from the saved
-        length index (the word counts are already in memory; the characters are read once)."""
-        chars = kcorpus.length_index(self.dataset, ("n_chars",))["n_chars"]
-        return {"sentences": len(self.dataset), "characters": int(chars.sum()), "words": int(self.lengths.sum())}
+        """kdlib.corpus.corpus_stats of the whole corpus (sentences, words, characters), from the totals
+        saved with its length index."""
+        stats = kcorpus.corpus_stats(self.dataset)
+        return {"sentences": len(self.dataset), "characters": stats["characters"], "words": stats["words"]}
 
 
 # ------------------------------------------------------------------------------------------- order
@@ -85,7 +88,7 @@ def batch_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int,
 
     Shuffle, sort by length (stable) within pools of `pool` batches (little padding), cut into full
     batches, then shuffle the batches. The data position (epoch, batch index) is therefore enough to
-    resume. numpy throughout, int32 indices: ~8 bytes per text at any corpus size.
+    resume. numpy throughout, int32 indices shuffled in place: 4 bytes per text at any corpus size.
     """
     lengths = np.asarray(lengths)
     rng = np.random.default_rng(seed * 100_003 + epoch)
@@ -97,7 +100,8 @@ def batch_order(lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int,
         part[:] = part[np.argsort(lengths[part], kind="stable")]
     n_full = len(perm) // batch_size
     batches = perm[: n_full * batch_size].reshape(n_full, batch_size)
-    return batches[rng.permutation(n_full)]
+    rng.shuffle(batches)  # rows in place: no second copy of the order
+    return batches
 
 
 class BatchStream:

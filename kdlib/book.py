@@ -12,6 +12,7 @@ notebooks are never re-executed).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -23,13 +24,9 @@ from typing import Any
 import nbformat
 import pandas as pd
 
-from kdlib import colab, reporting, runner
+from kdlib import claims, colab, reporting, runner, stats
+from kdlib.io import atomic_path
 from kdlib.notebook import COLAB_RUN_DIR
-
-try:  # kdlib.claims / kdlib.stats arrive with the claims chapter; without them the headline says so
-    from kdlib import claims, stats
-except ImportError:
-    claims = stats = None
 
 log = logging.getLogger("kdlib.book")
 
@@ -45,9 +42,10 @@ def tag_for_pages(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def claims_markdown(run_dir: str | os.PathLike) -> str:
+def claims_markdown(run_dir: str | os.PathLike, *, links: bool = True) -> str:
     """The paper's claims verdicts of a run (<run>/claims/main.json, written by the claims notebook) as a
-    Markdown table, then one sentence per companion chapter's claims; or a sentence saying they are absent."""
+    Markdown table, then one sentence per companion chapter's claims; or a sentence saying they are absent.
+    `links=False` names the chapters in plain Markdown (for the README) instead of MyST `{doc}` links."""
     folder = Path(run_dir) / "claims"
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -57,28 +55,26 @@ def claims_markdown(run_dir: str | os.PathLike) -> str:
         )
     main = [f for f in files if f.stem == "main"] or files
     records = [rec for f in main for rec in runner.read_json(f)]
-    if claims is not None:
-        frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))}) for r in records])
-    else:
-        frame = pd.DataFrame(records)
+    frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))}) for r in records])
     text = frame.to_markdown(index=False) + f"\n\nOf the paper's {len(frame)} claims: {_verdict_counts(records)}.\n"
     steps = {p.stem.split("-", 1)[1]: p.stem for p in runner.list_steps()}
     for f in files:
         if f in main:
             continue
         recs = runner.read_json(f)
-        where = f"{{doc}}`/notebooks/{steps[f.stem]}`" if f.stem in steps else f"`{f.name}`"
+        where = f"`{f.name}`"
+        if f.stem in steps:
+            where = f"{{doc}}`/notebooks/{steps[f.stem]}`" if links else f"`{steps[f.stem]}`"
         text += f"\nThe companion chapter {where} checks {len(recs)} claims of its paper: {_verdict_counts(recs)}.\n"
     return text
 
 
 def _verdict_counts(records: list[dict]) -> str:
-    counts = pd.Series([r.get("verdict") for r in records]).value_counts()
-    return ", ".join(f"{n} {v}" for v, n in counts.items())
+    return claims.verdict_counts([r.get("verdict") for r in records])
 
 
 def _interval(value: Any) -> Any:
-    if isinstance(value, dict) and stats is not None:
+    if isinstance(value, dict):
         return stats.Interval(**value)
     return value
 
@@ -90,28 +86,93 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
     if not (run / "evaluate" / "results.json").is_file():
         return "*This run has no evaluation results: run the pipeline's evaluation step first.*\n"
     results = reporting.collect_results(run)
+    fig = reporting.plot_score_vs_speed_size(results)
+    reporting.save_figure(fig, gen_dir / "summary.png")
+    prof = runner.read_json(run / "run_summary.json").get("profile", run.name)
+    return (
+        f"## This run's headline (profile `{prof}`)\n\n"
+        + scores_markdown(run, results)
+        + "### Claims\n\n"
+        + claims_markdown(run)
+        + "\n"
+        "### Score against size and speed\n\n"
+        "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
+        ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n"
+    )
+
+
+def scores_markdown(run: Path, results: pd.DataFrame) -> str:
+    """The paper's table beside ours (scores x100, the poster's row under ours) and a sentence on the share of
+    its teachers' mean score each student keeps."""
     table = reporting.paper_table(results, layout="rows")  # the poster's row under ours: fits the page
     table.index = [model if source == "ours" else f"↳ {source}" for model, source in table.index]
     table.columns = [task.upper() for task in table.columns]
     kept = _kept_share(results, reporting.teacher_map(run, results))
     best = kept.idxmax()
-    fig = reporting.plot_score_vs_speed_size(results)
-    reporting.save_figure(fig, gen_dir / "summary.png")
     tasks = reporting.task_columns(results["task"])
-    prof = runner.read_json(run / "run_summary.json").get("profile", run.name)
     return (
-        f"## This run's headline (profile `{prof}`)\n\n"
         f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
         "poster's (empty where the paper has no such model):\n\n"
         + table.to_markdown(floatfmt=".1f").replace("nan", "—")
         + "\n\n"
         f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
         f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
-        "### Claims\n\n" + claims_markdown(run) + "\n"
-        "### Score against size and speed\n\n"
-        "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
-        ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n"
     )
+
+
+# --------------------------------------------------------------------------- the README's headline
+README_START = "<!-- headline:start: generated by `python -m kdlib readme --run <run>`; edits here are overwritten -->"
+README_END = "<!-- headline:end -->"
+
+
+def readme_headline(run_dir: str | os.PathLike) -> str:
+    """The README's headline of a complete run: when and on what it was measured, what it cost, the paper's
+    table beside ours and the claims verdicts, all read from the run folder."""
+    run = Path(run_dir)
+    summary = runner.read_json(run / "run_summary.json")
+    if not summary.get("complete"):
+        raise ValueError(f"{run / 'run_summary.json'}: the run is not complete; finish it before quoting it")
+    finished = max((runner.read_json(p)["finished"] for p in (run / ".done").glob("*.json")), default="unknown date")
+    device = runner.read_json(run / "bench" / "bench.json").get("device", {})
+    machine = f"{device.get('cpu', 'unknown CPU')}, {device.get('cpu_count', '?')} cores" + (
+        f", {device['gpu']}" if device.get("gpu") else ", no GPU"
+    )
+    return (
+        f"Profile `{summary['profile']}`, finished {finished[:10]} on {machine} (torch {device.get('torch', '?')}): "
+        f"**{summary['total_wall_s'] / 60:.1f} min** of steps, peak memory "
+        f"**{summary['peak_rss_mb'] / 1024:.1f} GB**.\n\n"
+        + scores_markdown(run, reporting.collect_results(run))
+        + claims_markdown(run, links=False)
+    )
+
+
+def update_readme(run_dir: str | os.PathLike, readme: str | os.PathLike) -> Path:
+    """Replace the text between README_START and README_END in `readme` with the run's headline (atomically)."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if text.count(README_START) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"{readme}: expected one line {README_START!r} and one line {README_END!r}")
+    head, rest = text.split(README_START)
+    _, tail = rest.split(README_END)
+    body = readme_headline(run_dir)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}", encoding="utf-8")
+    return readme
+
+
+def cli(argv: list[str]) -> int:
+    """`python -m kdlib readme --run runs/cpu [--readme README.md]`: the README's headline from a run."""
+    ap = argparse.ArgumentParser(prog="python -m kdlib readme", description=update_readme.__doc__)
+    ap.add_argument("--run", required=True, help="a complete run folder (e.g. runs/cpu)")
+    ap.add_argument("--readme", default=str(runner.REPO_ROOT / "README.md"), help="the README to update")
+    args = ap.parse_args(argv)
+    try:
+        path = update_readme(args.run, args.readme)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"kdlib readme: {exc}", file=sys.stderr)
+        return 2
+    print(f"updated the headline of {path} from {args.run}")
+    return 0
 
 
 def _kept_share(results: pd.DataFrame, teacher_of: dict[str, list[str]]) -> pd.Series:

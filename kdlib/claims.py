@@ -108,6 +108,14 @@ def combine(verdicts: Sequence[str]) -> str:
     return CONTRADICTED if CONTRADICTED in verdicts else INCONCLUSIVE
 
 
+def verdict_counts(verdicts: Sequence[str]) -> str:
+    """'3 supported, 1 inconclusive': how many times each verdict occurs, most frequent first."""
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 @dataclass
 class Claim:
     """One claim of the paper checked on this run (``details``: the comparisons behind it)."""

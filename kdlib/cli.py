@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("kdlib.bench", "speed and size benchmark, distillation throughput"),
     "task-distill": ("kdlib.task_distill", "distil a fine-tuned task teacher into BiLSTM, CNN and small BERT students"),
     "run": ("kdlib.runner", "run the notebook pipeline for a profile with papermill"),
+    "readme": ("kdlib.book", "write a complete run's headline (scores, claims, cost) into the README"),
 }
 
 

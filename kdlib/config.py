@@ -39,6 +39,7 @@ RESUME_KEYS = (
     "alpha_cos",
     "max_steps",
     "vocab_case",
+    "case_prior_power",
     "cross_mismatch",
     "cross_cosine",
 )
@@ -78,6 +79,9 @@ class DistillConfig:
     sub-tokens) and projects its vocabulary; "none" refuses such a teacher.
     vocab_case: how an uncased token's mass is shared among cased variants (kdlib.align: "prior" =
     the co-teacher's probabilities, else corpus counts; "count"; "split"; "exact_first").
+    case_prior_power: with vocab_case="prior", the co-teacher's probabilities are raised to this power
+    within each group of case variants before they share the mass (1 = as they are; more trusts their
+    ranking of the variants more; chosen by `python -m kdlib bench --only align`).
     cross_mismatch: "skip" gives words whose first pieces differ between the two tokenizations no
     cross-teacher KL; "keep" keeps them. cross_cosine: the cosine towards a teacher with another
     vocabulary (another model) through a learned linear map ("linear"), raw ("raw") or none ("off");
@@ -89,6 +93,7 @@ class DistillConfig:
     strategy: str = "average"
     cross_tokenizer: str = "word"
     vocab_case: str = "prior"  # see kdlib.align.build_vocab_map
+    case_prior_power: float = 1.0
     cross_mismatch: str = "skip"
     cross_cosine: str = "linear"
     alpha_ce: float = 5.0
@@ -192,6 +197,10 @@ class DistillConfig:
             f"cross_tokenizer={self.cross_tokenizer!r}; expected one of {CROSS_TOKENIZER}",
         )
         need(self.vocab_case in VOCAB_CASES, f"vocab_case={self.vocab_case!r}; expected one of {VOCAB_CASES}")
+        need(
+            isinstance(self.case_prior_power, (int, float)) and self.case_prior_power > 0,
+            f"case_prior_power={self.case_prior_power!r}; expected a positive number",
+        )
         need(
             self.cross_mismatch in CROSS_MISMATCH,
             f"cross_mismatch={self.cross_mismatch!r}; expected one of {CROSS_MISMATCH}",

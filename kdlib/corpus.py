@@ -213,23 +213,26 @@ def build_corpus(
 
 def corpus_stats(ds: Dataset) -> dict:
     """Size of a text corpus: lines ("sentences"), characters and whitespace-separated words."""
-    index = length_index(ds)
-    return {"sentences": len(ds), "characters": int(index["n_chars"].sum()), "words": int(index["n_words"].sum())}
+    index = length_index(ds, ("total_chars", "total_words"))
+    return {"sentences": len(ds), "characters": int(index["total_chars"]), "words": int(index["total_words"])}
 
 
 def length_index(ds: Dataset, columns: tuple[str, ...] = ("n_words", "n_chars")) -> dict[str, np.ndarray]:
-    """Words and characters of every text as int32 arrays, computed once per corpus.
+    """Words and characters of every text as int32 arrays (``n_words``, ``n_chars``) and their totals
+    (``total_words``, ``total_chars``, 0-d int64), computed once per corpus.
 
     For an on-disk corpus the index is saved beside its Arrow files, named by the corpus fingerprint
     (``lengths-<fingerprint>.npz``), so a later run, a resumed run and every DDP rank load ~8 bytes per
-    text instead of reading the texts again; ``columns`` loads only the arrays asked for.
+    text instead of reading the texts again; ``columns`` loads only the arrays asked for (the totals
+    without the per-text arrays).
     """
     if "text" not in ds.column_names:
         raise ValueError(f"corpus must have a 'text' column; got {ds.column_names}")
     cache = _index_path(ds)
     if cache is not None and cache.exists():
         with np.load(cache) as saved:
-            return {c: saved[c] for c in columns}
+            if all(c in saved.files for c in columns):  # an index saved before the totals were: computed again
+                return {c: saved[c] for c in columns}
     n_words = np.zeros(len(ds), dtype=np.int32)
     n_chars = np.zeros(len(ds), dtype=np.int32)
     i = 0
@@ -244,14 +247,20 @@ def length_index(ds: Dataset, columns: tuple[str, ...] = ("n_words", "n_chars"))
         n_words[i : i + len(texts)] = [len(t.split()) for t in texts]
         n_chars[i : i + len(texts)] = [len(t) for t in texts]
         i += len(texts)
+    index = {
+        "n_words": n_words,
+        "n_chars": n_chars,
+        "total_words": np.int64(n_words.sum(dtype=np.int64)),
+        "total_chars": np.int64(n_chars.sum(dtype=np.int64)),
+    }
     if cache is not None:
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
         try:
-            np.savez(tmp, n_words=n_words, n_chars=n_chars)
+            np.savez(tmp, **index)
             os.replace(tmp, cache)
         except OSError:  # a read-only corpus folder: the index is simply computed again next time
             tmp.unlink(missing_ok=True)
-    return {c: {"n_words": n_words, "n_chars": n_chars}[c] for c in columns}
+    return {c: index[c] for c in columns}
 
 
 def save_corpus(ds: Dataset, path: str | Path) -> Dataset:

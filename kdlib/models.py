@@ -138,6 +138,7 @@ def _cross_maps(
             t.tokenizer,
             src.tokenizer,
             case=config.vocab_case,
+            prior_power=config.case_prior_power,
             student_counts=counts,
             n_teacher=_vocab_size(t.model),
             n_student=_vocab_size(src.model),

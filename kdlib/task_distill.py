@@ -91,6 +91,7 @@ from kdlib.tasks import get_task
 LOSSES = ("hard", "kl", "mse", "kl+hard", "mse+hard")
 KINDS = ("classification", "tagging")
 RESULTS_FILE = "results.json"
+AGNOSTIC_FAMILY = "task-agnostic (fine-tuned)"  # the main chapters' students, fine-tuned, on the same axes
 
 
 class TeacherMismatchError(ValueError):
@@ -863,7 +864,7 @@ def measure_agnostic(
                 "task": task,
                 "name": name,
                 "student": name,
-                "family": "task-agnostic (fine-tuned)",
+                "family": AGNOSTIC_FAMILY,
                 "score": float(hit["mean"].iloc[0]),
                 "parameters": count_parameters(model),
                 "disk_bytes": size,

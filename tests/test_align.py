@@ -158,6 +158,23 @@ def test_co_teacher_prior_overrides_counts_per_row():
     assert torch.allclose(mass, torch.tensor([0.75, 0.0]))
 
 
+def test_prior_power_sharpens_within_each_group_only():
+    teacher, student = _hand_tokenizers()
+    counts = torch.tensor([0, 0, 0, 0, 0, 99, 0, 0, 4, 0])
+    vm = build_vocab_map(teacher, student, case="prior", student_counts=counts, prior_power=2.0)
+    p = torch.zeros(2, 8)
+    p[0, 5] = 1.0  # sure of "de"
+    p[1, 5], p[1, 6] = 0.5, 0.5  # half "de", half "masa"
+    prior = torch.zeros(2, 10)
+    prior[0, [5, 6, 7]] = torch.tensor([1e-30, 2e-30, 1e-30])  # tiny but ranked: squared, not underflowed
+    prior[1, [5, 6, 8]] = torch.tensor([0.1, 0.3, 0.6])
+    q, _ = project_distribution(p, vm, prior=prior)
+    assert torch.allclose(q[0, 5:8], torch.tensor([1.0, 4.0, 1.0]) / 6)  # shares 1 : 4 : 1 = (1 : 2 : 1) ** 2
+    assert torch.allclose(q[1, 5:9], torch.tensor([0.05, 0.45, 0.0, 0.5]))  # "masa" (single target) untouched
+    with pytest.raises(ValueError, match="case_prior_power"):
+        build_vocab_map(teacher, student, case="prior", prior_power=0)
+
+
 def test_empty_rows_are_zero_not_uniform():
     teacher, student = _hand_tokenizers()
     vm = build_vocab_map(teacher, student)

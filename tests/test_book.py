@@ -340,3 +340,26 @@ def test_page_checks_catch_noise():
     for name, change in cases.items():
         assert page_problems("p.html", {**clean, **change}), f"{name} was not caught"
     assert not page_problems("p.html", {**clean, "text": "paths relative to <run>/distill/single"})
+
+
+def test_readme_headline_is_generated_from_the_run(tmp_path):
+    """`python -m kdlib readme` fills the README's marked section from a complete run, and only that section."""
+    from kdlib import book, runner
+
+    _need(RUN_DIR / "run_summary.json", "the run")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{book.README_START}\nold text\n{book.README_END}\nafter\n", encoding="utf-8")
+    book.update_readme(RUN_DIR, readme)
+    text = readme.read_text(encoding="utf-8")
+    summary = runner.read_json(RUN_DIR / "run_summary.json")
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{book.README_END}\nafter\n")
+    assert "old text" not in text and f"Profile `{summary['profile']}`" in text
+    assert f"**{summary['total_wall_s'] / 60:.1f} min**" in text
+    assert "{doc}" not in text  # plain Markdown: GitHub does not render MyST roles
+    book.update_readme(RUN_DIR, readme)
+    assert readme.read_text(encoding="utf-8") == text  # a second update changes nothing
+
+    readme.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="README.md: expected one line"):
+        book.update_readme(RUN_DIR, readme)
+    assert readme.read_text(encoding="utf-8") == "no markers\n"

@@ -203,3 +203,12 @@ def test_runner_refuses_an_unmounted_drive(fake_colab, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="not mounted"):
         runner.run_pipeline(prof, drive_root / "MyDrive" / "run", notebooks_dir=nb_dir)
     assert not drive_root.exists()
+
+
+def test_book_sources_have_no_control_characters():
+    """A Python string that wrote LaTeX without r"" turns \\bar into a backspace and \\frac into a form feed."""
+    texts = [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md")), *NOTEBOOKS]
+    for path in texts:
+        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):  # not splitlines: \f is a break
+            bad = re.findall(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", line)
+            assert not bad, f"{path.name}, line {number}: control character {bad[0]!r} in {line[:80]!r}"
