@@ -11,7 +11,9 @@ contradicted if any is, inconclusive otherwise (:func:`combine`). The thresholds
 when the run has one) from a run folder: ``bench/bench.json`` (kdlib.bench), the test predictions of
 notebook 04 (kdlib.stats.load_runs) and the registries of notebooks 01-03. Intervals are
 kdlib.stats bootstrap intervals (seeds x test examples, paired). For an inconclusive comparison the
-reason says what budget would settle it (kdlib.stats.required_n). :func:`comparisons` is the long table
+reason says what budget would settle it (kdlib.stats.required_n). Claims (b)-(e) read only the tasks the
+teachers have *learned* at the run's scale (``THRESHOLDS["learned"]``: every teacher's interval clear of the
+majority-class baseline by a margin); the others are named, not averaged in. :func:`comparisons` is the long table
 of every comparison behind the claims; :func:`task_table` the per-task score intervals beside the
 usual alternate metrics and the majority-class baseline; :func:`collapsed_runs` the fine-tuning seeds
 that collapsed to one class.
@@ -82,6 +84,12 @@ THRESHOLDS: dict[str, dict[str, Any]] = {
         "value": 0.0,
         "above": True,
         "text": "distilled student - MLM-only control above 0 points on the mean over tasks",
+    },
+    "learned": {  # which tasks the claims (b)-(e) read: the others sit at the floor at this run's scale
+        "value": 5.0,
+        "above": True,
+        "text": "a task counts when every teacher's score interval lies more than 5 points above the "
+        "majority-class baseline",
     },
 }
 LEVEL = 0.95
@@ -295,19 +303,57 @@ class RunResults:
             self._reps[key] = self.boot(task).score(self.runs(model, task))
         return self._reps[key]
 
+    def baseline(self, task: str) -> dict[str, float]:
+        """The majority-class (or mean-value) predictor's metrics on the task's test examples (fractions)."""
+        if ("baseline", task) not in self._reps:
+            ref = self.runs(self.models[0], task)[0]
+            kind = task_kind_and_metric(task)[0]
+            gold = ref.sentences(ref.gold.tolist()) if kind == "tagging" else ref.gold.tolist()
+            self._reps["baseline", task] = majority_baseline(task, _train_labels(task, self.data_dir), gold)
+        return self._reps["baseline", task]
+
+    @property
+    def learned(self) -> list[str]:
+        """The tasks every teacher has learned at this scale (THRESHOLDS["learned"]); all tasks when none is."""
+        margin = THRESHOLDS["learned"]["value"]
+        out = [
+            t
+            for t in self.tasks
+            if all(
+                self.score(m, t).interval(LEVEL).low > 100.0 * self.baseline(t)["score"] + margin for m in self.teachers
+            )
+        ]
+        return out or list(self.tasks)
+
+    def scope(self) -> str:
+        """One sentence: which tasks the claims read and which they leave out, with the figures why."""
+        left = [t for t in self.tasks if t not in self.learned]
+        if not left:
+            return f"All {len(self.tasks)} tasks are learned well above their majority-class baseline and count."
+        why = "; ".join(
+            f"{t.upper()}: teachers "
+            + ", ".join(f"{self.score(m, t).interval(LEVEL).estimate:.1f}" for m in self.teachers)
+            + f" against the baseline's {100.0 * self.baseline(t)['score']:.1f}"
+            for t in left
+        )
+        return (
+            f"The claims read {', '.join(t.upper() for t in self.learned)}; left out as not learned at this "
+            f"scale ({THRESHOLDS['learned']['text']}): {why}."
+        )
+
     def diff(self, a: str, b: str) -> dict[str, Replicates]:
-        """score(a) - score(b) per task and for the mean over tasks (key "mean")."""
+        """score(a) - score(b) per task and for the mean over the learned tasks (key "mean")."""
         key = ("diff", a, b)
         if key not in self._reps:
             per = {t: self.boot(t).difference(self.runs(a, t), self.runs(b, t)) for t in self.tasks}
-            self._reps[key] = {**per, "mean": Replicates.mean(list(per.values()))}
+            self._reps[key] = {**per, "mean": Replicates.mean([per[t] for t in self.learned])}
         return self._reps[key]
 
     def loyalty_diff(self, a: str, b: str, teacher: str, measure: str) -> dict[str, Replicates]:
-        """loyalty(a -> teacher) - loyalty(b -> teacher) per task where ``measure`` applies, and their mean."""
+        """loyalty(a -> teacher) - loyalty(b -> teacher) per learned task where ``measure`` applies, and their mean."""
         key = ("loyalty", a, b, teacher, measure)
         if key not in self._reps:
-            tasks = [t for t in self.tasks if measure in default_measures(task_kind_and_metric(t)[0])]
+            tasks = [t for t in self.learned if measure in default_measures(task_kind_and_metric(t)[0])]
             per = {
                 t: self.boot(t).loyalty_difference(self.runs(teacher, t), self.runs(a, t), self.runs(b, t), measure)
                 for t in tasks
@@ -326,7 +372,7 @@ class RunResults:
 
     def unit_name(self, task: str) -> str:
         if task == "mean":
-            return "test units (sentences for tagging, examples otherwise, over all tasks)"
+            return "test units (sentences for tagging, examples otherwise, over the tasks of the mean)"
         return "test sentences" if task_kind_and_metric(task)[0] == "tagging" else "test examples"
 
 
@@ -479,7 +525,7 @@ def main_claims(
     """The paper's main claims (a)-(e), and the random-initialisation pair, computed from the run's files."""
     r = results or RunResults(run_dir, n_resamples=n_resamples, seed=seed)
     claims = [claim_speed_size(run_dir)]
-    gap = [(f"{s} - {t}", task, r.diff(s, t)[task]) for s in r.students for t in r.teachers_of(s) for task in r.tasks]
+    gap = [(f"{s} - {t}", task, r.diff(s, t)[task]) for s in r.students for t in r.teachers_of(s) for task in r.learned]
     claims.append(
         _items_claim(
             r,
@@ -539,6 +585,11 @@ def main_claims(
                 "The run has no random-initialisation pair (notebook 03's random_pair parameter).",
             )
         )
+    left_out = len(r.learned) < len(r.tasks)
+    for claim in claims[1:]:
+        if claim.verdict != NOT_TESTABLE and (claim.id == "b" or left_out):
+            note = r.scope() if claim.id == "b" else "Its means are over the tasks claim (b) names."
+            claim.reason = f"{claim.reason} {note}".strip()
     return claims
 
 
@@ -658,9 +709,7 @@ def task_table(
                     **{a: 100.0 * summary[a]["mean"] for a in alts if a in summary},
                 }
             )
-        ref = r.runs(r.models[0], task)[0]
-        gold = ref.sentences(ref.gold.tolist()) if kind == "tagging" else ref.gold.tolist()
-        base = majority_baseline(task, _train_labels(task, data_dir), gold)
+        base = r.baseline(task)
         rows.append(
             {
                 "model": "majority-class baseline",

@@ -587,15 +587,10 @@ def finetune(
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
     model = TaskModel.from_pretrained(model_name_or_path, kind, len(label_names or [0]), config.dropout).to(device)
-    feats = {
-        name: encode_split(split, tokenizer, kind, config.max_len)
-        for name, split in (("train", train), ("validation", val), ("test", test))
-    }
+    splits = {"train": train, "validation": val, "test": test}
+    feats = {name: encode_split(split, tokenizer, kind, config.max_len) for name, split in splits.items()}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    gold = {
-        name: (split["tags"] if kind == "tagging" else split["label"])
-        for name, split in (("validation", val), ("test", test))
-    }
+    gold = {name: splits[name]["tags" if kind == "tagging" else "label"] for name in ("validation", "test")}
     history, best, t_train = _fit(
         model, feats, val, gold, label_names, task=task, config=config, pad_id=pad_id, device=device, progress=progress
     )
@@ -614,8 +609,7 @@ def finetune(
         desc=f"{task} test",
         progress=progress,
     )
-    test_metrics = _score(task, kind, outs, gold["test"], label_names)
-    t_test = time.perf_counter() - te
+    test_metrics, t_test = _score(task, kind, outs, gold["test"], label_names), time.perf_counter() - te
     test_pred = _to_predictions(task, model_name_or_path, kind, test, outs, label_names)
     save_predictions(test_pred, out_dir / PREDICTIONS_FILE)
     result = {
@@ -627,12 +621,7 @@ def finetune(
         "device": str(device),
         "parameters": sum(p.numel() for p in model.encoder.parameters()),
         "label_names": label_names,
-        "examples": {
-            "train": len(train),
-            "validation": len(val),
-            "test": len(test),
-            "train_features": len(feats["train"]),
-        },
+        "examples": {**{name: len(split) for name, split in splits.items()}, "train_features": len(feats["train"])},
         "epochs": history,
         "best_epoch": best["epoch"],
         "validation": best["validation"],

@@ -699,6 +699,113 @@ def check_inputs(
         )
 
 
+@dataclasses.dataclass
+class _TaskData:
+    """What every student of one task shares: splits, the teacher's targets and the majority baseline."""
+
+    task: str
+    kind: str
+    label_names: list[str]
+    splits: dict[str, Any]
+    rows_of: dict[str, dict]  # train / validation / test as column dicts
+    aug: dict[str, list]  # unlabeled augmentation rows
+    soft: dict[str, list]  # the teacher's logits on "train" and "aug"
+    teacher_test: list  # the teacher's test predictions (loyalty)
+    majority: float  # x100
+
+    def row(self, name: str, student: str, family: str, augment: bool) -> dict:
+        """The fields every results row starts with."""
+        return {
+            "task": self.task,
+            "name": name,
+            "student": student,
+            "family": family,
+            "train_examples": len(self.splits["train"]),
+            "augment_examples": len(self.aug["id"]) if augment else 0,
+            "majority": self.majority,
+        }
+
+
+def _task_data(task: str, teacher, tok, label_names, specs, config: TaskDistillConfig, corpus_texts, data_dir):
+    """Splits, augmentation rows, the teacher's soft targets and test predictions, the majority baseline."""
+    kind, _ = task_kind_and_metric(task)
+    splits = task_splits(task, config, data_dir)
+    n = config.augment_examples if any(s.augment for s in specs) else 0
+    aug = augmentation_rows(kind, splits["unused"], list(corpus_texts), n, seed=config.seed)
+    rows_of = {name: splits[name].to_dict() for name in ("train", "validation", "test")}
+    soft = {
+        "train": teacher_outputs(teacher, tok, rows_of["train"], kind, config.max_len),
+        "aug": teacher_outputs(teacher, tok, aug, kind, config.max_len),
+    }
+    teacher_test = teacher_outputs(teacher, tok, rows_of["test"], kind, config.max_len, logits=False)
+    column = "tags" if kind == "tagging" else "label"
+    base = majority_baseline(task, splits["train"][column], splits["test"][column])
+    return _TaskData(task, kind, label_names, splits, rows_of, aug, soft, teacher_test, 100.0 * base["score"])
+
+
+def _word_vocab(data: _TaskData) -> WordVocab:
+    """The word students' vocabulary: the lower-cased words of the training examples."""
+    train = data.rows_of["train"]
+    if data.kind == "tagging":
+        words = list(train["tokens"])
+    else:
+        second = train.get("text_b") or [""] * len(train["id"])
+        words = [word_tokens(a) + word_tokens(b or "") for a, b in zip(train["text_a"], second)]
+    return WordVocab.build([[w.lower() for w in s] for s in words])
+
+
+def _fasttext(specs, corpus_texts, cache_dir: Path, config: TaskDistillConfig):
+    """fastText vectors trained on the corpus (cached), when a word student asks for them; else None."""
+    if not any(s.family == "word" and s.embeddings == "fasttext" for s in specs):
+        return None
+    texts = list(corpus_texts)[: config.fasttext_max_sentences]
+    return fasttext_vectors(
+        [word_tokens(t) for t in texts],
+        cache_dir,
+        dim=config.embedding_dim,
+        epochs=config.fasttext_epochs,
+        seed=config.seed,
+    )
+
+
+def _student_row(spec: StudentSpec, data: _TaskData, built, out_dir: Path, config: TaskDistillConfig, progress: bool):
+    """Train one student on the teacher's targets (plus augmentation when asked) and evaluate it."""
+    model, inputs, lr = built
+    train = _attach(inputs.encode(data.rows_of["train"]), data.soft["train"], data.kind, labelled=True)
+    if spec.augment:
+        train += _attach(inputs.encode(data.aug), data.soft["aug"], data.kind, labelled=False)
+    fit = train_student(
+        model,
+        train,
+        inputs.encode(data.rows_of["validation"]),
+        data.splits["validation"],
+        task=data.task,
+        loss=spec.loss,
+        lr=lr,
+        config=config,
+        pad_id=inputs.pad_id,
+        label_names=data.label_names,
+        progress=progress,
+    )
+    evaluated = _evaluate(
+        model,
+        inputs,
+        data.splits,
+        data.teacher_test,
+        task=data.task,
+        label_names=data.label_names,
+        name=spec.name,
+        out_dir=out_dir / spec.name,
+        config=config,
+    )
+    return {
+        **data.row(spec.name, spec.student, spec.family, spec.augment),
+        **dataclasses.asdict(spec),
+        **fit,
+        **evaluated,
+    }
+
+
 def distill_task(
     task: str,
     teacher_dir: str | Path,
@@ -717,73 +824,28 @@ def distill_task(
     Rows (also in ``out_dir/results.json``; each model's predictions and safetensors in ``out_dir/<name>``):
     the teacher, each student, and the majority baseline's score. Scores and loyalty are x100.
     """
-    config = config or TaskDistillConfig()
-    specs = list(specs)
+    config, specs, out_dir = config or TaskDistillConfig(), list(specs), Path(out_dir)
     check_inputs(task, teacher_dir, specs, corpus_texts=corpus_texts, agnostic_dir=agnostic_dir)
-    kind, _ = task_kind_and_metric(task)
-    out_dir = Path(out_dir)
     teacher, tok, label_names = load_task_teacher(teacher_dir, task)
-    splits = task_splits(task, config, data_dir)
-    n = config.augment_examples if any(s.augment for s in specs) else 0
-    aug = augmentation_rows(kind, splits["unused"], list(corpus_texts), n, seed=config.seed)
-    rows_of = {name: splits[name].to_dict() for name in ("train", "validation", "test")}
-    soft = {
-        "train": teacher_outputs(teacher, tok, rows_of["train"], kind, config.max_len),
-        "aug": teacher_outputs(teacher, tok, aug, kind, config.max_len),
-    }
-    teacher_test = teacher_outputs(teacher, tok, rows_of["test"], kind, config.max_len, logits=False)
-    words = (
-        [t for t in rows_of["train"]["tokens"]]
-        if kind == "tagging"
-        else [
-            word_tokens(a) + word_tokens(b or "")
-            for a, b in zip(
-                rows_of["train"]["text_a"], rows_of["train"].get("text_b") or [""] * len(rows_of["train"]["id"])
-            )
-        ]
+    data = _task_data(task, teacher, tok, label_names, specs, config, corpus_texts, data_dir)
+    vocab, vectors = _word_vocab(data), _fasttext(specs, corpus_texts, Path(cache_dir or out_dir / "fasttext"), config)
+    teacher_inputs = Inputs(data.kind, tokenizer=tok, max_len=config.max_len)
+    evaluated = _evaluate(
+        teacher,
+        teacher_inputs,
+        data.splits,
+        data.teacher_test,
+        task=task,
+        label_names=label_names,
+        name="teacher",
+        out_dir=out_dir / "teacher",
+        config=config,
     )
-    vocab = WordVocab.build([[w.lower() for w in s] for s in words])
-    vectors = None
-    if any(s.family == "word" and s.embeddings == "fasttext" for s in specs):
-        texts = list(corpus_texts)[: config.fasttext_max_sentences]
-        vectors = fasttext_vectors(
-            [word_tokens(t) for t in texts],
-            cache_dir or out_dir / "fasttext",
-            dim=config.embedding_dim,
-            epochs=config.fasttext_epochs,
-            seed=config.seed,
-        )
-    base = majority_baseline(
-        task,
-        splits["train"]["tags" if kind == "tagging" else "label"],
-        splits["test"]["tags" if kind == "tagging" else "label"],
-    )
-    results = [
-        {
-            "task": task,
-            "name": "teacher",
-            "student": "teacher",
-            "family": "teacher",
-            "train_examples": len(splits["train"]),
-            "augment_examples": 0,
-            "majority": 100.0 * base["score"],
-            **_evaluate(
-                teacher,
-                Inputs(kind, tokenizer=tok, max_len=config.max_len),
-                splits,
-                teacher_test,
-                task=task,
-                label_names=label_names,
-                name="teacher",
-                out_dir=out_dir / "teacher",
-                config=config,
-            ),
-        }
-    ]
+    results = [{**data.row("teacher", "teacher", "teacher", False), **evaluated}]
     for spec in tqdm(specs, desc=f"{task} students", disable=not progress):
-        model, inputs, lr = _build_student(
+        built = _build_student(
             spec,
-            kind,
+            data.kind,
             len(label_names),
             teacher_tokenizer=tok,
             vocab=vocab,
@@ -791,45 +853,7 @@ def distill_task(
             agnostic_dir=agnostic_dir,
             config=config,
         )
-        train = _attach(inputs.encode(rows_of["train"]), soft["train"], kind, labelled=True)
-        if spec.augment:
-            train += _attach(inputs.encode(aug), soft["aug"], kind, labelled=False)
-        fit = train_student(
-            model,
-            train,
-            inputs.encode(rows_of["validation"]),
-            splits["validation"],
-            task=task,
-            loss=spec.loss,
-            lr=lr,
-            config=config,
-            pad_id=inputs.pad_id,
-            label_names=label_names,
-            progress=progress,
-        )
-        results.append(
-            {
-                "task": task,
-                "name": spec.name,
-                **dataclasses.asdict(spec),
-                "family": spec.family,
-                "train_examples": len(splits["train"]),
-                "augment_examples": len(aug["id"]) if spec.augment else 0,
-                "majority": 100.0 * base["score"],
-                **fit,
-                **_evaluate(
-                    model,
-                    inputs,
-                    splits,
-                    teacher_test,
-                    task=task,
-                    label_names=label_names,
-                    name=spec.name,
-                    out_dir=out_dir / spec.name,
-                    config=config,
-                ),
-            }
-        )
+        results.append(_student_row(spec, data, built, out_dir, config, progress))
     runner.write_json(out_dir / RESULTS_FILE, results)
     return results
 

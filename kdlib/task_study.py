@@ -83,18 +83,21 @@ def plan_study(
     """Resolve the chapter's parameters against the run; unknown models or no usable task fail in one line."""
     run = Path(run_dir)
     zoo = reporting.model_zoo(run)
-    teacher = teacher or next(n for n, m in zoo.items() if m["role"] == "teacher")
+    teacher = teacher or next((n for n, m in zoo.items() if m["role"] == "teacher"), None)
+    if teacher not in zoo:
+        raise ValueError(f"teacher={teacher!r}: not a model of {run} (its models: {list(zoo)})")
     agnostic_student = agnostic_student or next(
         (n for n, m in zoo.items() if m["kind"] == "single-teacher" and m["teachers"] == [teacher]), None
     )
+    if agnostic_student not in zoo:
+        raise ValueError(
+            f"agnostic_student={agnostic_student!r}: not a model of {run}, and no single-teacher student of "
+            f"{teacher!r} to default to (its models: {list(zoo)})"
+        )
     skipped = [t for t in tasks if get_task(t).kind == "regression"]  # a student of a score is another chapter
     kept = [t for t in tasks if t not in skipped]
-    bad = [m for m in (teacher, agnostic_student) if m not in zoo]
-    if bad or not kept:
-        raise ValueError(
-            f"teacher / agnostic_student: unknown models {bad} or no classification/tagging task in {list(tasks)}; "
-            f"the run's models: {list(zoo)}"
-        )
+    if not kept:
+        raise ValueError(f"tasks={list(tasks)}: no classification or tagging task (regression is left out)")
     main = [StudentSpec(s, "fasttext", main_loss, True) for s in students]
     ablation = [StudentSpec(ablation_student, "fasttext", loss, False) for loss in losses] + [
         StudentSpec(ablation_student, "random", main_loss, True),

@@ -136,11 +136,13 @@ def build_run(
     control: str = "worse",
     collapse_control: bool = False,
     random_pair: bool = True,
+    sts_learned: bool = True,
 ) -> Path:
     """Teachers wrong on 60 of 600 SAPN reviews, each student on `student_gap` more. The control is "worse"
     (120 more wrong, STS noise 2.5: far worse and far less loyal) or "same" (the student's SAPN errors with 6
     of them fixed and 5 new ones, the student's STS outputs: a difference of +1 review, within the noise).
-    STS outputs = gold + noise of growing size."""
+    STS outputs = gold + noise of growing size (with `sts_learned=False`: noise around the mean, unrelated to
+    the gold scores, for every model, teachers included)."""
     sapn, sts = real_gold
     rng = np.random.default_rng(0)
     order = rng.permutation(N)
@@ -211,7 +213,8 @@ def build_run(
             if collapse_control and key == "control-mlm-only" and seed == 1:
                 pred = np.ones_like(sapn)
             runs_sapn.append(_sapn(sapn, pred))
-            runs_sts.append(_sts(sts, sts + noise[seed] * 0.5 + noise[2 + seed] * np.sqrt(max(sd**2 - 0.25, 0))))
+            out = sts + noise[seed] * 0.5 + noise[2 + seed] * np.sqrt(max(sd**2 - 0.25, 0))
+            runs_sts.append(_sts(sts, out if sts_learned else sts.mean() + noise[seed]))
         _write_model(run, key, "sapn", runs_sapn)
         _write_model(run, key, "sts", runs_sts)
     (run / "bench").mkdir()
@@ -248,6 +251,20 @@ def test_claims_turn_when_the_data_do(tmp_path, real_gold):
     assert claims.claim_speed_size(run).verdict == claims.CONTRADICTED
     (run / "bench" / "bench.json").unlink()
     assert claims.claim_speed_size(run).verdict == claims.NOT_TESTABLE
+
+
+def test_tasks_at_the_floor_are_left_out_of_the_claims(tmp_path, real_gold):
+    run = build_run(tmp_path, real_gold, sts_learned=False, random_pair=False)
+    r = claims.RunResults(run)
+    assert r.tasks == ["sapn", "sts"] and r.learned == ["sapn"]
+    got = _by_id(claims.main_claims(run, results=r))
+    assert {d["task"] for d in got["b"].details} == {"sapn"}
+    assert "STS: teachers" in got["b"].reason and "left out as not learned" in got["b"].reason
+    assert "tasks claim (b) names" in got["e"].reason
+    mean = r.diff("Distil-BERT-base-ro", "BERT-base-ro")
+    assert mean["mean"].interval().estimate == pytest.approx(mean["sapn"].interval().estimate)
+    full = claims.RunResults(build_run(tmp_path / "full", real_gold, random_pair=False))
+    assert full.learned == ["sapn", "sts"] and full.scope().startswith("All 2 tasks")
 
 
 def test_tables_baseline_and_collapse(tmp_path, real_gold, data_dir):

@@ -39,9 +39,11 @@ def test_plan_resolves_models_and_sets_regression_aside(smoke):
 
 
 def test_unknown_model_or_no_usable_task_is_one_line():
-    with pytest.raises(ValueError, match=r"unknown models \['nope'\]"):
+    with pytest.raises(ValueError, match=r"teacher='nope': not a model of"):
         task_study.plan_study(RUN_DIR, ["sapn"], losses=["hard"], teacher="nope", **STUDY)
-    with pytest.raises(ValueError, match="no classification/tagging task"):
+    with pytest.raises(ValueError, match=r"agnostic_student='x': not a model of"):
+        task_study.plan_study(RUN_DIR, ["sapn"], losses=["hard"], agnostic_student="x", **STUDY)
+    with pytest.raises(ValueError, match="no classification or tagging task"):
         task_study.plan_study(RUN_DIR, ["sts"], losses=["hard"], **STUDY)
 
 
