@@ -94,6 +94,7 @@ THRESHOLDS: dict[str, dict[str, Any]] = {
 }
 LEVEL = 0.95
 POWER = 0.8
+PRACTICAL_SCALE = 100  # a budget more than this many times today's is reported as "within noise of the threshold"
 LOYALTY_NAMES = {"label_loyalty": "L-L", "probability_loyalty": "P-L", "regression_loyalty": "R-L"}
 
 
@@ -388,6 +389,11 @@ def _budget(results: RunResults, rep: Replicates, threshold: float, what: str, t
     units = results.unit_name(task)
     if need["scale_both"] == float("inf"):
         return f"For {what} the estimate sits on the threshold: no budget settles it."
+    if need["scale_both"] > PRACTICAL_SCALE:
+        return (
+            f"For {what} the estimate lies within noise of the threshold: settling it would take more than "
+            f"{PRACTICAL_SCALE} times both the seeds and the {results.unit_name(task)} (80% power)."
+        )
     parts = []
     if need["seeds"] is not None:
         parts.append(f"about {need['seeds']} fine-tuning seeds (now {rep.n_seeds}) at today's test size")
