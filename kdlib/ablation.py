@@ -72,9 +72,12 @@ def _slug(name: str) -> str:
     return slug(name)
 
 
-def run_variants(root: Path, teachers: dict[str, str], corpus, base: dict[str, Any], items: list[Variant]) -> dict:
+def run_variants(
+    root: Path, teachers: dict[str, str], corpus, base: dict[str, Any], items: list[Variant], *, fresh: bool = False
+) -> dict:
     """Distil every variant into root/students/<slug>; {name: path}. A student finished with the same
-    settings (root/distill/<slug>/ablation-config.json) is reused."""
+    settings (root/distill/<slug>/ablation-config.json) is reused; `fresh` starts the others over
+    (kdlib.distill's fresh)."""
     import json
 
     paths = {}
@@ -92,7 +95,7 @@ def run_variants(root: Path, teachers: dict[str, str], corpus, base: dict[str, A
         }
         done = record.is_file() and json.loads(record.read_text(encoding="utf-8")) == config
         if not (done and (student / "config.json").is_file()):
-            distill(DistillConfig.from_dict(config), corpus)
+            distill(DistillConfig.from_dict(config), corpus, fresh=fresh)
             record.write_text(json.dumps(config), encoding="utf-8")
         paths[v.name] = str(student)
     return paths

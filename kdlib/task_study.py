@@ -33,18 +33,12 @@ from kdlib.task_distill import (
 )
 from kdlib.tasks import get_task
 
-COLUMNS = {  # study frame column -> the chapter's table heading
-    "score": "score",
-    "low": "low",
-    "high": "high",
-    "loyalty": "loyalty",
+COLUMNS = {  # study frame column -> the chapter's table heading (2-thread figures stay in results.json)
     "parameters": "params (M)",
     "disk_bytes": "disk (MB)",
     "ram_mb": "peak RAM (MB)",
-    "latency_ms_t1": "ms, batch 1, 1 thread",
-    "latency_ms_t2": "ms, batch 1, 2 threads",
-    "throughput_t1": "ex/s, batch 32, 1 thread",
-    "throughput_t2": "ex/s, batch 32, 2 threads",
+    "latency_ms_t1": "ms, batch 1",
+    "throughput_t1": "ex/s, batch 32",
     "train_seconds": "train (s)",
 }
 
@@ -197,11 +191,17 @@ def _of_kind(df: pd.DataFrame, kind: str) -> pd.Series:
 
 
 def family_table(study: Study, df: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """The comparison's models on the tasks of one kind: score, interval, loyalty and every cost (M, MB)."""
+    """The comparison's models on the tasks of one kind: score [95% interval], loyalty and the costs on one CPU
+    thread (M parameters, MB), narrow enough for a page."""
     part = df[df["name"].isin(study.main_names) & _of_kind(df, kind)].copy()
     part["parameters"] /= 1e6
     part["disk_bytes"] /= 1e6
-    return part.set_index(["task", "name"])[list(COLUMNS)].rename(columns=COLUMNS)
+    out = pd.DataFrame(index=pd.MultiIndex.from_frame(part[["task", "name"]]))
+    out["score [95% CI]"] = [f"{r.score:.1f} [{r.low:.1f}, {r.high:.1f}]" for r in part.itertuples()]
+    out["loyalty"] = ["—" if pd.isna(v) else f"{v:.1f}" for v in part["loyalty"]]
+    for col, heading in COLUMNS.items():
+        out[heading] = part[col].round(2).to_numpy()
+    return out
 
 
 def best_sentence(study: Study, df: pd.DataFrame, kind: str) -> str:

@@ -60,7 +60,10 @@ def test_tables_and_sentences_read_the_frame(smoke):
     table = task_study.family_table(study, df, "classification")
     assert set(table.index.get_level_values("task")) == {"sapn"}
     teacher = df[(df["task"] == "sapn") & (df["name"] == "teacher")].iloc[0]
-    assert table.loc[("sapn", "teacher"), "params (M)"] == pytest.approx(teacher["parameters"] / 1e6)
+    assert table.loc[("sapn", "teacher"), "params (M)"] == round(teacher["parameters"] / 1e6, 2)
+    low, high = teacher["low"], teacher["high"]
+    assert table.loc[("sapn", "teacher"), "score [95% CI]"] == f"{teacher['score']:.1f} [{low:.1f}, {high:.1f}]"
+    assert table.loc[("sapn", "Distil-BERT-base-ro"), "loyalty"] == "—"  # fine-tuned elsewhere: no loyalty here
     text = task_study.best_sentence(study, df, "classification")
     assert f"({teacher['score']:.1f})" in text and f"majority baseline scores {teacher['majority']:.1f}" in text
     _, text = task_study.data_table(study, rows)
