@@ -78,8 +78,7 @@ class TextCorpus:
     def info(self) -> dict:
         """kdlib.corpus.corpus_stats of the whole corpus (sentences, words, characters), from the totals
         saved with its length index."""
-        stats = kcorpus.corpus_stats(self.dataset)
-        return {"sentences": len(self.dataset), "characters": stats["characters"], "words": stats["words"]}
+        return kcorpus.corpus_stats(self.dataset)
 
 
 # ------------------------------------------------------------------------------------------- order

@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +121,7 @@ def combine(verdicts: Sequence[str]) -> str:
 
 def verdict_counts(verdicts: Sequence[str]) -> str:
     """'3 supported, 1 inconclusive': how many times each verdict occurs, most frequent first."""
-    counts: dict[str, int] = {}
-    for v in verdicts:
-        counts[v] = counts.get(v, 0) + 1
-    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n} {v}" for v, n in Counter(verdicts).most_common())
 
 
 @dataclass
@@ -313,7 +312,7 @@ class RunResults:
             self._reps["baseline", task] = majority_baseline(task, _train_labels(task, self.data_dir), gold)
         return self._reps["baseline", task]
 
-    @property
+    @cached_property
     def learned(self) -> list[str]:
         """The tasks every teacher has learned at this scale (THRESHOLDS["learned"]); all tasks when none is."""
         margin = THRESHOLDS["learned"]["value"]
@@ -392,7 +391,7 @@ def _budget(results: RunResults, rep: Replicates, threshold: float, what: str, t
     if need["scale_both"] > PRACTICAL_SCALE:
         return (
             f"For {what} the estimate lies within noise of the threshold: settling it would take more than "
-            f"{PRACTICAL_SCALE} times both the seeds and the {results.unit_name(task)} (80% power)."
+            f"{PRACTICAL_SCALE} times both the seeds and the {units} (80% power)."
         )
     parts = []
     if need["seeds"] is not None:
@@ -698,10 +697,9 @@ def task_table(
     test examples. Long format: model, role, task, metric, estimate, low, high, then one column per alternate.
     """
     r = results or RunResults(run_dir, n_resamples=n_resamples, seed=seed, data_dir=data_dir)
-    data_dir = data_dir if data_dir is not None else r.data_dir
     rows = []
     for task in r.tasks:
-        kind, metric = task_kind_and_metric(task)
+        metric = task_kind_and_metric(task)[1]
         alts = ALTERNATES.get(task, ())
         for model in r.models:
             summary = read_json(r.run / "evaluate" / r.zoo[model]["key"] / task / "summary.json")["test"]
