@@ -219,13 +219,39 @@ document.getElementById('f').onload = function () {
 """
 
 
+_REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.I)
+
+
+def _redirect_target(page: str) -> str | None:
+    """Where a page sends the reader when it is only a redirect (Jupyter Book's root index.html), else None."""
+    head = (BOOK_DIR / page).read_text(encoding="utf-8", errors="replace")[:2000]
+    found = _REDIRECT.search(head)
+    return str((Path(page).parent / found.group(1)).as_posix()) if found and "<p" not in head else None
+
+
 def _pages() -> list[str]:
+    """The book's pages a reader reads: every html page but the generated indexes, probes and redirects."""
     skip = {"genindex.html", "search.html", "_kdlib_imgcheck.html", "_kdlib_probe.html"}
     return sorted(
-        str(p.relative_to(BOOK_DIR))
-        for p in BOOK_DIR.rglob("*.html")
-        if p.name not in skip and not any(part.startswith("_") for part in p.relative_to(BOOK_DIR).parts)
+        page
+        for page in (str(p.relative_to(BOOK_DIR)) for p in BOOK_DIR.rglob("*.html"))
+        if Path(page).name not in skip
+        and not any(part.startswith("_") for part in Path(page).parts)
+        and _redirect_target(page) is None
     )
+
+
+def test_redirects_lead_to_pages():
+    """A redirect page (probed in a browser it races its own redirect) must lead to a page that is checked."""
+    _need(BOOK_DIR / "index.html", "built book")
+    pages = set(_pages())
+    redirects = {
+        str(p.relative_to(BOOK_DIR)): _redirect_target(str(p.relative_to(BOOK_DIR))) for p in BOOK_DIR.glob("*.html")
+    }
+    redirects = {page: target for page, target in redirects.items() if target is not None}
+    assert redirects.get("index.html") in pages, f"the book's index.html does not lead to a page: {redirects}"
+    for page, target in redirects.items():
+        assert target in pages, f"{page} redirects to {target}, which is not a page of the book"
 
 
 def _probe(server: str, page: str, tmp_path: Path) -> dict:
