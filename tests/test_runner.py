@@ -55,7 +55,9 @@ def test_shipped_profiles_load_and_extend():
     # paper extends colab: inherits the hub teachers, overrides the seeds
     assert paper["notebooks"]["01-teachers"]["hub_teachers"] == colab["notebooks"]["01-teachers"]["hub_teachers"]
     assert len(paper["notebooks"]["04-evaluate"]["seeds"]) == 5 != len(colab["notebooks"]["04-evaluate"]["seeds"])
-    assert set(runner.load_profile("cpu")["params"]["tasks"]) == {"upos", "xpos", "ner", "sapn", "sar", "di", "sts"}
+    # cpu: every task but NER, which its small teachers do not learn (see the profile's header); colab: all seven
+    assert set(runner.load_profile("cpu")["params"]["tasks"]) == {"upos", "xpos", "sapn", "sar", "di", "sts"}
+    assert "ner" in colab["params"].get("tasks", ["ner"])
 
 
 def test_profile_errors(tmp_path):
