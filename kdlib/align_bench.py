@@ -148,6 +148,7 @@ def masked_word_probs(
     from kdlib.mlm import logits_at
 
     view = encode_words(tokenizer, words, max_len)
+    dev = next(model.parameters()).device
     out = []
     for start in range(0, len(index), batch_size):
         b, w = index[start : start + batch_size, 0], index[start : start + batch_size, 1]
@@ -155,7 +156,6 @@ def masked_word_probs(
         ids, am = view.input_ids[b, :length].clone(), view.attention_mask[b, :length]
         wi = view.word_index[b, :length]
         ids[wi == w[:, None]] = tokenizer.mask_token_id
-        dev = next(model.parameters()).device
         rows = torch.arange(len(b), device=dev)
         logits, _ = logits_at(model, ids.to(dev), am.to(dev), rows, view.first_pos[b, w].to(dev))
         out.append(torch.softmax(logits.float(), -1).cpu())
@@ -250,10 +250,10 @@ def measure_run(run: str | os.PathLike, texts: list[str], *, max_words: int | No
     from kdlib.device import pick_device
     from kdlib.io import write_json_atomic
 
-    run = Path(run)
-    entries = json.loads((run / "teachers" / "teachers.json").read_text(encoding="utf-8"))
     if max_words == 0:
         return {"skipped": "The projection measure is switched off (`projection_words = 0`)."}
+    run = Path(run)
+    entries = json.loads((run / "teachers" / "teachers.json").read_text(encoding="utf-8"))
     if len({bool(e.get("lowercase")) for e in entries.values()}) < 2:
         return {"skipped": "This run's teachers are all cased or all uncased: there is no case projection to measure."}
     result = bench_align(

@@ -1,10 +1,19 @@
-"""The projection benchmark's summary, by hand on a small case (the benchmark itself trains a teacher)."""
+"""The projection benchmark: its summary by hand on a small case, then the measure, its table and sentence on
+the smoke run's own teachers (runs/smoke, or KDLIB_RUN_DIR)."""
 
 import math
+import os
+import re
+from pathlib import Path
 
+import pytest
 import torch
 
-from kdlib.align_bench import summarise
+from kdlib.align import VOCAB_CASES
+from kdlib.align_bench import bench_align, dev_words, measure_run, projection_sentence, projection_table, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = Path(os.environ.get("KDLIB_RUN_DIR", ROOT / "runs" / "smoke"))
 
 
 def test_summarise_splits_capitalised_words_by_position():
@@ -33,19 +42,6 @@ def test_summarise_an_empty_group_is_nan():
 
 
 # ------------------------------------------------------------------ on the smoke run's own teachers
-import os  # noqa: E402
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from kdlib.align import VOCAB_CASES  # noqa: E402
-from kdlib.align_bench import bench_align, dev_words, projection_sentence, projection_table  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RUN_DIR = Path(os.environ.get("KDLIB_RUN_DIR", ROOT / "runs" / "smoke"))
-
-
 @pytest.fixture(scope="module")
 def measured():
     teachers = RUN_DIR / "teachers" / "teachers.json"
@@ -88,8 +84,6 @@ def test_projection_table_and_sentence_read_the_result(measured):
 
 
 def test_measure_run_says_why_it_skips(tmp_path):
-    from kdlib.align_bench import measure_run
-
     (tmp_path / "teachers").mkdir()
     (tmp_path / "teachers" / "teachers.json").write_text(
         '{"a": {"path": "x", "lowercase": false}, "b": {"path": "y", "lowercase": false}}', encoding="utf-8"
