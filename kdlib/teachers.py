@@ -123,6 +123,21 @@ def load_teacher(name_or_path: str, *, device: str | torch.device | None = None)
 # --------------------------------------------------------------------------------------------------
 # Tokenizer
 # --------------------------------------------------------------------------------------------------
+def _continuing_alphabet(texts: list[str], tok: Tokenizer) -> list[str]:
+    """Every "##c" piece of the corpus, sorted: registered first so that training is deterministic.
+
+    `tokenizers`' WordPiece trainer gives these pieces ids in hash-map order, and merge ties are broken by
+    id, so two runs on the same text can learn different vocabularies (huggingface/tokenizers#1794; the
+    fix proposed upstream, PR #2066, is not released). Giving the pieces fixed ids up front removes the
+    only unordered step.
+    """
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return ["##" + c for c in sorted(chars)]
+
+
 def train_tokenizer(
     texts: Iterable[str],
     out_dir: str | os.PathLike,
@@ -141,19 +156,23 @@ def train_tokenizer(
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ValueError("train_tokenizer: no non-empty texts to train on")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=lowercase
     )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trained = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    trained.normalizer, trained.pre_tokenizer = normalizer, pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + _continuing_alphabet(texts, trained),
         continuing_subword_prefix="##",
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    trained.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # the "##c" pieces were registered as special only to fix their ids; the saved tokenizer treats them as pieces
+    tok = Tokenizer(models.WordPiece(trained.get_vocab(), unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizers.BertPreTokenizer()
+    tok.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
