@@ -1,8 +1,8 @@
 """Command-line dispatcher: `python -m kdlib <command> ...`.
 
 Each command lives in the module that owns the concept; that module exposes
-``cli(argv: list[str]) -> int`` with its own argparse parser. Modules are imported lazily so
-`python -m kdlib --help` stays fast.
+``cli(argv: list[str]) -> int`` (or the function named after a colon) with its own argparse parser.
+Modules are imported lazily so `python -m kdlib --help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,16 +11,19 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("kdlib.data", "check and list the seven evaluation tasks (--check)"),
-    "corpus": ("kdlib.corpus", "build the unlabeled distillation corpus from the train splits"),
-    "pretrain-teacher": ("kdlib.teachers", "train a tokenizer and a small BERT teacher with MLM"),
-    "distill": ("kdlib.distill", "distil one or several teachers into one or several students"),
-    "finetune": ("kdlib.finetune", "fine-tune and evaluate a model on one task"),
-    "loyalty": ("kdlib.loyalty", "label / probability / regression loyalty of a student to its teacher(s)"),
-    "bench": ("kdlib.bench", "speed and size benchmark, distillation throughput"),
-    "task-distill": ("kdlib.task_distill", "distil a fine-tuned task teacher into BiLSTM, CNN and small BERT students"),
-    "run": ("kdlib.runner", "run the notebook pipeline for a profile with papermill"),
-    "readme": ("kdlib.book", "write a complete run's headline (scores, claims, cost) into the README"),
+    "data": ("kdlib.data.load", "check and list the seven evaluation tasks (--check)"),
+    "corpus": ("kdlib.data.corpus", "build the unlabeled distillation corpus from the train splits"),
+    "pretrain-teacher": ("kdlib.engine.teachers", "train a tokenizer and a small BERT teacher with MLM"),
+    "distill": ("kdlib.engine.distill", "distil one or several teachers into one or several students"),
+    "finetune": ("kdlib.eval.finetune", "fine-tune and evaluate a model on one task"),
+    "loyalty": ("kdlib.eval.loyalty", "label / probability / regression loyalty of a student to its teacher(s)"),
+    "bench": ("kdlib.bench.speed", "speed and size benchmark, distillation throughput"),
+    "task-distill": (
+        "kdlib.studies.task_distill",
+        "distil a fine-tuned task teacher into BiLSTM, CNN and small BERT students",
+    ),
+    "run": ("kdlib.book.commands:run", "run the notebook pipeline for a profile with papermill"),
+    "readme": ("kdlib.book.commands:readme", "write a complete run's headline (scores, claims, cost) into the README"),
 }
 
 
@@ -41,5 +44,5 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"kdlib: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.cli(rest) or 0)
+    module, _, func = COMMANDS[name][0].partition(":")
+    return int(getattr(importlib.import_module(module), func or "cli")(rest) or 0)

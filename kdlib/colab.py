@@ -1,6 +1,6 @@
 """Colab: detect the runtime, mount Drive for a run folder on it, and the one pip command that installs kdlib.
 
-Used by :mod:`kdlib.notebook` (a notebook's setup mounts Drive) and :mod:`kdlib.runner` (the command line
+Used by :mod:`kdlib.book.notebook` (a notebook's setup mounts Drive) and :mod:`kdlib.book.runner` (the command line
 refuses a run folder on an unmounted Drive before creating anything, since a later ``drive.mount`` fails
 on a non-empty mountpoint). The Colab install cell of every notebook cannot import kdlib (it installs
 it), so its text is generated here (:func:`install_cell_source`) and a test checks each notebook against

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the previous version intact.
+"""Atomic JSON and file writes: a reader never sees a half-written file, a crash leaves the previous version intact.
 
 Everything is written to a temporary file in the destination's folder and moved into place with
 `os.replace` (atomic on POSIX and Windows when source and target are on the same file system).
@@ -38,3 +38,16 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """`write_json_atomic` returning nothing, so that a notebook cell ending with it shows no machine path."""
+    write_json_atomic(path, data)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file a previous step wrote, with an error naming the step output that is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the earlier pipeline step that writes it")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from kdlib.data import load_task
+from kdlib.data.load import load_task
 
 
 def ro_sentences(data_dir: Path, n: int, *, capitals_first: bool = False) -> list[str]:
-    """n distinct sentences of the RO-STS train split (via kdlib.data, so normalised to comma-below ș/ț).
+    """n distinct sentences of the RO-STS train split (via kdlib.data.load, so normalised to comma-below ș/ț).
 
     ``capitals_first`` puts sentences with capital Ș / Ț first (rare; the tokenizer tests need them).
     """
@@ -29,10 +29,10 @@ def ro_sentences(data_dir: Path, n: int, *, capitals_first: bool = False) -> lis
 
 
 def make_tokenizer(sentences: list[str], out: Path, *, lowercase: bool, vocab_size: int = 600):
-    """A WordPiece tokenizer trained with kdlib.teachers.train_tokenizer, reloaded with AutoTokenizer."""
+    """A WordPiece tokenizer trained with kdlib.engine.teachers.train_tokenizer, reloaded with AutoTokenizer."""
     from transformers import AutoTokenizer
 
-    from kdlib.teachers import train_tokenizer
+    from kdlib.engine.teachers import train_tokenizer
 
     train_tokenizer(sentences, out, vocab_size=vocab_size, lowercase=lowercase)
     return AutoTokenizer.from_pretrained(out)

@@ -1,4 +1,4 @@
-"""A small generated Dutch-like language for the tests of declared tasks (kdlib.tasks).
+"""A small generated Dutch-like language for the tests of declared tasks (kdlib.data.tasks).
 
 Sentences come from a few templates over a closed vocabulary, seeded, so every file is the same on
 every run: a UPOS-tagged CoNLL-U treebank, a CSV of star-rated reviews whose stars follow the

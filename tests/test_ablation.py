@@ -1,11 +1,11 @@
-"""The ensemble ablation's bookkeeping (kdlib.ablation): which students it trains and how it picks a value."""
+"""The ensemble ablation's bookkeeping (kdlib.studies.ablation): which students it trains and how it picks a value."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from kdlib.ablation import SETTINGS, pick, variants
-from kdlib.distill import DistillConfig
+from kdlib.engine.distill import DistillConfig
+from kdlib.studies.ablation import SETTINGS, pick, variants
 
 
 def test_variants_change_one_setting_each():
@@ -40,13 +40,13 @@ def test_pick_names_the_best_value_and_whether_it_is_clear():
 
 
 def test_differences_pair_every_variant_with_the_reference(monkeypatch):
-    """kdlib.stats comes from the stats helper's branch; this test stubs difference_interval (score(a) - score(b)
-    of fake runs) to check the bookkeeping only."""
+    """This test stubs kdlib.analysis.stats.difference_interval (score(a) - score(b) of fake runs) to check the
+    bookkeeping only."""
     import sys
     import types
     from dataclasses import dataclass
 
-    from kdlib import ablation
+    from kdlib.studies import ablation
 
     @dataclass
     class Interval:
@@ -57,9 +57,9 @@ def test_differences_pair_every_variant_with_the_reference(monkeypatch):
         def as_dict(self):
             return {"estimate": self.estimate, "low": self.low, "high": self.high}
 
-    stub = types.ModuleType("kdlib.stats")
+    stub = types.ModuleType("kdlib.analysis.stats")
     stub.difference_interval = lambda a, b, n_resamples=1000: Interval(a[0] - b[0], a[0] - b[0] - 1, a[0] - b[0] + 1)
-    monkeypatch.setitem(sys.modules, "kdlib.stats", stub)
+    monkeypatch.setitem(sys.modules, "kdlib.analysis.stats", stub)
     items = variants(["a", "b"], {"strategy": ("average", "sum")})
     score = {"ensemble (defaults)": 50.0, "single: a": 40.0, "single: b": 45.0, "strategy=sum": 53.0}
     monkeypatch.setattr(ablation, "_runs", lambda index, model, task: [score[model] + (task == "ner")])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import make_tokenizer, ro_sentences
 
-from kdlib.align import (
+from kdlib.engine.align import (
     EnsembleTarget,
     aligned_words,
     build_vocab_map,
@@ -227,8 +227,8 @@ def test_first_piece_mismatch_on_real_words(sentences, toks):
 def test_teachers_from_different_seeds_are_independent(sentences, tmp_path):
     from datasets import Dataset
 
-    from kdlib.align import hidden_agreement
-    from kdlib.teachers import (
+    from kdlib.engine.align import hidden_agreement
+    from kdlib.engine.teachers import (
         TeacherConfig,
         load_teacher,
         pretrain_teacher,

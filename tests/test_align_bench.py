@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlib.align import VOCAB_CASES
-from kdlib.align_bench import bench_align, dev_words, measure_run, projection_sentence, projection_table, summarise
+from kdlib.bench.align import bench_align, dev_words, measure_run, projection_sentence, projection_table, summarise
+from kdlib.engine.align import VOCAB_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path(os.environ.get("KDLIB_RUN_DIR", ROOT / "runs" / "smoke"))

@@ -14,7 +14,11 @@ import pytest
 import synthetic
 import yaml
 
-from kdlib import corpus, data, metrics, reporting, runner, tasks
+from kdlib.analysis import reporting
+from kdlib.book import runner
+from kdlib.data import corpus, tasks
+from kdlib.data import load as data
+from kdlib.eval import metrics
 
 
 @pytest.fixture(scope="module")

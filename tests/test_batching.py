@@ -1,10 +1,11 @@
-"""kdlib.batching: the corpus read by index, the length-bucketed batch order, the stream's position."""
+"""kdlib.engine.batching: the corpus read by index, the length-bucketed batch order, the stream's position."""
 
 import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from kdlib import batching, corpus
+from kdlib.data import corpus
+from kdlib.engine import batching
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of kdlib.bench: the inference part on tiny shapes, parameter formulas at the paper's shapes,
+"""Tests of kdlib.bench.speed: the inference part on tiny shapes, parameter formulas at the paper's shapes,
 the reference loop's KL over all non-pad positions, and refusal of bad arguments."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from kdlib import bench
+from kdlib.bench import speed as bench
 
 TINY = bench.InferenceShapes(
     vocab_sizes=(500, 300),
@@ -184,7 +184,7 @@ def test_pipeline_reads_run_summary(tmp_path):
 
 def test_throughput_and_shared_parts_run_on_tiny_models(tmp_path):
     """Both loops train a tiny student on real RO-STS text; the shared run trains all three students."""
-    from kdlib.data import load_task
+    from kdlib.data.load import load_task
 
     torch.set_num_threads(1)
     train = load_task("sts")["train"]

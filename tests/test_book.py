@@ -371,7 +371,8 @@ def test_page_checks_catch_noise():
 
 def test_readme_headline_is_generated_from_the_run(tmp_path):
     """`python -m kdlib readme` fills the README's marked section from a complete run, and only that section."""
-    from kdlib import book, runner
+    from kdlib.book import build as book
+    from kdlib.book import runner
 
     _need(RUN_DIR / "run_summary.json", "the run")
     readme = tmp_path / "README.md"

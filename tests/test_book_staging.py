@@ -1,4 +1,4 @@
-"""kdlib.book's staging steps, without building a book: papermill's injected cell hidden from the pages,
+"""kdlib.book.build's staging steps, without building a book: papermill's injected cell hidden from the pages,
 the claims verdicts (or the sentence saying they are absent), the Colab commands from the one URL."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import json
 import nbformat
 from papermill.parameterize import parameterize_notebook
 
-from kdlib import book, colab
+from kdlib import colab
+from kdlib.book import build as book
 
 
 def _executed_like(tmp_path):

@@ -1,4 +1,4 @@
-"""kdlib.claims: verdicts, the claims file, and the main claims computed from a run folder built here.
+"""kdlib.analysis.claims: verdicts, the claims file, and the main claims computed from a run folder built here.
 
 The run folder is synthetic but made of real test sets (LaRoSeDa SAPN, RO-STS) with predictions whose
 differences are known by construction, so each claim's verdict is known in advance.
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdlib import claims
-from kdlib.data import load_task
-from kdlib.loyalty import Predictions, save_predictions
-from kdlib.metrics import compute_metrics, majority_baseline
-from kdlib.stats import Interval
+from kdlib.analysis import claims
+from kdlib.analysis.stats import Interval
+from kdlib.data.load import load_task
+from kdlib.eval.loyalty import Predictions, save_predictions
+from kdlib.eval.metrics import compute_metrics, majority_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 600

@@ -1,4 +1,4 @@
-"""kdlib.corpus: train-only distillation corpus, its three modes, and external text corpora."""
+"""kdlib.data.corpus: train-only distillation corpus, its three modes, and external text corpora."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import warnings
 import pytest
 from datasets import Dataset
 
-from kdlib import corpus, data
-from kdlib.text import split_sentences
+from kdlib.data import corpus
+from kdlib.data import load as data
+from kdlib.data.text import split_sentences
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def full_corpus():
 
 
 def heldout_independent(data_dir) -> set[str]:
-    """Validation/test texts rebuilt here without kdlib.corpus: whole texts and their sentences."""
+    """Validation/test texts rebuilt here without kdlib.data.corpus: whole texts and their sentences."""
     texts: set[str] = set()
     for task in ("sapn", "di", "sts"):
         ds = data.load_task(task, data_dir)
@@ -140,9 +141,9 @@ def test_corpus_cli(tmp_path, capsys):
 
 def test_hub_documents_are_split_into_sentences(data_dir):
     """Hub corpora yield documents (articles, pages); they are cut into sentences and capped by sentence."""
-    from kdlib.corpus import _document_sentences
-    from kdlib.data import load_task
-    from kdlib.text import split_sentences
+    from kdlib.data.corpus import _document_sentences
+    from kdlib.data.load import load_task
+    from kdlib.data.text import split_sentences
 
     reviews = load_task("sapn", data_dir)["train"].select(range(50))
     rows = [{"text": r["text_a"] + "\n" + r["text_b"]} for r in reviews]
@@ -223,7 +224,7 @@ def test_merged_with_p_one_gives_one_line_per_document(reviews):
 
 def test_streamed_corpus_is_deduplicated_and_filtered(tmp_path, data_dir):
     """A folder of json documents is streamed like a hub corpus: sentences, no repeats, no test text."""
-    from kdlib.data import load_task
+    from kdlib.data.load import load_task
 
     leaked = load_task("sts", data_dir)["test"][0]["text_a"]
     assert leaked in corpus.heldout_texts(data_dir)

@@ -1,8 +1,9 @@
-"""kdlib.corpus_bench: the repeated corpus stays distinct, preparation yields an indexed on-disk corpus."""
+"""kdlib.bench.corpus: the repeated corpus stays distinct, preparation yields an indexed on-disk corpus."""
 
 from datasets import load_from_disk
 
-from kdlib import corpus, corpus_bench
+from kdlib.bench import corpus as corpus_bench
+from kdlib.data import corpus
 
 
 def test_repeated_corpus_is_prepared_whole(tmp_path, data_dir):

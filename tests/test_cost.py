@@ -1,4 +1,4 @@
-"""kdlib.cost: the FLOP count of an encoder forward matches torch's own count on a real (tiny) BERT."""
+"""kdlib.engine.cost: the FLOP count of an encoder forward matches torch's own count on a real (tiny) BERT."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForMaskedLM
 
-from kdlib.cost import EncoderShape, distill_step_flops, forward_flops
-from kdlib.mlm import logits_at
+from kdlib.engine.cost import EncoderShape, distill_step_flops, forward_flops
+from kdlib.engine.mlm import logits_at
 
 
 @pytest.mark.parametrize("seq_len, n_rows", [(16, 5), (40, 30)])

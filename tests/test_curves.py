@@ -1,4 +1,4 @@
-"""kdlib.curves: a distill log read as a loss curve, and two curves compared at the same step / wall time."""
+"""kdlib.analysis.curves: a distill log read as a loss curve, and two curves compared at the same step / wall time."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from kdlib.curves import late_loss_difference, loss_curve
+from kdlib.analysis.curves import late_loss_difference, loss_curve
 
 
 def write_log(path, losses, seconds_per_step, tokens=100, name="s"):
-    """A log.jsonl in kdlib.distill's record format (one record per step)."""
+    """A log.jsonl in kdlib.engine.distill's record format (one record per step)."""
     with open(path, "w", encoding="utf-8") as fh:
         for i, loss in enumerate(losses, start=1):
             rec = {

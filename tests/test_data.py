@@ -1,4 +1,4 @@
-"""kdlib.data and kdlib.text on the real offline mirror, plus corrupted copies in tmp_path."""
+"""kdlib.data.load and kdlib.data.text on the real offline mirror, plus corrupted copies in tmp_path."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import data, sources
-from kdlib.text import normalize_romanian, split_sentences
+from kdlib.data import load as data
+from kdlib.data import sources
+from kdlib.data.text import normalize_romanian, split_sentences
 
 RRT_DIR = "ud_romanian_rrt"
 
@@ -45,7 +46,7 @@ def test_task_registry():
 
 
 def test_builtin_tasks_are_registry_entries():
-    from kdlib import tasks
+    from kdlib.data import tasks
 
     assert data.TASKS is tasks.BUILTIN and data.TASK_NAMES == tasks.task_names()
     assert all(

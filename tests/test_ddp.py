@@ -13,7 +13,7 @@ import yaml
 from helpers import make_tokenizer, ro_sentences, tiny_teacher
 from safetensors.torch import load_file
 
-from kdlib.distill import DistillConfig, distill, load_corpus
+from kdlib.engine.distill import DistillConfig, distill, load_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5

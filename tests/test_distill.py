@@ -17,11 +17,11 @@ import torch
 from helpers import make_tokenizer, ro_sentences, tiny_teacher
 from safetensors.torch import load_file
 
-from kdlib.align import aligned_words, project_distribution
 from kdlib.device import amp_settings
-from kdlib.distill import DistillConfig, distill, make_batch, student_losses, student_plan, teacher_outputs
-from kdlib.losses import cosine_loss, kd_kl_loss, mlm_loss, soft_probs
-from kdlib.mlm import logits_at
+from kdlib.engine.align import aligned_words, project_distribution
+from kdlib.engine.distill import DistillConfig, distill, make_batch, student_losses, student_plan, teacher_outputs
+from kdlib.engine.losses import cosine_loss, kd_kl_loss, mlm_loss, soft_probs
+from kdlib.engine.mlm import logits_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,11 +32,11 @@ def setup(data_dir, tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("distill")
     sents = ro_sentences(data_dir, 800)
-    # the main teacher is genuinely MLM-pretrained (kdlib.teachers), so distilling from it means something
+    # the main teacher is genuinely MLM-pretrained (kdlib.engine.teachers), so distilling from it means something
     import datasets
     from transformers import AutoTokenizer
 
-    from kdlib.teachers import TeacherConfig, pretrain_teacher
+    from kdlib.engine.teachers import TeacherConfig, pretrain_teacher
 
     tcfg = TeacherConfig(
         hidden_size=32,
@@ -94,14 +94,14 @@ def config(setup, out: Path, teachers: list[str], students: list[dict], **kw) ->
 
 
 def read_log(out: Path) -> list[dict]:
-    from kdlib.distill import read_log as read_records
+    from kdlib.engine.distill import read_log as read_records
 
     return read_records(out / "log.jsonl")
 
 
 def test_ensemble_target_is_weighted_average(setup):
-    from kdlib.models import build_students as _build_students
-    from kdlib.models import load_teachers as _load_teachers
+    from kdlib.engine.models import build_students as _build_students
+    from kdlib.engine.models import load_teachers as _load_teachers
 
     cfg = config(setup, setup["root"] / "unused", ["cased", "cased2"], [{"name": "s", "teachers": ["cased", "cased2"]}])
     cfg.teachers[0].weight, cfg.teachers[1].weight = 3.0, 1.0
@@ -150,9 +150,9 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cr
     full (B, L, V) logits, with a same-vocabulary and a cross-vocabulary teacher: the projection (case
     prior from the co-teacher, or split), mass-weighted rows, first-piece mismatches skipped or kept, and
     the cosine through the linear map or raw."""
-    from kdlib.align import first_piece_mismatch
-    from kdlib.models import build_students as _build_students
-    from kdlib.models import load_teachers as _load_teachers
+    from kdlib.engine.align import first_piece_mismatch
+    from kdlib.engine.models import build_students as _build_students
+    from kdlib.engine.models import load_teachers as _load_teachers
 
     vocab_case, mismatch, cross_cosine = cross
     names = ["cased", "uncased"]
@@ -231,13 +231,13 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cr
 def test_only_students_learn_and_outputs_load(setup, tmp_path):
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-    from kdlib.teachers import load_teacher
+    from kdlib.engine.teachers import load_teacher
 
     teacher, tok = load_teacher(setup["paths"]["cased"])
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     out = tmp_path / "run"
     cfg = config(setup, out, ["cased"], [{"name": "s", "teachers": ["cased"]}], max_steps=3)
-    from kdlib.students import make_student
+    from kdlib.engine.students import make_student
 
     student = make_student(teacher, seed=3)
     init = {k: v.clone() for k, v in student.state_dict().items()}
@@ -327,7 +327,7 @@ def test_three_students_share_teacher_passes(setup, tmp_path):
         max_steps=3,
         grad_accum=2,
     )
-    from kdlib.teachers import load_teacher
+    from kdlib.engine.teachers import load_teacher
 
     loaded = {n: load_teacher(setup["paths"][n]) for n in ("cased", "uncased")}
     calls = {n: 0 for n in loaded}
@@ -355,7 +355,7 @@ def test_kill_and_resume_is_bit_exact(setup, tmp_path):
     """SIGKILL a CLI run once a checkpoint at step >= 20 exists, resume it to 40, compare with 40 straight steps."""
     import yaml
 
-    from kdlib.distill import load_corpus
+    from kdlib.engine.distill import load_corpus
 
     # the student inherits dropout 0.1 from this teacher, so resuming must restore the torch RNG too
     cfg = {
@@ -450,7 +450,7 @@ def test_bad_teachers_fail_fast(setup, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
-    from kdlib.teachers import load_teacher
+    from kdlib.engine.teachers import load_teacher
 
     teacher, tok = load_teacher(setup["paths"]["cased"])
     calls = {"n": 0}
@@ -474,8 +474,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
 def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_path):
     """A fresh run never keeps (or later resumes) an earlier run's checkpoints; a resume with other
     data/loss settings is refused; a torn last log line does not block a resume."""
-    from kdlib.checkpoint import latest_checkpoint
-    from kdlib.distill import read_log as read_records
+    from kdlib.engine.checkpoint import latest_checkpoint
+    from kdlib.engine.distill import read_log as read_records
 
     out = tmp_path / "run"
     students = [{"name": "s", "teachers": ["cased"]}]
@@ -500,8 +500,8 @@ def test_fresh_run_clears_old_checkpoints_and_resume_checks_settings(setup, tmp_
 
 # ------------------------------------------------------------------ the two-tokenizer ensemble (issue 10)
 def _cross_setup(setup, **kw):
-    from kdlib.models import build_students as _build_students
-    from kdlib.models import load_teachers as _load_teachers
+    from kdlib.engine.models import build_students as _build_students
+    from kdlib.engine.models import load_teachers as _load_teachers
 
     names = ["cased", "uncased"]
     cfg = config(setup, setup["root"] / "unused", names, [{"name": "s", "teachers": names}], **kw)
@@ -515,7 +515,7 @@ def _cross_setup(setup, **kw):
 
 
 def test_first_piece_mismatches_get_no_cross_kl(setup):
-    from kdlib.align import token_key
+    from kdlib.engine.align import token_key
 
     _, tm, st, bv, masked = _cross_setup(setup, cross_mismatch="keep", kl_on="all")
     keep = student_plan(st, tm, bv, masked, "all", "keep")["teachers"]["uncased"]
@@ -612,8 +612,8 @@ def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, caps
     the weights of an uninterrupted run; an incompatible rerun is refused with a pointer to fresh/--fresh."""
     from safetensors.torch import load_file
 
-    from kdlib.distill import cli
-    from kdlib.teachers import load_teacher
+    from kdlib.engine.distill import cli
+    from kdlib.engine.teachers import load_teacher
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     students = [{"name": "s", "teachers": ["cased"]}]
@@ -637,10 +637,10 @@ def test_rerun_after_interruption_continues_without_resume(setup, tmp_path, caps
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match=r"batch_size: 8 -> 4.*--fresh \(fresh=True\)"):
         distill(config(setup, out, ["cased"], students, max_steps=6, batch_size=4), setup["sents"])
-    import kdlib.distill
+    import kdlib.engine.distill
 
     with monkeypatch.context() as m:  # other training code: its checkpoint does not continue this run
-        m.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")
+        m.setattr(kdlib.engine.distill, "code_fingerprint", lambda: "other code")
         with pytest.raises(ValueError, match=r"kdlib training code: \w+ -> other code.*--fresh"):
             distill(config(setup, out, ["cased"], students, max_steps=6, save_every=2), setup["sents"])
     cfg = tmp_path / "cfg.json"
@@ -668,8 +668,8 @@ def test_fresh_starts_over_and_says_what_it_removes(setup, tmp_path, capsys, mon
 def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsys):
     """On Colab (or with out_dir on Drive): one checkpoint while training, none once the students are saved,
     and a rerun of the finished step returns its summary without training again."""
-    import kdlib.config
-    from kdlib.teachers import load_teacher
+    import kdlib.engine.config
+    from kdlib.engine.teachers import load_teacher
 
     assert DistillConfig.from_dict(
         {
@@ -677,9 +677,9 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsy
             "out_dir": "/content/drive/MyDrive/run",
         }
     ).checkpoint_policy() == (1, False)
-    monkeypatch.setattr(kdlib.config, "on_colab", lambda: False)
+    monkeypatch.setattr(kdlib.engine.config, "on_colab", lambda: False)
     assert config(setup, tmp_path, ["cased"], [{"name": "s", "teachers": ["cased"]}]).checkpoint_policy() == (2, True)
-    monkeypatch.setattr(kdlib.config, "on_colab", lambda: True)
+    monkeypatch.setattr(kdlib.engine.config, "on_colab", lambda: True)
     out = tmp_path / "run"
     students = [{"name": "s", "teachers": ["cased"]}]
     teacher, tok = load_teacher(setup["paths"]["cased"])
@@ -696,16 +696,16 @@ def test_keep_one_checkpoint_policy_on_colab(setup, tmp_path, monkeypatch, capsy
     log = (out / "log.jsonl").read_text()
     again = distill(config(setup, out, ["cased"], students, max_steps=5, save_every=2, device="cpu"), setup["sents"])
     assert again == json.loads(json.dumps(summary)) and (out / "log.jsonl").read_text() == log
-    import kdlib.distill
+    import kdlib.engine.distill
 
-    monkeypatch.setattr(kdlib.distill, "code_fingerprint", lambda: "other code")  # a finished run of other code
+    monkeypatch.setattr(kdlib.engine.distill, "code_fingerprint", lambda: "other code")  # a finished run of other code
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     distill(config(setup, out, ["cased"], students, max_steps=5), setup["sents"])
     assert "starting over" in capsys.readouterr().err and len(read_log(out)) == 5
 
 
 def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
-    from kdlib.models import teachers_to_half
+    from kdlib.engine.models import teachers_to_half
 
     cfg = config(setup, Path("unused"), ["cased"], [{"name": "s", "teachers": ["cased"]}])
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -721,6 +721,6 @@ def test_teachers_stay_fp32_on_cpu_and_go_half_on_gpu(setup):
 
 
 def _load_teachers_for(cfg, device):
-    from kdlib.models import load_teachers
+    from kdlib.engine.models import load_teachers
 
     return load_teachers(cfg, device, None)

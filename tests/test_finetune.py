@@ -12,11 +12,11 @@ import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, f1_score
 
-from kdlib.data import load_task
-from kdlib.finetune import FinetuneConfig, TaskModel, encode_split, finetune
-from kdlib.finetune import cli as finetune_cli
-from kdlib.loyalty import load_predictions, loyalty_report
-from kdlib.metrics import majority_baseline
+from kdlib.data.load import load_task
+from kdlib.eval.finetune import FinetuneConfig, TaskModel, encode_split, finetune
+from kdlib.eval.finetune import cli as finetune_cli
+from kdlib.eval.loyalty import load_predictions, loyalty_report
+from kdlib.eval.metrics import majority_baseline
 
 # small and fast: 2 threads, 64-wide 2-layer encoders, 1,500 train examples, short inputs
 CFG = FinetuneConfig(
@@ -42,7 +42,7 @@ def models(tmp_path_factory, tasks) -> dict[str, Path]:
     """A WordPiece tokenizer trained on the tasks' real train text; a tiny BERT and a tiny DistilBERT."""
     from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
 
-    from kdlib.teachers import train_tokenizer
+    from kdlib.engine.teachers import train_tokenizer
 
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("models")

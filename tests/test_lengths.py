@@ -1,4 +1,4 @@
-"""kdlib.lengths: sub-token lengths of test examples, tertile bins, and scores per bin on real test splits."""
+"""kdlib.analysis.lengths: sub-token lengths of test examples, tertile bins, and scores per bin on real test splits."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from helpers import make_tokenizer, ro_sentences
 
-from kdlib.data import load_task
-from kdlib.lengths import (
+from kdlib.analysis.lengths import (
     binned_differences,
     binned_scores,
     example_lengths,
@@ -15,7 +14,8 @@ from kdlib.lengths import (
     split_by_bin,
     subset_predictions,
 )
-from kdlib.loyalty import Predictions
+from kdlib.data.load import load_task
+from kdlib.eval.loyalty import Predictions
 
 
 @pytest.fixture(scope="module")

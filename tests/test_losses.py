@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlib.losses import (
+from kdlib.engine.losses import (
     KEEP,
     KEEP_UNMASKED,
     MASK,

@@ -11,7 +11,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score
 
-from kdlib.loyalty import (
+from kdlib.eval.loyalty import (
     Predictions,
     cli,
     label_loyalty,

@@ -8,8 +8,8 @@ from scipy.stats import pearsonr, spearmanr
 from seqeval.metrics import f1_score as seqeval_f1
 from sklearn.metrics import accuracy_score, f1_score
 
-from kdlib.data import TASKS, load_task
-from kdlib.metrics import (
+from kdlib.data.load import TASKS, load_task
+from kdlib.eval.metrics import (
     ALTERNATES,
     compute_metrics,
     majority_baseline,

@@ -1,11 +1,11 @@
-"""kdlib.mlm: vocabulary logits at selected positions equal the full model's logits there."""
+"""kdlib.engine.mlm: vocabulary logits at selected positions equal the full model's logits there."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kdlib.mlm import RowLogits, SelectedMLM, logits_at, split_masked_lm
+from kdlib.engine.mlm import RowLogits, SelectedMLM, logits_at, split_masked_lm
 
 V, H = 300, 32
 
@@ -49,7 +49,7 @@ def roberta():
 
 
 class Opaque(torch.nn.Module):
-    """A masked LM kdlib.mlm does not know: only the full forward works (the generic fallback)."""
+    """A masked LM kdlib.engine.mlm does not know: only the full forward works (the generic fallback)."""
 
     def __init__(self):
         super().__init__()

@@ -1,4 +1,4 @@
-"""kdlib.notebook: the Colab install cell on a simulated Colab, the Drive guard, the colab defaults of a
+"""kdlib.book.notebook: the Colab install cell on a simulated Colab, the Drive guard, the colab defaults of a
 notebook opened from its launch button, and the routing of warnings away from the pages."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 import tomllib
 import tqdm.std
 
-from kdlib import colab, notebook, runner
+from kdlib import colab
+from kdlib.book import notebook, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -155,7 +156,7 @@ def test_injected_parameters_are_kept(fake_colab, isolated_setup, tmp_path):
 
 
 def test_kdlib_warnings_become_notes_others_are_dropped(isolated_setup, tmp_path, data_dir, monkeypatch):
-    from kdlib import data
+    from kdlib.data import load as data
 
     monkeypatch.setattr(notebook, "_READER_NOTES", [])
     notebook.quiet(tmp_path)

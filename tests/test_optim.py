@@ -1,4 +1,4 @@
-"""kdlib.optim: the one no-decay rule (by dimension) and the schedule every loop uses."""
+"""kdlib.engine.optim: the one no-decay rule (by dimension) and the schedule every loop uses."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
 
-from kdlib.finetune import TaskModel
-from kdlib.optim import make_adamw, param_groups
+from kdlib.engine.optim import make_adamw, param_groups
+from kdlib.eval.finetune import TaskModel
 
 # the name rules the loops used before (teachers: BERT names; fine-tuning: also DistilBERT's layer norms)
 NAME_RULE = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")

@@ -1,4 +1,4 @@
-"""kdlib.registry: the distillation-run builder gives the configs notebooks 02/03 built by hand, and the
+"""kdlib.run.registry: the distillation-run builder gives the configs notebooks 02/03 built by hand, and the
 registry files it describes are what reporting.model_zoo reads."""
 
 from __future__ import annotations
@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from kdlib import registry, reporting, runner
-from kdlib.distill import DistillConfig
+from kdlib.analysis import reporting
+from kdlib.book import runner
+from kdlib.engine.distill import DistillConfig
+from kdlib.run import registry
 
 TEACHERS = {"BERT-base-ro": {"path": "/m/bert"}, "RoBERT-base": {"path": "/m/robert"}}
 SETTINGS = {"max_steps": 30, "batch_size": 16, "max_len": 48, "lr": 5e-4, "save_every": 0}

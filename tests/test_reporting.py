@@ -1,6 +1,6 @@
-"""Tests of kdlib.reporting on a tiny but real run folder: two tiny teachers on real Romanian text, two
-students and the control distilled from them (kdlib.distill), every model fine-tuned on SaPN
-(kdlib.finetune), and a tiny benchmark (kdlib.bench). Tables are checked against the files they read,
+"""Tests of kdlib.analysis.reporting on a tiny but real run folder: two tiny teachers on real Romanian text, two
+students and the control distilled from them (kdlib.engine.distill), every model fine-tuned on SaPN
+(kdlib.eval.finetune), and a tiny benchmark (kdlib.bench.speed). Tables are checked against the files they read,
 figures for one line/marker per model in the model's colour, text >= 9 pt and legends outside the data."""
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from helpers import ro_sentences
 from matplotlib.text import Text
 from PIL import Image
 
-from kdlib import bench, reporting
-from kdlib.distill import DistillConfig, distill, read_log
-from kdlib.finetune import FinetuneConfig, finetune_seeds
-from kdlib.loyalty import PREDICTIONS_FILE, load_predictions
-from kdlib.runner import read_json, slug, write_json
-from kdlib.teachers import TeacherConfig, pretrain_teacher
+from kdlib.analysis import reporting
+from kdlib.bench import speed as bench
+from kdlib.book.runner import read_json, slug, write_json
+from kdlib.engine.distill import DistillConfig, distill, read_log
+from kdlib.engine.teachers import TeacherConfig, pretrain_teacher
+from kdlib.eval.finetune import FinetuneConfig, finetune_seeds
+from kdlib.eval.loyalty import PREDICTIONS_FILE, load_predictions
 
 TEACHERS = {"BERT-base-ro": False, "RoBERT-base": True}  # name -> lowercase
 STUDENTS = {"Distil-BERT-base-ro": "BERT-base-ro", "Distil-RoBERT-base": "RoBERT-base"}
@@ -332,7 +333,7 @@ def test_one_colour_per_model_everywhere():
     # a name without a fixed colour gets one from the extra palette, the same in another process
     other = reporting.color_for("Distil-BERT-base-ro (task)")
     assert other in reporting.EXTRA_COLORS
-    code = "from kdlib.reporting import color_for; print(color_for('Distil-BERT-base-ro (task)'))"
+    code = "from kdlib.analysis.reporting import color_for; print(color_for('Distil-BERT-base-ro (task)'))"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == other
@@ -418,7 +419,7 @@ def test_headline_figure_one_marker_per_model(run, bench_result):
     pair = bench_result["inference"]["pairs"][0]
     note = fig._suptitle.get_text()
     assert note == (
-        f"kdlib.bench (cpu): the 1-layer student is {pair['speedup']['encoder']['b1_l16']:.1f}x faster "
+        f"kdlib.bench.speed (cpu): the 1-layer student is {pair['speedup']['encoder']['b1_l16']:.1f}x faster "
         f"than the 2-layer teacher (batch 1 x 16), {100 * pair['size_reduction']:.0f}% smaller."
     )
     _assert_readable(fig)

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdlib import runner
+from kdlib.book import runner
 
 COMMON = 'profile = "x"\nrun_dir = "."\nseed = 0\n'
 

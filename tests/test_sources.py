@@ -1,4 +1,4 @@
-"""kdlib.sources: the registry against MANIFEST.tsv, local verification, and downloads from a local server."""
+"""kdlib.data.sources: the registry against MANIFEST.tsv, local verification, and downloads from a local server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import data, sources
+from kdlib.data import load as data
+from kdlib.data import sources
 
 STS_DEV = "ro_sts/dataset/text-similarity/RO-STS.dev.tsv"
 STS = [f"ro_sts/dataset/text-similarity/RO-STS.{s}.tsv" for s in ("train", "dev", "test")]

@@ -1,4 +1,4 @@
-"""kdlib.stats: the two-level paired bootstrap against cases with known answers, on real test sets."""
+"""kdlib.analysis.stats: the two-level paired bootstrap against cases with known answers, on real test sets."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from kdlib import stats
-from kdlib.data import load_task
-from kdlib.finetune import _to_predictions
-from kdlib.loyalty import Predictions, save_predictions
-from kdlib.metrics import compute_metrics
+from kdlib.analysis import stats
+from kdlib.data.load import load_task
+from kdlib.eval.finetune import _to_predictions
+from kdlib.eval.loyalty import Predictions, save_predictions
+from kdlib.eval.metrics import compute_metrics
 
 
 def _probs(labels: np.ndarray, n_classes: int, confidence: float = 0.9) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_tagging_resamples_sentences_not_words(upos):
 
 
 def test_resampled_metrics_equal_compute_metrics(upos, data_dir):
-    """The vectorised macro-F1 / accuracy / Pearson of a resample equal kdlib.metrics on that resample."""
+    """The vectorised macro-F1 / accuracy / Pearson of a resample equal kdlib.eval.metrics on that resample."""
     test, n = upos
     rng = np.random.default_rng(4)
     run = _tagging(test, n, lambda s, tags: [t if rng.random() < 0.7 else int(rng.integers(n)) for t in tags])

@@ -7,8 +7,8 @@ import torch
 from helpers import ro_sentences
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
 
-from kdlib.students import count_parameters, make_student, teacher_layer_map
-from kdlib.teachers import train_tokenizer
+from kdlib.engine.students import count_parameters, make_student, teacher_layer_map
+from kdlib.engine.teachers import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +201,8 @@ def test_bort_shape_at_the_teachers_real_size():
 
     from transformers import DistilBertModel
 
-    from kdlib.bench import distilbert_param_formula
-    from kdlib.students import student_config
+    from kdlib.bench.speed import distilbert_param_formula
+    from kdlib.engine.students import student_config
 
     teacher = SimpleNamespace(config=BertConfig(vocab_size=50000))  # the config is all the shape rule reads
     distil, bort = student_config(teacher), student_config(teacher, shape="bort")

@@ -1,4 +1,4 @@
-"""Task-specific distillation (kdlib.task_distill): students learn SAPN, losses match hand computation, every
+"""Task-specific distillation (kdlib.studies.task_distill): students learn SAPN, losses match hand computation, every
 student gets its size and speed figures, wrong teachers and bad CLI input are refused in one line."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.data import load_task
-from kdlib.finetune import TaskModel, predict
-from kdlib.loyalty import load_predictions
-from kdlib.metrics import compute_metrics, majority_baseline
-from kdlib.task_distill import (
+from kdlib.data.load import load_task
+from kdlib.eval.finetune import TaskModel, predict
+from kdlib.eval.loyalty import load_predictions
+from kdlib.eval.metrics import compute_metrics, majority_baseline
+from kdlib.studies.task_distill import (
     StudentSpec,
     TaskDistillConfig,
     TeacherMismatchError,
@@ -27,7 +27,7 @@ from kdlib.task_distill import (
     pareto_front,
     train_student,
 )
-from kdlib.task_students import STUDENTS, WordVocab, word_tokens
+from kdlib.studies.task_students import STUDENTS, WordVocab, word_tokens
 from tests.helpers import make_tokenizer
 
 N_TRAIN, N_TEST = 300, 200
@@ -63,7 +63,7 @@ def tokenizer(sapn, tmp_path_factory):
 @pytest.fixture(scope="module")
 def agnostic_dir(tokenizer, tmp_path_factory):
     """A task-agnostic student folder as the main chapters save it: a DistilBERT from a tiny teacher."""
-    from kdlib.students import make_student
+    from kdlib.engine.students import make_student
     from tests.helpers import tiny_teacher
 
     out = tmp_path_factory.mktemp("agnostic")
@@ -74,7 +74,7 @@ def agnostic_dir(tokenizer, tmp_path_factory):
 
 def _teacher_folder(tokenizer, folder: Path, task: str, label_names: list[str], kind: str) -> Path:
     """A tiny TaskModel saved the way finetune(save_model=True) saves it."""
-    from kdlib.task_students import small_bert
+    from kdlib.studies.task_students import small_bert
 
     small_bert("bert-tiny", kind, len(label_names), tokenizer, max_len=64).save(
         folder, tokenizer, task=task, label_names=label_names
@@ -223,7 +223,7 @@ def test_every_student_gets_score_loyalty_size_and_speed(sapn, tokenizer, agnost
 
 # ------------------------------------------------------------------------------------- refusing bad input
 def test_teacher_of_another_task_is_refused(tokenizer, tmp_path, capsys):
-    from kdlib.data import UPOS_TAGS
+    from kdlib.data.load import UPOS_TAGS
 
     folder = _teacher_folder(tokenizer, tmp_path / "upos-teacher", "upos", UPOS_TAGS, "tagging")
     with pytest.raises(TeacherMismatchError, match=r"upos-teacher has a head for task 'upos'.*expected task 'sapn'"):

@@ -1,4 +1,4 @@
-"""kdlib.task_study on the smoke run's own task-distillation results (runs/smoke, or KDLIB_RUN_DIR): the
+"""kdlib.studies.task_study on the smoke run's own task-distillation results (runs/smoke, or KDLIB_RUN_DIR): the
 chapter's plan, frame, tables and sentences, each number in a sentence checked against the frame."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import runner, task_study
-from kdlib.task_distill import TaskDistillConfig
+from kdlib.book import runner
+from kdlib.studies import task_study
+from kdlib.studies.task_distill import TaskDistillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path(os.environ.get("KDLIB_RUN_DIR", ROOT / "runs" / "smoke"))

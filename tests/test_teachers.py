@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import ro_sentences
 
-from kdlib.teachers import TeacherConfig, cli, load_teacher, pretrain_teacher, pseudo_perplexity, train_tokenizer
+from kdlib.engine.teachers import TeacherConfig, cli, load_teacher, pretrain_teacher, pseudo_perplexity, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_cli_trains_from_a_text_file(tmp_path, sentences, capsys):
 def test_masked_lm_loss_equals_the_models_own_loss(tiny_teacher, sentences):
     from transformers import DataCollatorForLanguageModeling
 
-    from kdlib.teachers import masked_lm_loss
+    from kdlib.engine.teachers import masked_lm_loss
 
     model, tok = load_teacher(str(tiny_teacher[0]))
     torch.manual_seed(0)

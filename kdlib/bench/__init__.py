@@ -1,0 +1,3 @@
+"""Benchmarks that print figures: speed and size (`speed`), the cross-tokenizer projection (`align`), corpus
+preparation (`corpus`).
+"""

@@ -1,0 +1,2 @@
+"""The run folder: the models a run made (`registry`).
+"""
