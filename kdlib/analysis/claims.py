@@ -55,6 +55,7 @@ from kdlib.io import read_json
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE = "supported", "contradicted", "inconclusive", "not testable here"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
+KINDS = ("paper", "project")
 
 # The one place for the main claims' thresholds: the number and how the page words it.
 THRESHOLDS: dict[str, dict[str, Any]] = {
@@ -137,10 +138,14 @@ class Claim:
     verdict: str
     reason: str = ""
     details: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = "paper"  # "paper": a sentence of the paper (quoted in `quote`); "project": this book's own question
+    quote: str = ""  # the source's own words that the claim tests (abstract sentences for the seed papers)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"claim {self.id}: verdict {self.verdict!r}, expected one of {VERDICTS}")
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id}: kind {self.kind!r}, expected one of {KINDS}")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
