@@ -21,10 +21,11 @@ all: setup data-check pipeline book
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt book-constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -c book-constraints.txt
+	$(PY) -m pip uninstall --quiet --yes kdlib 2>/dev/null || true   # the distribution's name before it was kdlib-romanian-distil
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (kdlib)"
 	touch $@
