@@ -141,7 +141,8 @@ def test_load_teacher_errors(tmp_path, tiny_teacher, monkeypatch):
     )
     base.save_pretrained(tmp_path / "bert-base-only")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        (tmp_path / "bert-base-only" / name).write_bytes((tiny_teacher[0] / name).read_bytes())
+        if (tiny_teacher[0] / name).exists():  # transformers 5 writes no special_tokens_map.json
+            (tmp_path / "bert-base-only" / name).write_bytes((tiny_teacher[0] / name).read_bytes())
     with pytest.raises(ValueError, match="not a masked LM.*BertModel"):
         load_teacher(str(tmp_path / "bert-base-only"))
 

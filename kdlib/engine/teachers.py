@@ -192,6 +192,9 @@ def train_tokenizer(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tok-") as tmp:  # then move file by file
         fast.save_pretrained(tmp)
+        if not os.path.exists(os.path.join(tmp, "vocab.txt")):  # transformers 5 writes tokenizer.json only
+            pieces = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+            Path(tmp, "vocab.txt").write_text("".join(f"{p}\n" for p, _ in pieces), encoding="utf-8")
         for name in sorted(os.listdir(tmp)):
             os.replace(os.path.join(tmp, name), out_dir / name)
     return fast
