@@ -118,11 +118,11 @@ def test_ensemble_target_is_weighted_average(setup):
             for n in ("cased", "cased2")
         }
         s_out = st.model(input_ids=v.input_ids, attention_mask=v.attention_mask, output_hidden_states=True)
-        s_sel = logits_at(st.model, v.input_ids, v.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+        s_sel = logits_at(st.model, v.input_ids, v.attention_mask, plan.kl_b, plan.kl_p, output_hidden=True)
     t_out = teacher_outputs(
         tm, ["cased", "cased2"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")
     )
-    comps = student_losses(st, tm, cfg, plan, plan, v, s_sel, t_out, scale=1.0)
+    comps = student_losses(st, tm, cfg, plan, plan.counts, v, s_sel, t_out, scale=1.0)
     rows = v.labels != -100
     T = cfg.temperature
     target = 0.75 * soft_probs(outs["cased"].logits[rows], T) + 0.25 * soft_probs(outs["cased2"].logits[rows], T)
@@ -136,7 +136,7 @@ def test_ensemble_target_is_weighted_average(setup):
     assert torch.allclose(comps["cos"], 0.75 * cos[0] + 0.25 * cos[1], atol=1e-6)
     # "sum": one KL per teacher, weighted as given
     cfg.strategy = "sum"
-    comps_sum = student_losses(st, tm, cfg, plan, plan, v, s_sel, t_out, scale=1.0)
+    comps_sum = student_losses(st, tm, cfg, plan, plan.counts, v, s_sel, t_out, scale=1.0)
     kl_each = [kd_kl_loss(s_out.logits[rows], soft_probs(outs[n].logits[rows], T), T) for n in ("cased", "cased2")]
     assert torch.allclose(comps_sum["kl"], 3 * kl_each[0] + 1 * kl_each[1], atol=1e-5)
     assert torch.allclose(comps_sum["mlm"], comps["mlm"])
@@ -178,13 +178,13 @@ def test_selected_rows_losses_equal_dense_computation(setup, strategy, kl_on, cr
     sv, tv = bv[tm["cased"].view], bv[tm["uncased"].view]
     plan = student_plan(st, tm, bv, masked, kl_on, mismatch)
     with torch.no_grad():
-        s_sel = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+        s_sel = logits_at(st.model, sv.input_ids, sv.attention_mask, plan.kl_b, plan.kl_p, output_hidden=True)
         comps = student_losses(
             st,
             tm,
             cfg,
             plan,
-            plan,
+            plan.counts,
             sv,
             s_sel,
             teacher_outputs(tm, names, bv, cfg, cpu, amp_settings(cpu, "off")),
@@ -518,18 +518,19 @@ def test_first_piece_mismatches_get_no_cross_kl(setup):
     from kdlib.engine.align import token_key
 
     _, tm, st, bv, masked = _cross_setup(setup, cross_mismatch="keep", kl_on="all")
-    keep = student_plan(st, tm, bv, masked, "all", "keep")["teachers"]["uncased"]
-    skip = student_plan(st, tm, bv, masked, "all", "skip")["teachers"]["uncased"]
+    keep = student_plan(st, tm, bv, masked, "all", "keep").cross["uncased"]
+    skip = student_plan(st, tm, bv, masked, "all", "skip").cross["uncased"]
     sv, tv = bv[st.view], bv[tm["uncased"].view]
     true = {k: torch.where(v.labels != -100, v.labels, v.input_ids) for k, v in (("s", sv), ("t", tv))}
-    s_tok = st.tokenizer.convert_ids_to_tokens(true["s"][keep["tb"], sv.first_pos[keep["tb"], keep["tw"]]].tolist())
-    t_tok = tm["uncased"].tokenizer.convert_ids_to_tokens(true["t"][keep["tb"], keep["tp"]].tolist())
+    s_tok = st.tokenizer.convert_ids_to_tokens(true["s"][keep.kl_b, sv.first_pos[keep.kl_b, keep.kl_w]].tolist())
+    t_tok = tm["uncased"].tokenizer.convert_ids_to_tokens(true["t"][keep.kl_b, keep.kl_tp].tolist())
     differ = [token_key(a) != token_key(b) and not a == b == "[UNK]" for a, b in zip(s_tok, t_tok)]
     assert 0 < sum(differ) < len(differ) / 5
-    assert skip["n_kl"] == keep["n_kl"] - sum(differ) and skip["n_mismatch"] == keep["n_mismatch"] == sum(differ)
-    assert keep["n_candidates"] == skip["n_candidates"] == len(differ)
-    kept = set(zip(skip["tb"].tolist(), skip["tw"].tolist()))
-    assert all(((b, w) in kept) != d for b, w, d in zip(keep["tb"].tolist(), keep["tw"].tolist(), differ))
+    kc, sc = keep.counts, skip.counts
+    assert sc.n_kl == kc.n_kl - sum(differ) and sc.n_mismatch == kc.n_mismatch == sum(differ)
+    assert kc.n_candidates == sc.n_candidates == len(differ)
+    kept = set(zip(skip.kl_b.tolist(), skip.kl_w.tolist()))
+    assert all(((b, w) in kept) != d for b, w, d in zip(keep.kl_b.tolist(), keep.kl_w.tolist(), differ))
 
 
 def test_linear_map_learns_and_is_not_saved(setup, tmp_path):
@@ -537,11 +538,11 @@ def test_linear_map_learns_and_is_not_saved(setup, tmp_path):
     assert set(st.cross_maps) == {"uncased"}  # only the other-tokenizer teacher gets a map
     sv = bv[st.view]
     plan = student_plan(st, tm, bv, masked, "masked")
-    s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+    s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan.kl_b, plan.kl_p, output_hidden=True)
     t_out = teacher_outputs(
         tm, ["cased", "uncased"], bv, cfg, torch.device("cpu"), amp_settings(torch.device("cpu"), "off")
     )
-    comps = student_losses(st, tm, cfg, plan, plan, sv, s_out, t_out, scale=1.0)
+    comps = student_losses(st, tm, cfg, plan, plan.counts, sv, s_out, t_out, scale=1.0)
     comps["total"].backward()
     lin = st.cross_maps["uncased"]
     assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
@@ -575,13 +576,13 @@ def test_cross_cosine_off_and_raw(setup):
         sv = bv[st.view]
         plan = student_plan(st, tm, bv, masked, "masked")
         with torch.no_grad():
-            s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan["kl_b"], plan["kl_p"], output_hidden=True)
+            s_out = logits_at(st.model, sv.input_ids, sv.attention_mask, plan.kl_b, plan.kl_p, output_hidden=True)
             comps = student_losses(
                 st,
                 tm,
                 cfg,
                 plan,
-                plan,
+                plan.counts,
                 sv,
                 s_out,
                 teacher_outputs(

@@ -1,11 +1,27 @@
-"""kdlib.engine.mlm: vocabulary logits at selected positions equal the full model's logits there."""
+"""kdlib.engine.mlm: the masking rules (15%, 80/10/10, weights), and vocabulary logits at selected positions
+equal the full model's logits there."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from kdlib.engine.mlm import RowLogits, SelectedMLM, logits_at, split_masked_lm
+from kdlib.engine.mlm import (
+    KEEP,
+    KEEP_UNMASKED,
+    MASK,
+    RANDOM,
+    RowLogits,
+    SelectedMLM,
+    apply_mask_actions,
+    logits_at,
+    mask_tokens,
+    sample_mask_actions,
+    smoothing_weights,
+    split_masked_lm,
+)
 
 V, H = 300, 32
 
@@ -106,3 +122,62 @@ def test_row_logits_lookup_and_missing_rows():
     absent = torch.nonzero(rl.index < 0, as_tuple=True)
     with pytest.raises(ValueError, match="no logits"):
         rl.at(absent[0][:1], absent[1][:1])
+
+
+# ----------------------------------------------------------------------------------------- masking
+def test_sample_mask_actions_count_split_and_zero_weights():
+    g = torch.Generator().manual_seed(0)
+    w = torch.ones(10_000)
+    w[:1000] = 0  # never-maskable units
+    act = sample_mask_actions(w, 0.15, g)
+    picked = act != KEEP_UNMASKED
+    assert int(picked.sum()) == math.ceil(0.15 * 9000)
+    assert not picked[:1000].any()
+    n = picked.sum().item()
+    frac = {k: (act == k).sum().item() / n for k in (MASK, RANDOM, KEEP)}
+    assert abs(frac[MASK] - 0.8) < 0.04 and abs(frac[RANDOM] - 0.1) < 0.03 and abs(frac[KEEP] - 0.1) < 0.03
+    again = sample_mask_actions(w, 0.15, torch.Generator().manual_seed(0))
+    assert torch.equal(act, again)
+
+
+def test_mask_tokens_labels_and_special_tokens():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 100, (4, 50))
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True
+    masked, labels = mask_tokens(ids, special, mask_token_id=4, vocab_size=100, generator=g, prob=0.15)
+    sel = labels != -100
+    assert int(sel.sum()) == math.ceil(0.15 * 4 * 48)
+    assert not sel[special].any()
+    assert torch.equal(labels[sel], ids[sel])  # labels are the original tokens
+    assert torch.equal(masked[~sel], ids[~sel])  # untouched elsewhere
+    assert (masked[sel] == 4).float().mean() > 0.6  # ~80% [MASK]
+
+
+def test_smoothing_masks_rare_tokens_more_often():
+    counts = torch.tensor([1000.0, 1.0])
+    w = smoothing_weights(counts, 0.7)
+    assert abs(w[1].item() / w[0].item() - 1000**0.7) < 1e-2
+    ids = torch.tensor([[0] * 50 + [1] * 50])
+    hits = torch.zeros(2)
+    for seed in range(20):
+        _, labels = mask_tokens(
+            ids,
+            torch.zeros_like(ids, dtype=torch.bool),
+            mask_token_id=4,
+            vocab_size=10,
+            generator=torch.Generator().manual_seed(seed),
+            prob=0.15,
+            token_weights=w,
+        )
+        sel = labels[0] != -100
+        hits += torch.tensor([sel[:50].sum().item(), sel[50:].sum().item()])
+    assert hits[1] > 5 * hits[0]
+
+
+def test_apply_mask_actions_acts_on_whole_units():
+    """Every token of a picked unit (word) gets its action; tokens outside any unit (-1) are never touched."""
+    ids = torch.tensor([[10, 11, 12, 13, 0]])
+    units = torch.tensor([[-1, 0, 0, 1, -1]])  # [CLS], a two-piece word, a one-piece word, pad
+    out, labels = apply_mask_actions(ids, units, torch.tensor([MASK, KEEP]), 4, 50, torch.Generator())
+    assert out.tolist() == [[10, 4, 4, 13, 0]] and labels.tolist() == [[-100, 11, 12, 13, -100]]

@@ -7,10 +7,10 @@ Parts (``--parts``):
   students at the paper's real shapes with random weights (speed does not depend on the weights):
   parameters, safetensors size of the MLM model, median latency of the encoder (AutoModel) and of
   the MLM model for batch 1/32 x length 128/512, student/teacher speed-up.
-- ``throughput``: tokens/s of ``kdlib.engine.distill.distill`` against :func:`reference_distill` (the original
-  DistilBERT recipe: KL over all non-pad positions and the full vocabulary, fp32, random batches
-  padded to the longest sequence, no bucketing) on the same shapes and data; achieved FLOP rate as
-  a share of the measured fp32 matmul peak.
+- ``throughput``: tokens/s of ``kdlib.engine.distill.distill`` against
+  :func:`kdlib.engine.reference.distill` (the original DistilBERT recipe: KL over all non-pad
+  positions and the full vocabulary, fp32, random batches padded to the longest sequence, no
+  bucketing) on the same shapes and data; achieved FLOP rate as a share of the measured fp32 matmul peak.
 - ``shared``: the paper's three students (S1<-T1, S2<-T2 with T2's tokenizer, S3<-T1+T2) in one
   ``distill`` call (each teacher run once per batch) against three separate calls.
 - ``pipeline``: wall time and peak memory of the runner's ``runs/<profile>/run_summary.json``.
@@ -43,6 +43,7 @@ from typing import Any, Callable
 import torch
 
 from kdlib.analysis.reporting import format_report, plot_bench, save_figure
+from kdlib.engine import reference
 from kdlib.io import write_json_atomic
 
 PARTS = ("inference", "throughput", "shared", "pipeline")
@@ -489,158 +490,11 @@ def bench_inference(
 
 
 # ------------------------------------------------------------------- 2. the reference distill loop
-def reference_ce_loss(
-    s_logits: torch.Tensor, t_logits: torch.Tensor, attention_mask: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """T^2 * KL(teacher_T || student_T) averaged over ALL non-pad positions (DistilBERT's batchmean)."""
-    keep = attention_mask.bool()
-    s = s_logits[keep] / temperature
-    t = t_logits[keep] / temperature
-    kl = torch.nn.functional.kl_div(torch.log_softmax(s, -1), torch.softmax(t, -1), reduction="batchmean")
-    return kl * temperature**2
-
-
-def reference_losses(s_out, t_out, batch: dict, *, temperature: float = 2.0, alphas=(5.0, 2.0, 1.0)) -> dict:
-    """The original DistilBERT loss: alpha_ce*L_ce (all non-pad) + alpha_mlm*L_mlm + alpha_cos*L_cos."""
-    mask = batch["attention_mask"]
-    ce = reference_ce_loss(s_out.logits, t_out.logits, mask, temperature)
-    mlm = torch.nn.functional.cross_entropy(s_out.logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
-    keep = mask.bool()
-    s_h, t_h = s_out.hidden_states[-1][keep], t_out.hidden_states[-1][keep]
-    cos = torch.nn.functional.cosine_embedding_loss(s_h, t_h, torch.ones(len(s_h), device=s_h.device))
-    total = alphas[0] * ce + alphas[1] * mlm + alphas[2] * cos
-    return {"loss": total, "ce": ce, "mlm": mlm, "cos": cos}
-
-
-def _mask_tokens(
-    ids: torch.Tensor,
-    attention: torch.Tensor,
-    special: torch.Tensor,
-    vocab: int,
-    gen: torch.Generator,
-    prob: float = 0.15,
-    mask_id: int = 4,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: `prob` of the real tokens; 80% [MASK], 10% random, 10% kept; labels -100 elsewhere."""
-    cand = attention.bool() & ~special
-    chosen = (torch.rand(ids.shape, generator=gen) < prob) & cand
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    r = torch.rand(ids.shape, generator=gen)
-    ids = ids.clone()
-    ids[chosen & (r < 0.8)] = mask_id
-    rand = chosen & (r >= 0.8) & (r < 0.9)
-    ids[rand] = torch.randint(0, vocab, (int(rand.sum()),), generator=gen)
-    return ids, labels
-
-
-def _reference_models(teacher_dirs: list[str | os.PathLike], student_layers: int, seed: int, device: torch.device):
-    """(tokenizer of the first teacher, frozen teachers, student initialised from the first teacher)."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    from kdlib.engine.students import make_student
-
-    tok = AutoTokenizer.from_pretrained(str(teacher_dirs[0]))
-    teachers = [AutoModelForMaskedLM.from_pretrained(str(d)).to(device).eval() for d in teacher_dirs]
-    for t in teachers:
-        t.requires_grad_(False)
-    student = make_student(teachers[0], init="teacher", num_layers=student_layers, seed=seed).to(device).train()
-    return tok, teachers, student
-
-
-def _padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of `rows`, padded to the longest row."""
-    longest = max(map(len, rows))
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), longest), dtype=torch.long)
-    for j, row in enumerate(rows):
-        ids[j, : len(row)] = torch.tensor(row)
-        attn[j, : len(row)] = 1
-    return ids, attn
-
-
-def _reference_loss(student, teachers: list, b: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The student's loss averaged over the teachers, each teacher run separately (as separate HF runs would)."""
-    s_out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
-    total = 0.0
-    for teacher in teachers:
-        with torch.no_grad():
-            t_out = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
-        total = total + reference_losses(s_out, t_out, b)["loss"] / len(teachers)
-    return total
-
-
-def reference_distill(
-    teacher_dirs: list[str | os.PathLike],
-    texts: list[str],
-    *,
-    student_layers: int,
-    batch_size: int,
-    max_len: int,
-    steps: int,
-    device: torch.device,
-    seed: int = 0,
-    out_dir: str | os.PathLike | None = None,
-    lr: float = 5e-4,
-    max_grad_norm: float = 5.0,
-) -> dict:
-    """A straightforward loop after HF's DistilBERT recipe: random batches padded to the longest, fp32,
-    KL over all non-pad positions and the full vocabulary, each teacher run separately for the student.
-
-    With several teachers (same tokenizer as the first) the loss is averaged over them, each teacher
-    forward computed for this student alone. Returns timings and token counts.
-    """
-    from transformers import get_linear_schedule_with_warmup
-
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_len", max_len)):
-        _check_positive(name, value)
-    t_start = time.perf_counter()
-    torch.manual_seed(seed)
-    tok, teachers, student = _reference_models(teacher_dirs, student_layers, seed, device)
-    encoded = tok(texts, truncation=True, max_length=max_len)["input_ids"]
-    special_ids = torch.tensor(sorted(set(tok.all_special_ids)))
-    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    sched = get_linear_schedule_with_warmup(opt, max(1, steps // 20), steps)
-    gen = torch.Generator().manual_seed(seed)
-    real_tokens = padded_tokens = 0
-    losses = []
-    _sync(device)
-    t_train = time.perf_counter()
-    for _ in range(steps):
-        idx = torch.randint(len(encoded), (batch_size,), generator=gen).tolist()
-        ids, attn = _padded([encoded[i] for i in idx], tok.pad_token_id)  # padded to this random batch's longest
-        masked, labels = _mask_tokens(
-            ids, attn, torch.isin(ids, special_ids), student.config.vocab_size, gen, mask_id=tok.mask_token_id
-        )
-        b = {"input_ids": masked.to(device), "attention_mask": attn.to(device), "labels": labels.to(device)}
-        real_tokens += int(attn.sum())
-        padded_tokens += attn.numel()
-        total = _reference_loss(student, teachers, b)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
-        opt.step()
-        sched.step()
-        losses.append(float(total.detach()))
-    _sync(device)
-    train_s = time.perf_counter() - t_train
-    if out_dir is not None:
-        student.save_pretrained(out_dir)
-        tok.save_pretrained(out_dir)
-    total_s = time.perf_counter() - t_start
-    return {
-        "steps": steps,
-        "batch_size": batch_size,
-        "total_s": total_s,
-        "train_s": train_s,
-        "real_tokens": real_tokens,
-        "padded_tokens": padded_tokens,
-        "tokens_per_s": real_tokens / total_s,
-        "train_tokens_per_s": real_tokens / train_s,
-        "first_loss": losses[0],
-        "last_loss": losses[-1],
-        "student_params": student.num_parameters(),
-        "teacher_params": [t.num_parameters() for t in teachers],
-    }
+# the plain DistilBERT recipe lives in kdlib.engine.reference; the old names stay for callers of this module
+reference_ce_loss = reference.ce_loss
+reference_losses = reference.losses
+_mask_tokens = reference.mask_tokens
+reference_distill = reference.distill
 
 
 # ------------------------------------------------------------------------ assets for parts 2 and 3
@@ -777,7 +631,7 @@ def bench_throughput(
 ) -> dict:
     """kdlib's distill loop against the reference loop: same teacher, student shape, data and steps."""
     ref = reference_distill(
-        [teachers["t1"]],
+        teachers["t1"],
         texts,
         student_layers=shapes.student_layers,
         batch_size=shapes.batch_size,

@@ -22,7 +22,7 @@ from datasets import Dataset
 
 from kdlib.data import corpus as kcorpus
 from kdlib.engine.align import WordView, encode_words, split_words, token_counts
-from kdlib.engine.losses import apply_mask_actions, sample_mask_actions, smoothing_weights
+from kdlib.engine.mlm import apply_mask_actions, sample_mask_actions, smoothing_weights
 
 CORPUS_MODES = kcorpus.MODES
 

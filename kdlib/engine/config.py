@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -23,26 +24,15 @@ CROSS_TOKENIZER = ("word", "none")
 CROSS_MISMATCH = ("skip", "keep")
 CROSS_COSINE = ("linear", "raw", "off")
 TEACHER_DTYPES = ("auto", "fp32")
-# settings that fix the data order and the loss: a resumed run must use the checkpoint's values
-RESUME_KEYS = (
-    "seed",
-    "batch_size",
-    "grad_accum",
-    "bucket_pool",
-    "max_len",
-    "mask_prob",
-    "kl_on",
-    "strategy",
-    "temperature",
-    "alpha_ce",
-    "alpha_mlm",
-    "alpha_cos",
-    "max_steps",
-    "vocab_case",
-    "case_prior_power",
-    "cross_mismatch",
-    "cross_cosine",
-)
+
+
+def setting(default: Any = MISSING, *, doc: str, operational: bool = False) -> Any:
+    """A DistillConfig field with its documentation and kind (what a checkpoint or finished run depends on).
+
+    An operational setting (where the run writes, how often it logs or saves, on which device) does not
+    change what the run computes; every other one does, so it invalidates a checkpoint and a finished run.
+    """
+    return field(default=default, metadata={"doc": doc, "operational": operational})
 
 
 @dataclass
@@ -71,59 +61,122 @@ class StudentSpec:
 class DistillConfig:
     """Everything a distillation run needs; JSON/YAML-loadable (`from_file`), overridable by key=value.
 
-    strategy: "average" (H2: KL against the weighted mean of the teachers' softened distributions,
-    cross-vocabulary teachers projected onto the student's vocabulary and averaged in at word-aligned
-    first sub-tokens; cosine against each teacher, weights normalised) or "sum" (H1: each teacher adds
-    weight * (alpha_ce * KL_t + alpha_cos * cos_t); weights used as given). MLM counts once in both.
-    cross_tokenizer: "word" aligns a teacher with another tokenizer by whitespace words (first
-    sub-tokens) and projects its vocabulary; "none" refuses such a teacher.
-    vocab_case: how an uncased token's mass is shared among cased variants (kdlib.engine.align: "prior" =
-    the co-teacher's probabilities, else corpus counts; "count"; "split"; "exact_first").
-    case_prior_power: with vocab_case="prior", the co-teacher's probabilities are raised to this power
-    within each group of case variants before they share the mass (1 = as they are; more trusts their
-    ranking of the variants more; chosen by `python -m kdlib bench --only align`).
-    cross_mismatch: "skip" gives words whose first pieces differ between the two tokenizations no
-    cross-teacher KL; "keep" keeps them. cross_cosine: the cosine towards a teacher with another
-    vocabulary (another model) through a learned linear map ("linear"), raw ("raw") or none ("off");
-    a same-vocabulary teacher always has the plain cosine.
+    Each field's documentation is its `setting(doc=...)`; `DistillConfig.docs()` lists them. Fields are either
+    result settings (they decide what the run computes: a checkpoint or finished run made with other values
+    is not reused) or operational ones (`operational=True`: output, logging, saving, device); the split is
+    `result_settings()` / `operational_settings()`.
     """
 
-    teachers: list[TeacherSpec]
-    students: list[StudentSpec]
-    strategy: str = "average"
-    cross_tokenizer: str = "word"
-    vocab_case: str = "prior"  # see kdlib.engine.align.build_vocab_map
-    case_prior_power: float = 1.0
-    cross_mismatch: str = "skip"
-    cross_cosine: str = "linear"
-    alpha_ce: float = 5.0
-    alpha_mlm: float = 2.0
-    alpha_cos: float = 1.0
-    temperature: float = 2.0
-    mask_prob: float = 0.15
-    kl_on: str = "masked"
-    mlm_smoothing: float | None = None  # e.g. 0.7: words masked with probability ~ count^-0.7
-    lr: float = 5e-4
-    warmup: float = 0.05  # < 1: share of max_steps; >= 1: number of steps
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-6
-    max_grad_norm: float = 5.0
-    batch_size: int = 8  # per process, per micro-batch
-    grad_accum: int = 1
-    max_steps: int = 100
-    max_len: int = 128
-    bucket_pool: int = 50  # length bucketing: sort within pools of this many batches
-    save_every: int = 0  # 0: only the final checkpoint
-    keep_checkpoints: int | None = None  # None: 1 on Colab or when out_dir is on Drive, else 2
-    keep_final_checkpoint: bool | None = None  # after the students are saved; None: no on Colab/Drive, else yes
-    teacher_dtype: str = "auto"  # "auto": bf16 (fp16 without bf16) on a GPU, fp32 elsewhere; "fp32"
-    log_every: int = 1
-    seed: int = 56
-    amp: str = "auto"
-    device: str = "auto"
-    out_dir: str = "runs/distill"
-    corpus: str = "shuffled"  # CLI default corpus: a kdlib.data.corpus mode, or a path / dataset name
-    corpus_max_sentences: int | None = None
+    teachers: list[TeacherSpec] = setting(doc="the teachers (name, hub id or folder, ensemble weight)")
+    students: list[StudentSpec] = setting(doc="the students: which teachers each learns from, its shape and init")
+    strategy: str = setting(
+        "average",
+        doc="how teachers combine: 'average' (H2: one KL against the weighted mean of the teachers' softened "
+        "distributions, cross-vocabulary teachers projected and averaged in at word-aligned first sub-tokens; "
+        "cosine weights normalised) or 'sum' (H1: each teacher adds weight * (alpha_ce * KL_t + alpha_cos * "
+        "cos_t), weights as given). MLM counts once in both",
+    )
+    cross_tokenizer: str = setting(
+        "word",
+        doc="'word': a teacher with another tokenizer is aligned by whitespace words (first sub-tokens) and "
+        "its vocabulary projected; 'none': such a teacher is refused",
+    )
+    vocab_case: str = setting(
+        "prior",
+        doc="how an uncased teacher token's mass is shared among cased student variants (kdlib.engine.align."
+        "build_vocab_map): 'prior' (the co-teacher's probabilities, else corpus counts), 'count', 'split', "
+        "'exact_first'",
+    )
+    case_prior_power: float = setting(
+        1.0,
+        doc="with vocab_case='prior', the co-teacher's probabilities are raised to this power within each group "
+        "of case variants (1 = as they are; more trusts their ranking more; chosen by kdlib bench --only align)",
+    )
+    cross_mismatch: str = setting(
+        "skip",
+        doc="'skip': words whose first pieces differ between the two tokenizations get no cross-teacher KL; "
+        "'keep': they keep it",
+    )
+    cross_cosine: str = setting(
+        "linear",
+        doc="the cosine towards a teacher with another vocabulary: through a learned linear map ('linear'), "
+        "raw ('raw') or none ('off'); a same-vocabulary teacher always has the plain cosine",
+    )
+    alpha_ce: float = setting(5.0, doc="weight of the distillation KL term (times T^2)")
+    alpha_mlm: float = setting(2.0, doc="weight of the masked-LM cross-entropy on the true tokens")
+    alpha_cos: float = setting(1.0, doc="weight of the 1 - cos(student, teacher last hidden state) term")
+    temperature: float = setting(2.0, doc="softmax temperature T of the KL term")
+    mask_prob: float = setting(0.15, doc="share of the words masked per batch (80% [MASK], 10% random, 10% kept)")
+    kl_on: str = setting("masked", doc="where the KL is taken: 'masked' positions only, or 'all' non-pad ones")
+    mlm_smoothing: float | None = setting(
+        None, doc="e.g. 0.7: words masked with probability ~ count^-0.7 (rare words more); None: uniform"
+    )
+    lr: float = setting(5e-4, doc="peak AdamW learning rate")
+    warmup: float = setting(0.05, doc="linear warmup: < 1 a share of max_steps, >= 1 a number of steps")
+    weight_decay: float = setting(0.0, doc="AdamW weight decay (never on biases and norm weights)")
+    adam_eps: float = setting(1e-6, doc="AdamW epsilon")
+    max_grad_norm: float = setting(5.0, doc="gradient clipping: max L2 norm of each student's gradient")
+    batch_size: int = setting(8, doc="texts per process per micro-batch")
+    grad_accum: int = setting(1, doc="micro-batches per optimizer step (gradient accumulation)")
+    max_steps: int = setting(100, doc="optimizer steps of the run (also the length of the lr schedule)")
+    max_len: int = setting(128, doc="tokens per text at most (longer texts are truncated)")
+    bucket_pool: int = setting(50, doc="length bucketing: texts are sorted by length within pools of this many batches")
+    save_every: int = setting(0, doc="checkpoint every this many steps; 0: only the final one", operational=True)
+    keep_checkpoints: int | None = setting(
+        None, doc="checkpoints kept while training; None: 1 on Colab or with out_dir on Drive, else 2", operational=True
+    )
+    keep_final_checkpoint: bool | None = setting(
+        None,
+        doc="keep the last checkpoint once the students are saved; None: no on Colab/Drive, else yes",
+        operational=True,
+    )
+    teacher_dtype: str = setting(
+        "auto", doc="'auto': teachers in bf16 (fp16 without bf16) on a GPU, fp32 elsewhere; 'fp32': always fp32"
+    )
+    log_every: int = setting(1, doc="write a log.jsonl record every this many steps", operational=True)
+    seed: int = setting(56, doc="seed of the initialisation, data order, masking and dropout")
+    amp: str = setting(
+        "auto",
+        doc="students' mixed precision: 'auto' (bf16, or fp16 + GradScaler, on a GPU; off on CPU), "
+        "'bf16', 'fp16' or 'off'",
+    )
+    device: str = setting("auto", doc="'auto' (cuda, then mps, then cpu), 'cuda', 'mps' or 'cpu'", operational=True)
+    out_dir: str = setting("runs/distill", doc="folder of the log, checkpoints and students", operational=True)
+    corpus: str = setting(
+        "shuffled",
+        doc="the CLI's default corpus: a kdlib.data.corpus mode, or a path / dataset name",
+        operational=True,
+    )
+    corpus_max_sentences: int | None = setting(
+        None, doc="the CLI reads at most this many sentences of `corpus`; None: all", operational=True
+    )
+
+    @classmethod
+    def docs(cls) -> dict[str, str]:
+        """{field: its documentation}."""
+        return {f.name: f.metadata.get("doc", "") for f in fields(cls)}
+
+    @classmethod
+    def operational_keys(cls) -> tuple[str, ...]:
+        """The fields that do not change what a run computes (a checkpoint or finished run ignores them)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("operational"))
+
+    @classmethod
+    def result_keys(cls) -> tuple[str, ...]:
+        """The fields that decide what a run computes: changing one invalidates a checkpoint and a finished run."""
+        return tuple(f.name for f in fields(cls) if not f.metadata.get("operational"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON form (`from_dict`'s input; saved with checkpoints and finished runs)."""
+        return asdict(self)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The result fields of `to_dict()`: what a checkpoint or finished run must match."""
+        return {k: v for k, v in self.to_dict().items() if k in self.result_keys()}
+
+    def operational_settings(self) -> dict[str, Any]:
+        """The operational fields of `to_dict()`."""
+        return {k: v for k, v in self.to_dict().items() if k in self.operational_keys()}
 
     @classmethod
     def from_dict(cls, data: dict) -> DistillConfig:

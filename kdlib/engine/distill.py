@@ -34,7 +34,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ from kdlib.engine.batching import (
     word_weights,
 )
 from kdlib.engine.config import (
-    RESUME_KEYS,
     DistillConfig,
     StudentSpec,
     TeacherSpec,
@@ -80,7 +79,7 @@ from kdlib.engine.models import (
     teachers_to_half,
     tokenizer_views,
 )
-from kdlib.engine.objective import count_only, student_losses, student_plan, teacher_outputs
+from kdlib.engine.objective import student_losses, student_plan, teacher_outputs
 from kdlib.engine.optim import make_adamw
 
 # the public names of the distillation API, wherever they are defined
@@ -193,7 +192,7 @@ def _summarise(log_path: Path, students: list[Student], last: int = 10) -> dict[
 def _check_resumable(
     path: Path, state: dict, rng_states: list, config: DistillConfig, world_size: int, n_texts: int
 ) -> None:
-    """Raise if checkpoint `path` was written with another world size, corpus size or data/loss settings."""
+    """Raise if checkpoint `path` was written with another world size, corpus size, code or result setting."""
     if len(rng_states) != world_size:
         raise ValueError(
             f"checkpoint {path} was written by {len(rng_states)} process(es); resume with the "
@@ -201,9 +200,7 @@ def _check_resumable(
         )
     saved = state.get("config", {})
     changed = [
-        f"{k}: {saved[k]!r} -> {getattr(config, k)!r}"
-        for k in RESUME_KEYS
-        if k in saved and saved[k] != getattr(config, k)
+        f"{k}: {saved[k]!r} -> {v!r}" for k, v in config.result_settings().items() if k in saved and saved[k] != v
     ]
     if state.get("n_texts") is not None and state["n_texts"] != n_texts:
         changed.append(f"corpus texts: {state['n_texts']} -> {n_texts}")
@@ -254,17 +251,6 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-# settings that do not change what a finished run computed (a rerun with other values reuses it)
-OPERATIONAL_KEYS = (
-    "device",
-    "save_every",
-    "keep_checkpoints",
-    "keep_final_checkpoint",
-    "log_every",
-    "corpus",
-    "corpus_max_sentences",
-    "out_dir",
-)
 RUN_FILE = "run.json"  # written last by a finished run: its config and corpus size
 
 
@@ -275,8 +261,8 @@ def finished_summary(config: DistillConfig, n_texts: int) -> dict | None:
     if not (out_dir / RUN_FILE).is_file() or not (out_dir / "summary.json").is_file():
         return None
     done = json.loads((out_dir / RUN_FILE).read_text(encoding="utf-8"))
-    now = {k: v for k, v in asdict(config).items() if k not in OPERATIONAL_KEYS}
-    then = {k: v for k, v in done.get("config", {}).items() if k not in OPERATIONAL_KEYS}
+    now = config.result_settings()  # operational settings (output, logging, device) may differ
+    then = {k: v for k, v in done.get("config", {}).items() if k not in DistillConfig.operational_keys()}
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
     saved = all((Path(info["out_dir"]) / "config.json").is_file() for info in summary.values())
     same = now == then and done.get("n_texts") == n_texts and done.get("code") == code_fingerprint()
@@ -424,11 +410,11 @@ def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str
     }
     # counts over the global micro-batch (identical on every rank): the loss normalisers
     counts = {
-        s.spec.name: count_only(
+        s.spec.name: (
             plans[s.spec.name]
             if not env.distributed
             else student_plan(s, run.teachers, gviews, gmasked, config.kl_on, config.cross_mismatch)
-        )
+        ).counts
         for s in run.students
     }
     # each teacher runs once; its outputs are shared by every student that uses it
@@ -441,8 +427,8 @@ def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str
                 s_out = s.wrapped(
                     v.input_ids.to(device),
                     v.attention_mask.to(device),
-                    plan["kl_b"].to(device),
-                    plan["kl_p"].to(device),
+                    plan.kl_b.to(device),
+                    plan.kl_p.to(device),
                     output_hidden=config.alpha_cos > 0,
                 )
             comps = student_losses(
@@ -451,7 +437,7 @@ def micro_step(run: Run, texts: list[str], step: int, micro: int, sums: dict[str
             s.scaler.scale(comps["total"] / config.grad_accum).backward()
         for k, val in comps.items():
             sums[s.spec.name][k] = sums[s.spec.name].get(k, 0.0) + float(val.detach()) / config.grad_accum
-    return counts[run.students[0].spec.name]["n_tokens"]
+    return counts[run.students[0].spec.name].n_tokens
 
 
 def reduce(sums: dict[str, dict[str, float]], env: DistEnv, device: torch.device) -> None:
@@ -539,7 +525,7 @@ def save(run: Run, step: int, stream: BatchStream, elapsed: float, n_texts: int)
             **stream.position,
             "elapsed": elapsed,
             "n_texts": n_texts,
-            "config": asdict(config),
+            "config": config.to_dict(),
             "code": code_fingerprint(),
         }
         path = ckpt.save_checkpoint(
@@ -586,7 +572,7 @@ def finish(run: Run, corpus: TextCorpus, corpus_name: str | None, step: int, wal
         ckpt.write_json_atomic(Path(config.out_dir) / "summary.json", summary)
         ckpt.write_json_atomic(
             Path(config.out_dir) / RUN_FILE,
-            {"config": asdict(config), "n_texts": len(corpus), "code": code_fingerprint()},
+            {"config": config.to_dict(), "n_texts": len(corpus), "code": code_fingerprint()},
         )
         if not config.checkpoint_policy()[1] and ckpt.checkpoint_root(config.out_dir).exists():
             ckpt.clear_checkpoints(config.out_dir)
