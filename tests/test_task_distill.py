@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import make_tokenizer
 
 from kdlib.data.load import load_task
 from kdlib.eval.finetune import TaskModel, predict
@@ -19,7 +20,7 @@ from kdlib.studies.task_distill import (
     StudentSpec,
     TaskDistillConfig,
     TeacherMismatchError,
-    _build_student,
+    build_student,
     cli,
     distill_loss,
     distill_task,
@@ -28,7 +29,6 @@ from kdlib.studies.task_distill import (
     train_student,
 )
 from kdlib.studies.task_students import STUDENTS, WordVocab, word_tokens
-from tests.helpers import make_tokenizer
 
 N_TRAIN, N_TEST = 300, 200
 
@@ -63,8 +63,9 @@ def tokenizer(sapn, tmp_path_factory):
 @pytest.fixture(scope="module")
 def agnostic_dir(tokenizer, tmp_path_factory):
     """A task-agnostic student folder as the main chapters save it: a DistilBERT from a tiny teacher."""
+    from helpers import tiny_teacher
+
     from kdlib.engine.students import make_student
-    from tests.helpers import tiny_teacher
 
     out = tmp_path_factory.mktemp("agnostic")
     make_student(tiny_teacher(tokenizer, hidden=64, layers=2)).save_pretrained(out)
@@ -138,7 +139,7 @@ def test_student_learns_sapn_beyond_majority(student, sapn, tokenizer, agnostic_
     vocab = WordVocab.build(
         [word_tokens(a) + word_tokens(b) for a, b in zip(rows["train"]["text_a"], rows["train"]["text_b"])]
     )
-    model, inputs, lr = _build_student(
+    model, inputs, lr = build_student(
         StudentSpec(student, embeddings="random", loss="hard", augment=False),
         "classification",
         2,
@@ -277,3 +278,52 @@ def test_cli_bad_input_is_one_line(argv, expected, capsys, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
     assert err.startswith("kdlib task-distill: ")
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def _rows_for_claims(tmp_path, teacher_correct: float) -> list[dict]:
+    """Results rows of one SAPN run (balanced 400 examples, majority baseline 50) with saved predictions."""
+    from kdlib.eval.loyalty import Predictions, save_predictions
+
+    gold = np.arange(400) % 2
+    specs = {
+        "teacher": ("teacher", "teacher", {}, teacher_correct),
+        "bilstm-fasttext-kl+hard-aug": ("bilstm", "word", dict(embeddings="fasttext", augment=True), 0.9),
+        "bilstm-random-kl+hard-aug": ("bilstm", "word", dict(embeddings="random", augment=True), 0.8),
+        "bilstm-fasttext-kl+hard-noaug": ("bilstm", "word", dict(embeddings="fasttext", augment=False), 0.9),
+        "bilstm-fasttext-hard-noaug": ("bilstm", "word", dict(embeddings="fasttext", augment=False), 0.7),
+        "bert-tiny-kl+hard-aug": ("bert-tiny", "bert", dict(augment=True), 0.9),
+    }
+    rows = []
+    for i, (name, (student, family, extra, correct)) in enumerate(specs.items()):
+        pred = np.where(np.arange(400) < correct * 400, gold, 1 - gold)
+        probs = np.eye(2, dtype=np.float32)[pred]
+        ids = [str(k) for k in range(400)]
+        path = save_predictions(
+            Predictions("sapn", name, "classification", "test", ["n", "p"], ids, gold, pred, probs=probs),
+            tmp_path / name / "predictions.npz",
+        )
+        loss = "hard" if "-hard-" in name else "kl+hard"
+        rows.append(
+            {"task": "sapn", "name": name, "student": student, "family": family, "majority": 50.0, "loss": loss,
+             "validation": 100 * correct - i * 1e-3, "parameters": 10 if family == "word" else 100,
+             "disk_bytes": 40 if family == "word" else 400, "latency_ms_t1": 1.0, "predictions": str(path), **extra}
+        )  # fmt: skip
+    return rows
+
+
+def test_claims_read_the_abstract_and_need_a_teacher_that_learned(tmp_path):
+    from kdlib.studies.task_distill import paper_claims
+
+    abstract = " ".join((Path("/work/shared/seeds") / "003_e362510aac01c858.txt").read_text(encoding="utf-8").split())
+    claims = paper_claims(_rows_for_claims(tmp_path, 0.95))
+    assert [c.id for c in claims] == ["td-tradeoff", "td-loss", "td-embeddings", "td-augment"]
+    assert all(c.kind == "paper" and c.quote in abstract and len(c.details) == 1 for c in claims)
+    got = {c.id: c for c in claims}
+    assert got["td-tradeoff"].verdict == "supported"  # 0 points apart, 10x fewer parameters
+    assert got["td-loss"].verdict == "supported" and got["td-loss"].interval.estimate == pytest.approx(20.0)
+    assert got["td-embeddings"].interval.estimate == pytest.approx(10.0)
+    assert got["td-augment"].verdict == "inconclusive" and "no budget settles it" in got["td-augment"].reason
+    at_floor = paper_claims(_rows_for_claims(tmp_path, 0.5))  # the teacher scores the majority baseline
+    assert {c.verdict for c in at_floor} == {"not testable here"}
+    assert "not learned: teacher 50.0" in at_floor[0].reason

@@ -1,8 +1,10 @@
 """Scores split by input length: do some models do better on long inputs than on short ones?
 
 RobBERTje (Delobelle et al. 2022) reports that distilling on merged consecutive sentences helps "on tasks
-with long sequences". To read such a claim on one task, the test examples are put into length bins and
-every model is scored on each bin separately, with the same intervals as the whole-test scores:
+with long sequences". To read such a claim on one task (any classification or tagging task whose examples
+vary in length; :func:`binning_problem` says in a sentence why a task's lengths cannot be binned), the test
+examples are put into length bins and every model is scored on each bin separately, with the same intervals
+as the whole-test scores:
 
 1. :func:`example_lengths` counts the sub-tokens of every example of a split with the models' tokenizer,
    WITHOUT truncation (special tokens included): a sentence pair (LaRoSeDa title + review, STS) as the
@@ -33,6 +35,7 @@ from kdlib.eval.metrics import task_kind_and_metric
 __all__ = [
     "binned_differences",
     "binned_scores",
+    "binning_problem",
     "example_lengths",
     "length_bins",
     "split_by_bin",
@@ -88,6 +91,15 @@ def length_bins(lengths: Mapping[str, int], n_bins: int = 3, *, labels: Sequence
         ) from exc
     frame.index.name = "id"
     return frame
+
+
+def binning_problem(lengths: Mapping[str, int], n_bins: int = 3) -> str:
+    """Why ``lengths`` cannot be cut into ``n_bins`` quantile bins, as a sentence; '' when they can."""
+    try:
+        length_bins(lengths, n_bins)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 def unit_of(pred: Predictions) -> list[str]:

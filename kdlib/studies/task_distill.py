@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kdlib.analysis import reporting
-from kdlib.analysis.claims import Claim, verdict
-from kdlib.analysis.stats import difference_interval
+from kdlib.analysis.claims import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    SUPPORTED,
+    THRESHOLDS,
+    Claim,
+    combine,
+    verdict,
+)
+from kdlib.analysis.stats import Interval, difference_replicates, required_n, score_interval
 from kdlib.bench.speed import time_call
 from kdlib.data.corpus import load_text_corpus
 from kdlib.data.load import load_split, load_task
@@ -61,17 +71,13 @@ from kdlib.eval.finetune import (
     TASK_HEAD_FILE,
     FinetuneConfig,
     TaskModel,
-    _batches,
-    _collate,
-    _score,
-    _to_predictions,
     encode_split,
     finetune,
     predict,
     set_seed,
 )
-from kdlib.eval.loyalty import label_loyalty, load_predictions, save_predictions
-from kdlib.eval.metrics import majority_baseline, task_kind_and_metric
+from kdlib.eval.loyalty import Predictions, label_loyalty, load_predictions, save_predictions
+from kdlib.eval.metrics import compute_metrics, majority_baseline, task_kind_and_metric
 from kdlib.io import write_json
 from kdlib.studies.task_students import (
     AGNOSTIC,
@@ -334,6 +340,46 @@ def prepare_teacher(
         save_model=True,
     )
     return Path(out_dir) / MODEL_DIR
+
+
+# ------------------------------------------------------------------- batches, scores and predictions
+def _collate(feats: list[dict[str, Any]], pad_id: int, kind: str) -> dict[str, torch.Tensor]:
+    """Pad a list of features into tensors (the layout kdlib.eval.finetune encodes)."""
+    width = max(len(f["input_ids"]) for f in feats)
+    batch: dict[str, torch.Tensor] = {}
+    for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        if key in feats[0]:
+            batch[key] = torch.tensor([f[key] + [pad] * (width - len(f[key])) for f in feats])
+    if kind == "tagging":
+        batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in feats])
+    else:
+        batch["labels"] = torch.tensor([f["labels"] for f in feats], dtype=torch.long)
+    return batch
+
+
+def _batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
+    """The features in ``order``, ``size`` at a time."""
+    for i in range(0, len(order), size):
+        yield [feats[j] for j in order[i : i + size]]
+
+
+def _score(task: str, kind: str, outputs: list[Any], gold: list[Any], label_names) -> dict[str, Any]:
+    """The task's metrics of per-example class probabilities (tagging: per-word arrays)."""
+    pred = [o.argmax(axis=1).tolist() for o in outputs] if kind == "tagging" else [int(o.argmax()) for o in outputs]
+    return compute_metrics(task, gold, pred, label_names=label_names)
+
+
+def _to_predictions(task: str, model: str, kind: str, split, outputs, label_names) -> Predictions:
+    """Test predictions in the kdlib.eval.loyalty format (tagging: one row per word, id '<sentence>:<word>')."""
+    if kind == "tagging":
+        ids = [f"{sid}:{w}" for sid, toks in zip(split["id"], split["tokens"]) for w in range(len(toks))]
+        gold = np.array([t for tags in split["tags"] for t in tags], dtype=np.int64)
+        probs = np.concatenate(outputs).astype(np.float32)
+    else:
+        ids = [str(i) for i in split["id"]]
+        gold = np.asarray(split["label"], np.int64)
+        probs = np.stack(outputs).astype(np.float32)
+    return Predictions(task, model, kind, "test", label_names, ids, gold, probs.argmax(1), probs=probs)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -640,7 +686,7 @@ def _evaluate(
 
 
 # ------------------------------------------------------------------------------------------ the study
-def _build_student(
+def build_student(
     spec: StudentSpec,
     kind: str,
     n_labels: int,
@@ -844,7 +890,7 @@ def distill_task(
     )
     results = [{**data.row("teacher", "teacher", "teacher", False), **evaluated}]
     for spec in tqdm(specs, desc=f"{task} students", disable=not progress):
-        built = _build_student(
+        built = build_student(
             spec,
             data.kind,
             len(label_names),
@@ -905,8 +951,12 @@ def pareto_front(scores: Sequence[float], costs: Sequence[float]) -> list[bool]:
     return [not bool(np.any((s >= s[i]) & (c <= c[i]) & ((s > s[i]) | (c < c[i])))) for i in range(len(s))]
 
 
-def plot_tradeoff(rows, *, ax=None, cost: str = "latency_ms_t1"):
-    """Score against CPU latency (log scale) of one task's models, the Pareto front drawn as a step line."""
+COST_LABELS = {"parameters": "parameters (log)", "latency_ms_t1": "CPU latency at batch 1, 1 thread (ms, log)"}
+
+
+def plot_tradeoff(rows, *, ax=None, cost: str = "parameters"):
+    """Score against a cost (log scale: counted parameters by default) of one task's models, the Pareto front
+    drawn as a step line."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -919,7 +969,7 @@ def plot_tradeoff(rows, *, ax=None, cost: str = "latency_ms_t1"):
     for _, r in front.iterrows():
         ax.annotate(r["name"], (r[cost], r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("CPU latency at batch 1, 1 thread (ms, log)")
+    ax.set_xlabel(COST_LABELS.get(cost, f"{cost} (log)"))
     ax.set_ylabel(
         f"test score ({df['metric'].dropna().iloc[0] if 'metric' in df and df['metric'].notna().any() else 'x100'})"
     )
@@ -992,8 +1042,138 @@ def cli(argv: list[str]) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------ the paper's claims
+# ------------------------------------------------------------------------ gated comparisons and claims
+SOURCE = "Nityasya et al. 2022, abstract"
+ABSTRACT = {  # the seed abstract's own words (arXiv:2201.00558) that each claim reads
+    "tradeoff": "using BiLSTM and CNN student models provide the best trade-off between performance and "
+    "computational resource (CPU, RAM, and storage) compared to pruned BERT models",
+    "quick_wins": "efficient KD training mechanisms involving simple choices of loss functions, word embeddings, "
+    "and unlabeled data preparation",
+}
 TRADEOFF_MARGIN = 2.0  # points: "best trade-off" = a word student at most this far below the best small BERT
+
+
+def constant_predictor(runs: Sequence[Predictions]) -> bool:
+    """True when every run predicts one and the same label (or one constant value) for every unit."""
+    values = [np.unique(r.outputs if r.kind == "regression" else r.pred) for r in runs]
+    return all(len(v) == 1 for v in values) and len({v[0].item() for v in values}) == 1
+
+
+def learned_gate(
+    models: dict[str, Sequence[Predictions]], majority: float, *, n_resamples: int = 1000, seed: int = 0
+) -> str:
+    """'' when every model learned the task (score interval above the majority baseline, x100, by the
+    THRESHOLDS["learned"] margin); else why a comparison of them is not testable here, with the figures."""
+    margin = THRESHOLDS["learned"]["value"]
+    if len(models) > 1 and all(constant_predictor(r) for r in models.values()):
+        return f"{' and '.join(models)} each predict one constant label: a pair of constant predictors is no evidence"
+    ivs = {n: score_interval(r, n_resamples=n_resamples, seed=seed) for n, r in models.items()}
+    weak = {n: iv for n, iv in ivs.items() if not iv.low > majority + margin}
+    if not weak:
+        return ""
+    figures = ", ".join(f"{n} {iv.estimate:.1f} [{iv.low:.1f}, {iv.high:.1f}]" for n, iv in weak.items())
+    return f"not learned: {figures} against the majority-class baseline's {majority:.1f} (+{margin:g} points needed)"
+
+
+def power_note(rep, threshold: float, unit: str = "test examples") -> str:
+    """What would settle an inconclusive comparison (kdlib.analysis.stats.required_n, 80% power)."""
+    need = required_n(rep, threshold)
+    if need["scale_both"] == math.inf:
+        return "the estimate sits on the threshold: no budget settles it."
+    parts = [f"about {need['seeds']} fine-tuning seeds (now {rep.n_seeds})"] if need["seeds"] is not None else []
+    if need["test_units"] is not None:
+        parts.append(f"about {need['test_units']:,} {unit} (now {rep.n_units:,})")
+    if not parts:
+        parts.append(f"about {need['scale_both']:.1f} times both the seeds and the {unit}")
+    return "to settle it (80% power, if the measured effect is the true one) would take " + " or ".join(parts) + "."
+
+
+def _two_sided(iv: Interval, margin: float) -> str:
+    """'About the same': supported inside +-margin, contradicted wholly outside it, else inconclusive."""
+    if -margin < iv.low and iv.high < margin:
+        return SUPPORTED
+    return CONTRADICTED if iv.low > margin or iv.high < -margin else INCONCLUSIVE
+
+
+def compare_runs(
+    label: str,
+    task: str,
+    runs_a: Sequence[Predictions],
+    runs_b: Sequence[Predictions],
+    *,
+    gate: dict[str, Sequence[Predictions]],
+    majority: float,
+    threshold: float = 0.0,
+    same_margin: float | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One comparison: score(a) - score(b) (points, paired bootstrap) and its verdict, if ``gate``'s models
+    learned the task; ``same_margin`` reads "about the same" (|a - b| < margin) instead of "a - b > threshold"."""
+    row: dict[str, Any] = {"comparison": label, "task": task, "estimate": None, "low": None, "high": None}
+    why = learned_gate(gate, majority, n_resamples=n_resamples, seed=seed)
+    if why:
+        return {**row, "verdict": NOT_TESTABLE, "reason": why}
+    rep = difference_replicates(runs_a, runs_b, n_resamples=n_resamples, seed=seed)
+    iv = rep.interval()
+    result = _two_sided(iv, same_margin) if same_margin else verdict(iv, threshold)
+    bound = threshold if not same_margin else (same_margin if iv.estimate >= 0 else -same_margin)
+    unit = "test sentences" if runs_a[0].kind == "tagging" else "test examples"
+    reason = power_note(rep, bound, unit) if result == INCONCLUSIVE else ""
+    return {**row, **iv.as_dict(), "verdict": result, "reason": reason}
+
+
+def majority_rule(verdicts: Sequence[str]) -> str:
+    """The verdict more than half of the comparisons share (not inconclusive), else inconclusive."""
+    top, n = Counter(verdicts).most_common(1)[0]
+    return top if n > len(verdicts) / 2 and top != INCONCLUSIVE else INCONCLUSIVE
+
+
+def _figure(d: dict[str, Any]) -> str:
+    """'SAPN +1.20 [-0.30, +2.70]' (or the detail's ``label``), or 'SAPN not testable'."""
+    name = d.get("label") or d["task"].upper()
+    if d["estimate"] is None:
+        return f"{name} not testable"
+    return f"{name} {d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def _why(final: str, tested: list[dict], skipped: list[dict]) -> str:
+    """The reason of a claim over comparisons: counts, what was left out and, when open, what would settle it."""
+    text = ", ".join(f"{n} {v}" for v, n in Counter(d["verdict"] for d in tested).most_common())
+    text = f"{text} (of {len(tested)} tested comparisons)." if tested else "No comparison could be tested."
+    text += "".join(f" {d['comparison']} ({d['task'].upper()}): {d['reason'].rstrip('.')}." for d in skipped)
+    if final == INCONCLUSIVE:
+        open_ = [d for d in tested if d["verdict"] == INCONCLUSIVE]
+        text += (
+            f" For {open_[0]['comparison']} ({open_[0]['task'].upper()}), {open_[0]['reason']}"
+            if open_
+            else " The tested comparisons disagree; more tasks would settle the claim."
+        )
+    return text
+
+
+def gather_claim(
+    cid: str,
+    text: str,
+    details: list[dict[str, Any]],
+    *,
+    source: str,
+    figure: str,
+    threshold: str,
+    quote: str = "",
+    kind: str = "paper",
+    rule: str = "all",
+) -> Claim:
+    """One claim from its comparisons (``details``): combined over the testable ones (``rule`` "all":
+    kdlib.analysis.claims.combine; "most": :func:`majority_rule`), not testable when none is."""
+    tested = [d for d in details if d["verdict"] != NOT_TESTABLE]
+    skipped = [d for d in details if d["verdict"] == NOT_TESTABLE]
+    verdicts = [d["verdict"] for d in tested]
+    final = NOT_TESTABLE if not tested else combine(verdicts) if rule == "all" else majority_rule(verdicts)
+    shown = next((d for d in tested if d["verdict"] == final), tested[0] if tested else None)
+    iv = Interval(shown["estimate"], shown["low"], shown["high"]) if shown else None
+    where = f"{figure}: " + "; ".join(_figure(d) for d in details)
+    return Claim(cid, text, source, where, iv, threshold, final, _why(final, tested, skipped), details, kind, quote)
 
 
 def _best(rows: list[dict], **match) -> dict | None:
@@ -1006,124 +1186,91 @@ def _row(rows: list[dict], name: str) -> dict | None:
     return next((r for r in rows if r["name"] == name), None)
 
 
-SOURCE = "Nityasya et al. 2022, abstract"
+def _runs(row: dict) -> list[Predictions]:
+    return [load_predictions(p) for p in row.get("predictions_runs") or [row["predictions"]]]
 
 
-def _compare(
-    cid: str,
-    text: str,
-    a: dict | None,
-    b: dict | None,
-    threshold: float,
-    reason: str,
-    *,
-    figure: str,
-    cost_ok: bool = True,
-    why_not: str = "",
-):
-    """One Claim: test score of row ``a`` minus row ``b`` (points, paired bootstrap) against ``threshold``."""
-    # analysis.stats / analysis.claims: imported here so that training and measuring do not depend on them
-
+def _task_comparison(
+    label: str, task_rows: list[dict], a: dict | None, b: dict | None, *, threshold: float = 0.0, **kw
+) -> dict[str, Any]:
+    """One task's comparison of rows a and b, gated on the teacher and both models having learned the task."""
+    task = task_rows[0]["task"]
     if a is None or b is None:
-        return Claim(
-            cid,
-            text,
-            SOURCE,
-            figure,
-            None,
-            f"difference > {threshold:g} points",
-            "not testable here",
-            "this run lacks one of the two models",
-        )
-    iv = difference_interval([load_predictions(a["predictions"])], [load_predictions(b["predictions"])])
-    result = verdict(iv, threshold, above=True)
-    if not cost_ok:
-        result, reason = "contradicted", f"{reason}; {why_not}"
-    return Claim(cid, text, SOURCE, figure, iv, f"difference > {threshold:g} points", result, reason)
+        row = {"comparison": label, "task": task, "estimate": None, "low": None, "high": None}
+        return {**row, "verdict": NOT_TESTABLE, "reason": "this run lacks one of the two models"}
+    teacher = _row(task_rows, "teacher")
+    gate = {"teacher": _runs(teacher)} if teacher else {}
+    gate.update({a["name"]: _runs(a), b["name"]: _runs(b)})
+    majority = float(task_rows[0]["majority"])
+    name = f"{label}: {a['name']} - {b['name']}"
+    return compare_runs(name, task, _runs(a), _runs(b), gate=gate, majority=majority, threshold=threshold, **kw)
+
+
+def _tradeoff(tr: list[dict], main_loss: str) -> dict[str, Any]:
+    """Best word student vs best small BERT (on validation): within TRADEOFF_MARGIN points, with fewer
+    parameters and a smaller file (counted, not timed; measured latency is an aside)."""
+    word = _best(tr, family="word", augment=True, loss=main_loss, embeddings="fasttext")
+    bert = _best(tr, family=("bert", "agnostic-init"), loss=main_loss, augment=True)
+    d = _task_comparison("trade-off", tr, word, bert, threshold=-TRADEOFF_MARGIN)
+    if d["verdict"] in (SUPPORTED, INCONCLUSIVE) and word and bert:
+        smaller = word["parameters"] <= bert["parameters"] and word["disk_bytes"] <= bert["disk_bytes"]
+        if not smaller:
+            d["verdict"], d["reason"] = CONTRADICTED, "the word student is not smaller (parameters and file)"
+    if word and bert:
+        d["aside"] = f"measured latency at batch 1: {word['latency_ms_t1']:.2f} vs {bert['latency_ms_t1']:.2f} ms"
+    return d
+
+
+def _loss_pair(tr: list[dict], student: str) -> tuple[dict | None, dict | None]:
+    """The ablation student's best and worst loss on validation (fastText, no augmentation)."""
+    rows = [r for r in tr if r.get("student") == student and r.get("embeddings") == "fasttext" and not r.get("augment")]
+    if len(rows) < 2:
+        return None, None
+    return max(rows, key=lambda r: r["validation"]), min(rows, key=lambda r: r["validation"])
+
+
+def _task_details(tr: list[dict], ablation_student: str, main_loss: str) -> dict[str, dict[str, Any]]:
+    """One task's four comparisons (trade-off, loss, embeddings, augmentation)."""
+    base = StudentSpec(ablation_student, "fasttext", main_loss, True)
+
+    def row(**change: Any) -> dict | None:
+        return _row(tr, dataclasses.replace(base, **change).name)
+
+    return {
+        "tradeoff": _tradeoff(tr, main_loss),
+        "loss": _task_comparison("best - worst loss", tr, *_loss_pair(tr, ablation_student)),
+        "embeddings": _task_comparison("fastText - random", tr, row(), row(embeddings="random")),
+        "augment": _task_comparison("augmented - not", tr, row(), row(augment=False)),
+    }
 
 
 def paper_claims(
     rows: list[dict], *, ablation_student: str = "bilstm", main_loss: str = "kl+hard", figure: str = "07-task-distill"
-) -> list:
-    """The seed paper's four claims (Nityasya et al. 2022), each tested per task on this run's rows.
+) -> list[Claim]:
+    """The seed abstract's four readings (Nityasya et al. 2022), one Claim each with its per-task comparisons.
 
-    Models are picked on validation, compared on test with kdlib.analysis.stats.difference_interval (paired bootstrap
-    over test examples), and judged with kdlib.analysis.claims.verdict:
-
-    * trade-off: the best word student (BiLSTM/CNN) scores at most TRADEOFF_MARGIN points below the best small
-      BERT (random or task-agnostic init) while being faster at batch 1 and smaller on disk;
-    * loss: the best loss of the ablation student (on validation) beats its worst (no augmentation, fastText);
-    * embeddings: fastText beats random embeddings (main loss, augmentation);
-    * augmentation: augmentation beats none (main loss, fastText).
+    Models are picked on validation and compared on test (paired bootstrap, kdlib.analysis.stats); a task's
+    comparison counts only where the teacher and both models learned it (:func:`learned_gate`); a claim is
+    supported when every tested task supports it, contradicted when one contradicts it (claims.combine).
     """
-    claims = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        tr, up = [r for r in rows if r["task"] == task], task.upper()
-        word = _best(tr, family="word", augment=True, loss=main_loss, embeddings="fasttext")
-        bert = _best(tr, family=("bert", "agnostic-init"), loss=main_loss, augment=True)
-        cheap = bool(
-            word
-            and bert
-            and word["latency_ms_t1"] <= bert["latency_ms_t1"]
-            and word["disk_bytes"] <= bert["disk_bytes"]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    per_task = [_task_details([r for r in rows if r["task"] == t], ablation_student, main_loss) for t in tasks]
+    details = {key: [d[key] for d in per_task] for key in ("tradeoff", "loss", "embeddings", "augment")}
+    spec = {
+        "tradeoff": (
+            "A BiLSTM/CNN student gives the best trade-off: at most "
+            f"{TRADEOFF_MARGIN:g} points below the best small BERT, with fewer parameters and a smaller file",
+            f"word - BERT > -{TRADEOFF_MARGIN:g} points, and smaller",
+            ABSTRACT["tradeoff"],
+        ),
+        "loss": (f"The choice of distillation loss matters ({ablation_student})", "best - worst loss > 0 points"),
+        "embeddings": (f"fastText embeddings beat random ones ({ablation_student})", "fastText - random > 0 points"),
+        "augment": (f"Teacher-labelled extra text helps ({ablation_student})", "augmented - not > 0 points"),
+    }
+    out = []
+    for key, (text, threshold, *quote) in spec.items():
+        q = quote[0] if quote else ABSTRACT["quick_wins"]
+        out.append(
+            gather_claim(f"td-{key}", text, details[key], source=SOURCE, figure=figure, threshold=threshold, quote=q)
         )
-        claims.append(
-            _compare(
-                f"td-tradeoff-{task}",
-                f"{up}: a BiLSTM/CNN student gives the best trade-off (at most "
-                f"{TRADEOFF_MARGIN:g} points below the best small BERT, faster and smaller)",
-                word,
-                bert,
-                -TRADEOFF_MARGIN,
-                f"{word and word['name']} vs {bert and bert['name']} (chosen on validation)",
-                figure=figure,
-                cost_ok=cheap or not (word and bert),
-                why_not="the word student is not both faster at batch 1 and smaller on disk",
-            )
-        )
-        losses = [
-            r
-            for r in tr
-            if r.get("student") == ablation_student and r.get("embeddings") == "fasttext" and not r.get("augment")
-        ]
-        best, worst = (
-            (max(losses, key=lambda r: r["validation"]), min(losses, key=lambda r: r["validation"]))
-            if len(losses) > 1
-            else (None, None)
-        )
-        claims.append(
-            _compare(
-                f"td-loss-{task}",
-                f"{up}: the choice of distillation loss matters ({ablation_student})",
-                best,
-                worst,
-                0.0,
-                f"best loss on validation: {best and best['loss']}, worst: {worst and worst['loss']}",
-                figure=figure,
-            )
-        )
-        base = StudentSpec(ablation_student, "fasttext", main_loss, True)
-        claims.append(
-            _compare(
-                f"td-embeddings-{task}",
-                f"{up}: fastText embeddings beat random ones ({ablation_student})",
-                _row(tr, base.name),
-                _row(tr, dataclasses.replace(base, embeddings="random").name),
-                0.0,
-                "same student, loss and augmentation",
-                figure=figure,
-            )
-        )
-        aug = _row(tr, base.name)
-        claims.append(
-            _compare(
-                f"td-augment-{task}",
-                f"{up}: training on teacher-labelled extra text helps ({ablation_student})",
-                aug,
-                _row(tr, dataclasses.replace(base, augment=False).name),
-                0.0,
-                f"{aug and int(aug['augment_examples'])} augmentation examples",
-                figure=figure,
-            )
-        )
-    return claims
+    return out

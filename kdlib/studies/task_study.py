@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from kdlib.analysis import reporting
+from kdlib.analysis.claims import NOT_TESTABLE, Claim, verdict_counts
 from kdlib.analysis.stats import score_interval
 from kdlib.data.tasks import get_task
 from kdlib.eval.finetune import MODEL_DIR, FinetuneConfig
@@ -31,6 +32,8 @@ from kdlib.studies.task_distill import (
     TaskDistillConfig,
     distill_task,
     measure_agnostic,
+    pareto_front,
+    plot_tradeoff,
     prepare_teacher,
 )
 
@@ -206,34 +209,35 @@ def family_table(study: Study, df: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 def best_sentence(study: Study, df: pd.DataFrame, kind: str) -> str:
-    """Per task of `kind`: the best-scoring model besides the teacher, the fastest, and the majority baseline."""
+    """Per task of `kind`: the best-scoring model besides the teacher, the smallest (counted parameters, with
+    the measured latency as an aside), and the majority baseline."""
     out = []
     for task in [t for t in study.tasks if get_task(t).kind == kind]:
         part = df[(df["task"] == task) & df["name"].isin(study.main_names) & (df["family"] != "teacher")]
-        top, fast = part.loc[part["score"].idxmax()], part.loc[part["latency_ms_t1"].idxmin()]
+        top, small = part.loc[part["score"].idxmax()], part.loc[part["parameters"].idxmin()]
         tch = df[(df["task"] == task) & (df["name"] == "teacher")].iloc[0]
         out.append(
             f"On {task.upper()} the best-scoring model besides the teacher ({tch['score']:.1f}) is "
-            f"**{top['name']}** ({top['score']:.1f} [{top['low']:.1f}, {top['high']:.1f}]); the fastest is "
-            f"**{fast['name']}** ({fast['latency_ms_t1']:.2f} ms at batch 1, "
-            f"{tch['latency_ms_t1'] / fast['latency_ms_t1']:.1f}x faster than the teacher, score "
-            f"{fast['score']:.1f}); the majority baseline scores {tch['majority']:.1f}."
+            f"**{top['name']}** ({top['score']:.1f} [{top['low']:.1f}, {top['high']:.1f}]); the smallest is "
+            f"**{small['name']}** ({small['parameters'] / 1e6:.2f} M parameters, "
+            f"{tch['parameters'] / small['parameters']:.1f}x fewer than the teacher, score {small['score']:.1f}; "
+            f"measured on this machine, as an aside: {small['latency_ms_t1']:.2f} ms at batch 1 against the "
+            f"teacher's {tch['latency_ms_t1']:.2f}); the majority baseline scores {tch['majority']:.1f}."
         )
     return " ".join(out)
 
 
 def plot_fronts(study: Study, df: pd.DataFrame):
-    """One score-against-latency panel per task (`kdlib.studies.task_distill.plot_tradeoff`); (figure, fronts)."""
+    """One score-against-parameters panel per task (`kdlib.studies.task_distill.plot_tradeoff`, counted cost,
+    not timed); (figure, fronts)."""
     import matplotlib.pyplot as plt
-
-    from kdlib.studies.task_distill import pareto_front, plot_tradeoff
 
     fig, axes = plt.subplots(len(study.tasks), 1, figsize=(7, 4.2 * len(study.tasks)), squeeze=False)
     fronts = {}
     for ax, task in zip(axes[:, 0], study.tasks):
         part = df[(df["task"] == task) & df["name"].isin(study.main_names)]
-        plot_tradeoff(part.to_dict("records"), ax=ax)
-        fronts[task] = part[pareto_front(part["score"], part["latency_ms_t1"])].sort_values("latency_ms_t1")
+        plot_tradeoff(part.to_dict("records"), ax=ax, cost="parameters")
+        fronts[task] = part[pareto_front(part["score"], part["parameters"])].sort_values("parameters")
     fig.tight_layout()
     return fig, fronts
 
@@ -281,3 +285,19 @@ def loss_spread_sentence(study: Study, df: pd.DataFrame, student: str) -> str:
 def student_rows(df: pd.DataFrame) -> list[dict]:
     """The rows of the models trained in this chapter (the claims are about those, not the fine-tuned ones)."""
     return df[df["family"] != AGNOSTIC_FAMILY].to_dict("records")
+
+
+def claims_sentence(study: Study, claims: list[Claim], config: TaskDistillConfig) -> str:
+    """How many claims got which verdict, and why the untestable comparisons were left out."""
+    n_details = sum(len(c.details) for c in claims)
+    skipped = sum(d["verdict"] == NOT_TESTABLE for c in claims for d in c.details)
+    text = (
+        f"Of the {len(claims)} claims read from the abstract: {verdict_counts([c.verdict for c in claims])}. "
+        f"They rest on {n_details} per-task comparisons ({len(study.tasks)} tasks), of which {skipped} are not "
+        "testable here: a comparison counts only where the teacher and both models score above the "
+        "majority-class baseline by the learned margin."
+    )
+    return text + (
+        f" This run trains on {config.max_train_examples:,} examples per task for {config.epochs} epoch(s) with "
+        "teachers far smaller than BERT-base; an inconclusive claim names the budget that would settle it."
+    )
