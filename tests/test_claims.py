@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kdlib.analysis import claims
-from kdlib.analysis.stats import Interval
+from kdlib.analysis.stats import Interval, Replicates
 from kdlib.data.load import load_task
 from kdlib.eval.loyalty import Predictions, save_predictions
 from kdlib.eval.metrics import compute_metrics, majority_baseline
@@ -37,6 +37,34 @@ def test_verdict_and_combine():
         claims.Claim("x", "c", "s", "f", None, "t", "maybe")
 
 
+def test_multiplicity_margin_and_fragility():
+    assert claims.adjusted_level(1) == pytest.approx(0.95)
+    assert claims.adjusted_level(12) == pytest.approx(1 - 0.05 / 12)  # Bonferroni (= Holm's first step)
+    iv = Interval(1.0, 0.25, 1.75)
+    assert claims.margin(iv, 0.0, claims.SUPPORTED) == 0.25  # low edge 0.25 above 0
+    assert claims.margin(iv, 2.0, claims.CONTRADICTED) == 0.25  # high edge 0.25 below 2
+    assert claims.margin(iv, 0.5, claims.INCONCLUSIVE) == -0.25  # nearer edge overlaps 0.5 by 0.25
+    assert claims.margin(iv, 2.0, claims.SUPPORTED, above=False) == 0.25
+    rep = Replicates(1.0, np.zeros(2), var_seeds=0.09, var_examples=0.0, n_seeds=2, n_units=100, seed_df=1.0)
+    assert claims.fragile(rep, 0.25) is True and claims.fragile(rep, 0.35) is False  # seed SE 0.3
+    one_seed = Replicates(1.0, np.zeros(2), 0.0, 0.01, 1, 100, seeds_measured=False)
+    assert claims.fragile(one_seed, 0.01) is None  # the seed spread is not measured: cannot say
+
+
+def test_contradiction_needs_the_adjusted_interval():
+    """A comparison at -1 with SE 0.45: its 95% interval [-1.88, -0.12] is below 0, but over 12 comparisons
+    the 99.58% interval [-2.29, 0.29] is not, so the claim is inconclusive, shown with that interval."""
+    bad = Replicates(-1.0, np.zeros(2), 0.0, 0.45**2, 2, 10**6)
+    good = Replicates(5.0, np.zeros(2), 0.0, 0.45**2, 2, 10**6)
+    rows = [claims._judge("x", "t", r, 0.0, True, 12) for r in [bad] + [good] * 11]
+    assert rows[0]["high"] == pytest.approx(-1.0 + 1.96 * 0.45, abs=1e-3) and rows[0]["verdict"] == claims.INCONCLUSIVE
+    final, row, shown, level = claims._decide(rows, 0.0, True)
+    assert (final, row["estimate"], level) == (claims.INCONCLUSIVE, -1.0, pytest.approx(1 - 0.05 / 12))
+    assert shown.high == pytest.approx(-1.0 + 2.865 * 0.45, abs=2e-3)  # z_{1 - 0.05/24} = 2.865
+    rows = [claims._judge("x", "t", r, 0.0, True, 1) for r in [bad]]
+    assert claims._decide(rows, 0.0, True)[0] == claims.CONTRADICTED  # one comparison: 95% decides
+
+
 def test_claims_file_round_trip(tmp_path):
     cs = [
         claims.Claim("a", "claim", "paper", "2.0x", Interval(2.0, 1.9, 2.1), "above 1.8", claims.SUPPORTED),
@@ -47,9 +75,12 @@ def test_claims_file_round_trip(tmp_path):
     assert data[0]["interval"] == {"estimate": 2.0, "low": 1.9, "high": 2.1} and data[1]["interval"] is None
     assert claims.read_claims(path) == cs
     assert [p.name for p in path.parent.iterdir()] == ["main.json"]  # no temporary file left
+    cs[0].margin, cs[0].fragile = 0.1, True
     frame = claims.claims_frame(cs)
-    assert list(frame.columns) == ["claim", "this run", "95% interval", "threshold", "verdict"]
-    assert frame.loc["a", "95% interval"] == "[1.90, 2.10]"
+    assert list(frame.columns) == ["claim", "this run", "interval", "threshold", "edge to threshold", "verdict"]
+    assert frame.loc["a", "interval"] == "[1.90, 2.10] (95%)" and frame.loc["a", "verdict"] == "supported (fragile)"
+    assert frame.loc["a", "edge to threshold"] == "+0.10" and frame.loc["b", "edge to threshold"] == ""
+    assert "fragile" in claims.explain(cs[0]) and "0.10 clear of the threshold" in claims.explain(cs[0])
 
 
 # ------------------------------------------------------------------------------ a synthetic run
@@ -108,9 +139,10 @@ def _registry(run: Path, name: str, key: str, kind: str, teachers: list[str], in
     return {name: {"path": str(run / "students" / key), "teachers": teachers, "kind": kind, "key": key}}
 
 
-def _bench(speedup: float, reduction: float) -> dict:
+def _bench(speedup: float, reduction: float, repeats: int = 5) -> dict:
     def lat(median):
-        return {"encoder": {"b32_l128": {"median_s": median, "min_s": median * 0.98, "max_s": median * 1.02}}}
+        timing = {"median_s": median, "min_s": median * 0.98, "max_s": median * 1.02, "repeats": repeats}
+        return {"encoder": {"b32_l128": timing}}
 
     return {
         "device": {"type": "cpu"},
@@ -137,12 +169,15 @@ def build_run(
     collapse_control: bool = False,
     random_pair: bool = True,
     sts_learned: bool = True,
+    constant: tuple[str, ...] = (),
+    sapn_learned: bool = True,
 ) -> Path:
     """Teachers wrong on 60 of 600 SAPN reviews, each student on `student_gap` more. The control is "worse"
     (120 more wrong, STS noise 2.5: far worse and far less loyal) or "same" (the student's SAPN errors with 6
     of them fixed and 5 new ones, the student's STS outputs: a difference of +1 review, within the noise).
     STS outputs = gold + noise of growing size (with `sts_learned=False`: noise around the mean, unrelated to
-    the gold scores, for every model, teachers included)."""
+    the gold scores, for every model, teachers included). Models (folder keys) in `constant` predict one class
+    and a constant score on every seed; with `sapn_learned=False` every model predicts chance-level SAPN labels."""
     sapn, sts = real_gold
     rng = np.random.default_rng(0)
     order = rng.permutation(N)
@@ -209,12 +244,13 @@ def build_run(
     for key, (wrong_of, sd) in models.items():
         runs_sapn, runs_sts = [], []
         for seed in range(2):
-            pred = _flip(sapn, wrong_of(seed))
-            if collapse_control and key == "control-mlm-only" and seed == 1:
+            pred = _flip(sapn, wrong_of(seed)) if sapn_learned else rng.integers(0, 2, N)
+            if (collapse_control and key == "control-mlm-only" and seed == 1) or key in constant:
                 pred = np.ones_like(sapn)
             runs_sapn.append(_sapn(sapn, pred))
             out = sts + noise[seed] * 0.5 + noise[2 + seed] * np.sqrt(max(sd**2 - 0.25, 0))
-            runs_sts.append(_sts(sts, out if sts_learned else sts.mean() + noise[seed]))
+            out = out if sts_learned else sts.mean() + noise[seed]
+            runs_sts.append(_sts(sts, np.full(N, 2.5) if key in constant else out))
         _write_model(run, key, "sapn", runs_sapn)
         _write_model(run, key, "sts", runs_sts)
     (run / "bench").mkdir()
@@ -235,20 +271,58 @@ def test_main_claims_follow_the_data(tmp_path, real_gold):
     assert got["d"].verdict == claims.SUPPORTED  # the control is far less loyal
     assert got["e"].verdict == claims.SUPPORTED  # and far worse
     assert got["e-random"].verdict == claims.SUPPORTED
-    assert got["b"].interval.estimate == pytest.approx(min(d["estimate"] for d in got["b"].details))
-    assert all(d["verdict"] == claims.SUPPORTED for d in got["b"].details)
+    b = got["b"]  # supported: the comparison whose lower edge is nearest -3 decides, at 95%
+    assert (b.interval.low, b.level) == (min(d["low"] for d in b.details), 0.95)
+    assert b.margin == pytest.approx(b.interval.low + 3.0) and b.margin > 0
+    assert b.fragile is (b.margin < b.details[0]["seed_se"] if len(b.details) == 1 else b.fragile)
+    assert all(d["verdict"] == claims.SUPPORTED for d in b.details)
+    assert [c.kind for c in got.values()] == ["paper", "paper", "project", "project", "project", "project"]
+    assert got["b"].quote.startswith("Our experimental results argue") and "~35% smaller" in got["a"].quote
+    assert all(not c.quote for c in got.values() if c.kind == "project")
+
+
+def test_quotes_are_the_abstracts_own_words():
+    seeds = Path("/work/shared/seeds")
+    abstract = " ".join(p.read_text(errors="replace") for p in seeds.glob("*.txt")) if seeds.is_dir() else ""
+    if "Distilling the Knowledge of Romanian BERTs" not in abstract:
+        pytest.skip("the paper's abstract is not on this machine")
+    for quote in (claims.ABSTRACT_COMPARABLE, claims.ABSTRACT_FAST_SMALL, claims.ABSTRACT_LOYALTY):
+        assert quote in abstract
+
+
+def test_every_student_meets_its_own_control(tmp_path, real_gold):
+    """The control starts from BERT-base-ro: Distil-RoBERT-base (from RoBERT-base) has none to meet."""
+    run = build_run(tmp_path, real_gold, random_pair=False)
+    r = claims.RunResults(run)
+    assert (
+        r.control_of("Distil-BERT-base-ro")
+        == "Control (MLM only)"
+        == r.control_of("DistilMulti-BERT-base-ro (average)")
+    )
+    assert r.control_of("Distil-RoBERT-base") is None
+    e = _by_id(claims.main_claims(run, results=r))["e"]
+    untested = [d for d in e.details if d["verdict"] == claims.NOT_TESTABLE]
+    assert [d["comparison"] for d in untested] == ["Distil-RoBERT-base - its control"]
+    assert "tokenizer of RoBERT-base" in untested[0]["why"] and "1 not testable" in e.reason
+    assert "Distil-RoBERT-base" not in set(claims.comparisons(results=r).query("b == 'Control (MLM only)'")["a"])
 
 
 def test_claims_turn_when_the_data_do(tmp_path, real_gold):
     run = build_run(tmp_path, real_gold, student_gap=90, control="same", random_pair=False)
     got = _by_id(claims.main_claims(run))
-    assert got["b"].verdict == claims.CONTRADICTED  # 15 points behind on SAPN
-    assert "sapn" in got["b"].figure
+    b = got["b"]
+    assert b.verdict == claims.CONTRADICTED  # 15 points behind on SAPN
+    assert "sapn" in b.figure and b.level == pytest.approx(1 - 0.05 / 8)  # 4 student-teacher pairs x 2 tasks
+    assert b.interval.high < -3.0 and b.margin == pytest.approx(-3.0 - b.interval.high)
+    assert "Bonferroni over 8" in b.reason
     assert got["e"].verdict == claims.INCONCLUSIVE  # student and control one review apart
-    assert "To settle" in got["e"].reason
+    assert got["e"].margin < 0 and ("To settle" in got["e"].reason or "within noise" in got["e"].reason)
     assert got["e-random"].verdict == claims.NOT_TESTABLE and "random-initialisation pair" in got["e-random"].reason
     (run / "bench" / "bench.json").write_text(json.dumps(_bench(1.2, 0.5)))
     assert claims.claim_speed_size(run).verdict == claims.CONTRADICTED
+    (run / "bench" / "bench.json").write_text(json.dumps(_bench(2.1, 0.35, repeats=1)))
+    a = claims.claim_speed_size(run)  # one timing: no spread, no speed verdict
+    assert a.verdict == claims.NOT_TESTABLE and "timed 1 and 1 times" in a.reason and "35.0% smaller" in a.figure
     (run / "bench" / "bench.json").unlink()
     assert claims.claim_speed_size(run).verdict == claims.NOT_TESTABLE
 
@@ -265,6 +339,31 @@ def test_tasks_at_the_floor_are_left_out_of_the_claims(tmp_path, real_gold):
     assert mean["mean"].interval().estimate == pytest.approx(mean["sapn"].interval().estimate)
     full = claims.RunResults(build_run(tmp_path / "full", real_gold, random_pair=False))
     assert full.learned == ["sapn", "sts"] and full.scope().startswith("All 2 tasks")
+
+
+def test_no_learned_task_means_not_testable(tmp_path, real_gold):
+    """No fallback: with no task learned the claims that read learned tasks are not testable, with the figures."""
+    run = build_run(tmp_path, real_gold, sts_learned=False, sapn_learned=False, random_pair=False)
+    r = claims.RunResults(run)
+    assert r.learned == []
+    got = _by_id(claims.main_claims(run, results=r))
+    for cid in ("b", "c", "d", "e", "e-random"):
+        assert got[cid].verdict == claims.NOT_TESTABLE and got[cid].reason.startswith("No task is learned")
+    assert got["b"].figure == "0 of 2 tasks learned" and "SAPN: teachers" in got["b"].reason
+    assert not r.scope().startswith("All")
+
+
+def test_two_collapsed_models_are_no_evidence(tmp_path, real_gold):
+    """Student and control both constant: their difference (exactly 0) is not testable, not supported."""
+    keys = ("distil-bert-base-ro", "distilmulti-bert-base-ro-average", "control-mlm-only")
+    run = build_run(tmp_path, real_gold, random_pair=False, constant=keys)
+    r = claims.RunResults(run)
+    assert r.collapsed("Control (MLM only)", "sapn") and not r.collapsed("BERT-base-ro", "sapn")
+    assert r.evidence_tasks("Distil-BERT-base-ro", "Control (MLM only)") == []
+    assert "mean" not in r.diff("Distil-BERT-base-ro", "Control (MLM only)")
+    e = _by_id(claims.main_claims(run, results=r))["e"]
+    assert e.verdict == claims.NOT_TESTABLE and "both collapsed to constant predictions" in e.reason
+    assert r.evidence_tasks("Distil-BERT-base-ro", "BERT-base-ro") == ["sapn", "sts"]  # one constant model: evidence
 
 
 def test_tables_baseline_and_collapse(tmp_path, real_gold, data_dir):

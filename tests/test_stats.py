@@ -100,14 +100,78 @@ def test_single_model_interval_matches_the_binomial(sapn_gold):
 
 
 def test_seed_spread_is_part_of_the_interval(sapn_gold):
-    """Two seeds scoring 70 and 80: resampling 2 seeds gives means 70 / 75 / 80 with p 1/4, 1/2, 1/4."""
+    """Two seeds scoring 70 and 80: seed variance of the mean = var(70, 80) / 2 = 25, on 1 degree of freedom."""
     n = len(sapn_gold)
     runs = [_classification(sapn_gold, _with_errors(sapn_gold, np.arange(k))) for k in (int(0.3 * n), int(0.2 * n))]
     rep = stats.score_replicates(runs, metric="accuracy", n_resamples=4000)
     assert rep.estimate == pytest.approx(75.0)
-    assert rep.var_seeds == pytest.approx(12.5, rel=0.1)
+    assert (rep.var_seeds, rep.seed_df, rep.seeds_measured) == (pytest.approx(25.0), 1.0, True)
+    half = math.sqrt(sps.t.ppf(0.975, n - 1) ** 2 * rep.var_examples + sps.t.ppf(0.975, 1) ** 2 * 25.0)
+    iv = rep.interval()
+    assert (iv.low, iv.high) == (pytest.approx(75.0 - half), pytest.approx(75.0 + half))
     one_seed = stats.score_replicates(runs[:1], metric="accuracy", n_resamples=4000)
+    assert (one_seed.var_seeds, one_seed.seeds_measured) == (0.0, False)  # not measurable, not pretended
     assert rep.se > one_seed.se
+
+
+def test_seed_variance_pooled_over_the_models_of_a_task(sapn_gold):
+    """Seeds (70, 80) and (60, 64): pooled variance (50 + 8) / 2 = 29 on 2 df; a score gets 29/2, a difference 29."""
+    n = len(sapn_gold)
+    pct = {p: _classification(sapn_gold, _with_errors(sapn_gold, np.arange(int(p * n)))) for p in (0.3, 0.2, 0.4, 0.36)}
+    a, b = [pct[0.3], pct[0.2]], [pct[0.4], pct[0.36]]
+    boot = stats.TaskBootstrap(a[0])
+    assert boot.pool_seeds([a, b, a[:1]], "accuracy") == (pytest.approx(29.0), 2)
+    score, diff = boot.score(b, "accuracy"), boot.difference(a, b, "accuracy")
+    assert (score.var_seeds, score.seed_df) == (pytest.approx(14.5), 2.0)
+    assert (diff.estimate, diff.var_seeds) == (pytest.approx(13.0), pytest.approx(29.0))
+    assert boot.score(a[:1], "accuracy").seeds_measured  # one seed, but the pool measures the spread
+    assert boot.difference(a, a, "accuracy").interval() == stats.Interval(0.0, 0.0, 0.0)
+
+
+def _simulated_coverage(k: int, seed_sd: float, n_sim: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Coverage of the true score (pooled over 6 models), of a true difference, and of the former bootstrap.
+
+    A task of 150 test examples (each with a difficulty u ~ U(0, 1)); 6 models of true accuracy 60..80%, each
+    fine-tuned with k seeds whose accuracy moves by N(0, seed_sd) points; a seed answers right when u < its
+    accuracy. The former method resampled the k seeds with replacement (percentile interval).
+    """
+    n, m_models = 150, 6
+    ids = [f"e{i}" for i in range(n)]
+    p0 = np.linspace(0.6, 0.8, m_models)
+    hits = np.zeros(3)
+    for _ in range(n_sim):
+        gold, u = rng.integers(0, 2, n), rng.random(n)
+        p = np.clip(p0[:, None] + rng.normal(0, seed_sd / 100, (m_models, k)), 0.01, 0.99)
+        preds = [[np.where(u < p[m, j], gold, 1 - gold) for j in range(k)] for m in range(m_models)]
+        models = [
+            [
+                Predictions("sapn", "m", "classification", "test", ["0", "1"], ids, gold, q, probs=np.eye(2)[q])
+                for q in qs
+            ]
+            for qs in preds
+        ]
+        boot = stats.TaskBootstrap(models[0][0], seed=int(rng.integers(1 << 30)))
+        boot.pool_seeds(models, "accuracy")
+        score, diff = boot.score(models[0], "accuracy").interval(), boot.difference(models[1], models[0], "accuracy")
+        acc = 100 * (u[None, :] < p[0][:, None]).astype(float) @ boot.w[1:].T / n  # (k, replicates)
+        former = acc[rng.integers(0, k, (boot.n_resamples, k)), np.arange(boot.n_resamples)[:, None]].mean(1)
+        low, high = np.quantile(former, [0.025, 0.975])
+        truth, gap = 100 * p0[0], 100 * (p0[1] - p0[0])
+        iv = diff.interval()
+        hits += [score.low <= truth <= score.high, iv.low <= gap <= iv.high, low <= truth <= high]
+    return tuple(hits / n_sim)
+
+
+@pytest.mark.parametrize(
+    "k, seed_sd, want, n_sim", [(2, 4.5, 0.90, 300), (2, 16.8, 0.90, 300), (3, 16.8, 0.92, 300), (5, 9.2, 0.92, 200)]
+)
+def test_interval_keeps_its_coverage_with_few_seeds(k, seed_sd, want, n_sim):
+    """Simulated experiments with a known seed SD: the nominal 95% interval covers at least ``want``."""
+    rng = np.random.default_rng(k * 1000 + int(10 * seed_sd))
+    score, diff, former = _simulated_coverage(k, seed_sd, n_sim, rng)
+    assert score >= want and diff >= want, (score, diff)
+    if seed_sd > 10:
+        assert former < 0.9  # the former seed bootstrap fails the same check (halved seed variance, z quantile)
 
 
 def test_tagging_resamples_sentences_not_words(upos):
@@ -163,9 +227,11 @@ def test_loyalty_interval_brackets_the_measured_loyalty(sapn_gold):
 
 def test_mean_over_tasks_and_required_n():
     a = stats.Replicates(2.0, np.array([1.0, 3.0]), 0.0, 1.0, 2, 100)
-    b = stats.Replicates(4.0, np.array([3.0, 5.0]), 2.0, 1.0, 2, 300)
+    b = stats.Replicates(4.0, np.array([3.0, 5.0]), 2.0, 1.0, 2, 300, seed_df=1.0)
     m = stats.Replicates.mean([a, b])
-    assert (m.estimate, m.var_seeds, m.var_examples, m.n_units) == (3.0, 0.5, 0.5, 400)
+    assert (m.estimate, m.var_seeds, m.var_examples, m.n_units, m.seed_df) == (3.0, 0.5, 0.5, 400, 1.0)
+    c = stats.Replicates(0.0, np.zeros(2), 2.0, 0.0, 3, 100, seed_df=2.0)
+    assert stats.welch_df([(b.var_seeds, 1.0), (c.var_seeds, 2.0)]) == pytest.approx(16 / (4 / 1 + 4 / 2))
     z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
     need = stats.required_n(a, 0.0)  # SE^2 = 1 at 100 examples; needs (2 / z)^2
     assert need["test_units"] == math.ceil(100 * 1.0 / (2.0 / z) ** 2)
