@@ -5,14 +5,17 @@ refuses a run folder on an unmounted Drive before creating anything, since a lat
 on a non-empty mountpoint). The Colab install cell of every notebook cannot import kdlib (it installs
 it), so its text is generated here (:func:`install_cell_source`) and a test checks each notebook against
 it. It installs ``kdlib`` alone (no ``[book]`` extra: papermill, ipykernel and jupyter-book would upgrade
-packages of Colab's live runtime), pinned to the release tag ``v<version>`` the book is built from, from
-the repository named in the book's ``_config.yml`` (``repository.url``), the one place the URL is kept.
+packages of Colab's live runtime) with ``%pip`` (its output, and Colab's restart prompt, show in the cell).
+
+Where the code lives has one source each: the repository is :data:`REPOSITORY_URL` (the book's
+``_config.yml`` repeats it for its buttons; a test checks they agree) and the version is ``kdlib.__version__``;
+the release tag ``v<version>`` (:func:`release_ref`) is what the install cell pins, what the launch buttons
+open (``repository.branch`` of ``_config.yml``) and what the Reproduce page clones.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,7 +24,9 @@ import yaml
 
 from kdlib import __version__
 
-CONFIG_FILE = Path(__file__).resolve().parent.parent / "_config.yml"  # the book's config: repository.url
+REPOSITORY_URL = "https://github.com/kdlib-ro/romanian-distillation-book"  # where the code and the book live
+DISTRIBUTION = "kdlib-romanian-distil"  # pyproject's [project] name (the import name stays kdlib)
+CONFIG_FILE = Path(__file__).resolve().parent.parent / "_config.yml"  # the book's config (in a checkout only)
 DRIVE_ROOT = Path("/content/drive")
 INSTALL_TAG = "kdlib:colab-install"  # first line of every install cell
 
@@ -36,18 +41,17 @@ def on_colab() -> bool:
         return False
 
 
-def repository_url(config: str | os.PathLike = CONFIG_FILE) -> str:
-    """The repository URL of the book (``repository.url`` in _config.yml), the one place it is kept."""
+def repository_url() -> str:
+    """The repository of the code and the book: :data:`REPOSITORY_URL`."""
+    return REPOSITORY_URL
+
+
+def book_config(config: str | os.PathLike = CONFIG_FILE) -> dict:
+    """The book's ``_config.yml`` (a checkout of the repository has it; an installed kdlib does not)."""
     path = Path(config)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: the repository URL is read from the book's _config.yml "
-            "(run from a checkout of the repository)"
-        )
-    url = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}).get("url")
-    if not url:
-        raise ValueError(f"{path}: no repository.url")
-    return str(url).rstrip("/")
+        raise FileNotFoundError(f"{path} does not exist: run from a checkout of the repository")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def release_ref() -> str:
@@ -56,23 +60,22 @@ def release_ref() -> str:
 
 
 def pip_requirement(ref: str | None = None) -> str:
-    """``kdlib @ git+<repository>@<ref>``: kdlib and its runtime dependencies only (no [book] extra)."""
-    return f"kdlib @ git+{repository_url()}@{ref or release_ref()}"
+    """``<distribution> @ git+<repository>@<ref>``: kdlib and its runtime dependencies only (no [book] extra)."""
+    return f"{DISTRIBUTION} @ git+{REPOSITORY_URL}@{ref or release_ref()}"
 
 
-def install_command(ref: str | None = None) -> list[str]:
-    """The pip command of the Colab install cell (Colab keeps its own torch: kdlib does not list it)."""
-    return [sys.executable, "-m", "pip", "install", "-q", pip_requirement(ref)]
+def install_command(ref: str | None = None) -> str:
+    """The ``%pip`` line of the Colab install cell (Colab keeps its own torch, which satisfies kdlib's bound)."""
+    return f'%pip install -q "{pip_requirement(ref)}"'
 
 
 def install_cell_source(ref: str | None = None) -> str:
     """The text of every notebook's install cell: runs :func:`install_command` on Colab only."""
-    cmd = ", ".join(["sys.executable", '"-m"', '"pip"', '"install"', '"-q"', json.dumps(pip_requirement(ref))])
     return (
         f"# {INSTALL_TAG}: on Colab only, install kdlib at the release this book was built from\n"
-        "import subprocess\nimport sys\n\n"
+        "import sys\n\n"
         'if "google.colab" in sys.modules:\n'
-        f"    subprocess.run([{cmd}], check=True)"
+        f"    {install_command(ref)}"
     )
 
 

@@ -1,6 +1,8 @@
 """Device, mixed precision and distributed (DDP) helpers shared by the training loops.
 
-`pick_device` chooses cuda > mps > cpu; `amp_settings` decides bf16 / fp16+GradScaler / off;
+`pick_device` chooses cuda > mps > cpu; `amp_settings` decides bf16 / fp16+GradScaler / off (bf16 only where the
+GPU has it natively, compute capability 8.0 or more: torch's `is_bf16_supported()` also says yes for the emulated
+bf16 of a T4, which has no bf16 tensor cores);
 the DDP helpers read the environment variables that `torchrun` sets (RANK, LOCAL_RANK, WORLD_SIZE)
 so the same script runs on one process or many without changes.
 """
@@ -18,6 +20,7 @@ import torch.distributed as dist
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs with bf16 tensor cores (a T4 is 7.5, a V100 7.0)
 
 
 def pick_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
@@ -51,8 +54,13 @@ class AmpSettings:
         return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True for a CUDA GPU with bf16 tensor cores (compute capability >= 8.0: A100, L4, H100; not a T4 or V100)."""
+    return device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= BF16_CAPABILITY
+
+
 def amp_settings(device: torch.device, amp: str = "auto") -> AmpSettings:
-    """bf16 where the GPU supports it, fp16 + GradScaler on older GPUs, off on CPU unless asked."""
+    """bf16 on a GPU with native bf16, fp16 + GradScaler on older GPUs, off on CPU unless asked."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp={amp!r}: expected one of {AMP_MODES}")
     kind = device.type
@@ -60,15 +68,16 @@ def amp_settings(device: torch.device, amp: str = "auto") -> AmpSettings:
         return AmpSettings(None, False)
     if amp == "auto":
         if kind == "cuda":
-            if torch.cuda.is_bf16_supported():
-                return AmpSettings(torch.bfloat16, False)
-            return AmpSettings(torch.float16, True)
+            return AmpSettings(torch.bfloat16, False) if native_bf16(device) else AmpSettings(torch.float16, True)
         if kind == "mps":
             return AmpSettings(torch.float16, False)
         return AmpSettings(None, False)  # CPU: fp32 by default (bf16 on CPU only if asked)
     if amp == "bf16":
-        if kind == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("amp='bf16' requested but this GPU has no bf16 support; use amp='fp16'")
+        if kind == "cuda" and not native_bf16(device):
+            cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+            raise ValueError(
+                f"amp='bf16' requested but this GPU (compute capability {cap}) has no native bf16; use amp='fp16'"
+            )
         return AmpSettings(torch.bfloat16, False)
     # fp16
     if kind == "cpu":
@@ -89,11 +98,10 @@ def grad_scaler(device: torch.device, amp: AmpSettings) -> torch.amp.GradScaler:
 
 
 def half_dtype(device: torch.device) -> torch.dtype | None:
-    """The half precision frozen models run in on `device`: bf16 where the GPU supports it, else fp16;
-    None (keep fp32) off CUDA."""
+    """The half precision frozen models run in: bf16 on a GPU with native bf16, else fp16; None (fp32) off CUDA."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if native_bf16(device) else torch.float16
 
 
 # ------------------------------------------------------------------------------------------ where

@@ -1,9 +1,12 @@
 """Fine-tuning on real data with tiny models: beats the trivial baselines, files and metrics agree, heads work
-for BERT and DistilBERT, bad input refused early."""
+for BERT and DistilBERT, a finished fine-tune is kept (reused as it is, refused with other settings), bad input
+refused early."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,8 @@ from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, f1_score
 
 from kdlib.data.load import load_task
-from kdlib.eval.finetune import FinetuneConfig, TaskModel, encode_split, finetune
+from kdlib.eval import finetune as ft
+from kdlib.eval.finetune import FinetuneConfig, TaskModel, encode_split, finetune, finetune_seeds
 from kdlib.eval.finetune import cli as finetune_cli
 from kdlib.eval.loyalty import load_predictions, loyalty_report
 from kdlib.eval.metrics import majority_baseline
@@ -204,11 +208,57 @@ def test_seeds_summary_and_cli(models, tmp_path):
     assert summary["test"]["pearson"]["values"] == vals and vals[0] != vals[1]
     assert summary["test"]["pearson"]["mean"] == pytest.approx(np.mean(vals))
     assert summary["test"]["pearson"]["std"] == pytest.approx(np.std(vals, ddof=1))
-    # reuse: an identical run is not redone
+    # an identical run is not redone
     before = (out / "seed-1" / "metrics.json").stat().st_mtime_ns
     cfg = FinetuneConfig(**json.loads((out / "seed-1" / "metrics.json").read_text())["config"])
-    again = finetune(str(models["distil"]), "sts", out / "seed-1", config=cfg, reuse=True)
+    again = finetune(str(models["distil"]), "sts", out / "seed-1", config=cfg)
     assert again["test"]["pearson"] == vals[0] and (out / "seed-1" / "metrics.json").stat().st_mtime_ns == before
+
+
+TINY = FinetuneConfig(epochs=1, lr=2e-3, batch_size=32, max_len=48, max_train_examples=64, max_eval_examples=32)
+
+
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_finished_fine_tunes_are_kept_and_other_settings_refused(models, tmp_path, monkeypatch):
+    fits = []
+    fit = ft._fit
+    monkeypatch.setattr(ft, "_fit", lambda *a, **kw: fits.append(1) or fit(*a, **kw))
+    out = tmp_path / "sts"
+    first = finetune_seeds(str(models["distil"]), "sts", out, seeds=[1, 2], config=TINY, progress=False)
+    assert len(fits) == 2
+    files = _files(out)
+    # a rerun (a disconnected Colab session): nothing trained, every file as it was, the same summary
+    again = finetune_seeds(str(models["distil"]), "sts", out, seeds=[1, 2], config=TINY, progress=False)
+    assert len(fits) == 2 and again == first
+    assert {k: v for k, v in _files(out).items() if k != "summary.json"} == {
+        k: v for k, v in files.items() if k != "summary.json"
+    }
+    assert (out / "summary.json").read_bytes() == files["summary.json"][0]
+    # another setting, other weights under the same path, other fine-tuning code: refused in one line
+    other = FinetuneConfig(**{**json.loads((out / "seed-1" / "metrics.json").read_text())["config"], "lr": 1e-3})
+    with pytest.raises(ValueError, match=r"^\S+ holds a finished fine-tune made with other settings \(config differ\)"):
+        finetune(str(models["distil"]), "sts", out / "seed-1", config=other, progress=False)
+    changed = tmp_path / "distil"
+    shutil.copytree(models["distil"], changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text().replace("0.1", "0.2"))
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    for path in moved.glob("seed-*/metrics.json"):  # the same folder name, other weights in it
+        path.write_text(path.read_text().replace(str(models["distil"]), str(changed)))
+    with pytest.raises(ValueError, match=r"model_files differ"):
+        finetune(str(changed), "sts", moved / "seed-1", config=dataclasses.replace(TINY, seed=1), progress=False)
+    monkeypatch.setattr(ft, "code_fingerprint", lambda: "other-code")
+    with pytest.raises(ValueError, match=r"\(code differ\)"):
+        finetune(str(models["distil"]), "sts", out / "seed-1", config=dataclasses.replace(TINY, seed=1))
+    assert len(fits) == 2 and _files(out / "seed-1") == {k[7:]: v for k, v in files.items() if k.startswith("seed-1/")}
+    # overwrite=True redoes it
+    finetune(str(models["distil"]), "sts", out / "seed-1", config=other, progress=False, overwrite=True)
+    assert len(fits) == 3 and json.loads((out / "seed-1" / "metrics.json").read_text())["config"]["lr"] == 1e-3
 
 
 def test_bad_input_refused_early(models, tasks, tmp_path):

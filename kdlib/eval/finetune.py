@@ -19,6 +19,12 @@ earliest) are kept in memory and scored on test. ``out_dir`` receives ``predicti
 format in :mod:`kdlib.eval.loyalty`) and then ``metrics.json`` (with a collapse check of the test predictions,
 :func:`kdlib.eval.metrics.prediction_collapse`; written last, atomically: its presence marks a
 finished run).
+
+A finished fine-tune is kept: a rerun (after a Colab disconnect) returns its ``metrics.json`` at once, its files
+untouched, when its recorded settings match (:func:`unit_settings`: model name and files, task, config but the
+device, the data actually used, the fine-tuning code); one with other settings is refused with a one-line error
+unless ``overwrite=True`` (CLI ``--overwrite``). A ``metrics.json`` without recorded settings (older kdlib) is
+redone.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
+import hashlib
 import inspect
 import json
 import math
@@ -56,6 +64,11 @@ SUMMARY_FILE = "summary.json"
 MODEL_DIR = "model"  # finetune(save_model=True): the best epoch's TaskModel, in out_dir/model
 TASK_HEAD_FILE = "task_head.json"  # what the saved head is for: task, kind, label names
 HEAD_WEIGHTS_FILE = "head.safetensors"
+# the modules whose code decides what a fine-tune computes (relative to the kdlib package): a finished fine-tune
+# of other code is not reused
+FINETUNE_MODULES = ("eval/finetune", "eval/metrics", "eval/loyalty", "engine/optim", "device")
+OPERATIONAL_KEYS = ("device",)  # FinetuneConfig fields that do not change what a finished fine-tune computed
+MODEL_FILES = (".json", ".safetensors", ".bin", ".txt", ".model")  # what a model folder's fingerprint reads
 
 
 @dataclass
@@ -393,17 +406,72 @@ def _check_model_path(name_or_path: str) -> None:
         raise FileNotFoundError(f"model path {name_or_path} does not exist (give a local folder or a hub id)")
 
 
-def _reused(out_dir: Path, model_name_or_path: str, task: str, config: FinetuneConfig) -> dict[str, Any] | None:
-    """The metrics of a finished run in `out_dir` for the same model, task and config, else None."""
-    if not (out_dir / METRICS_FILE).is_file():
+def code_fingerprint() -> str:
+    """A hash of the fine-tuning code (FINETUNE_MODULES), recorded with every finished fine-tune."""
+    digest = hashlib.sha256()
+    for name in FINETUNE_MODULES:
+        digest.update((Path(__file__).parents[1] / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(splits: Sequence[Any]) -> str:
+    """A hash of the examples actually used (after the max_*_examples caps) and their features."""
+    digest = hashlib.sha256()
+    for split in splits:
+        digest.update(str(split.features).encode())
+        digest.update(json.dumps(split.to_dict(), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _size, _mtime in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """A local model folder: a hash of its config, weight and tokenizer files; a hub id: the id itself."""
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return name_or_path
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MODEL_FILES)
+    return _hash_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+def unit_settings(model_name_or_path: str, task: str, config: FinetuneConfig, splits: Sequence[Any]) -> dict:
+    """What decides a fine-tune's result, recorded in its metrics.json: a rerun with the same ones reuses it."""
+    return {
+        "model": model_name_or_path,
+        "model_files": model_fingerprint(model_name_or_path),
+        "task": task,
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in OPERATIONAL_KEYS},
+        "data": data_fingerprint(splits),
+        "code": code_fingerprint(),
+    }
+
+
+def finished(out_dir: Path, settings: dict, *, overwrite: bool = False, save_model: bool = False) -> dict | None:
+    """The metrics of the finished fine-tune in `out_dir` made with `settings`, None when there is none to reuse
+    (or `overwrite`); raises ValueError (one line) for one made with other settings."""
+    path = out_dir / METRICS_FILE
+    if overwrite or not path.is_file():
         return None
-    old = json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    same = (old.get("model"), old.get("task"), old.get("config")) == (
-        model_name_or_path,
-        task,
-        dataclasses.asdict(config),
+    old = json.loads(path.read_text(encoding="utf-8"))
+    then = old.get("settings")
+    if then is None:  # written before kdlib recorded settings: redo it
+        return None
+    if then == settings:
+        return old if not save_model or (out_dir / MODEL_DIR / TASK_HEAD_FILE).is_file() else None
+    changed = [k for k in settings if then.get(k) != settings[k]]
+    raise ValueError(
+        f"{out_dir} holds a finished fine-tune made with other settings ({', '.join(changed)} differ); restore "
+        f"them, use another folder, or pass overwrite=True (--overwrite) to redo it"
     )
-    return old if same else None
 
 
 def _splits(task: str, kind: str, dataset, data_dir, config: FinetuneConfig):
@@ -555,9 +623,10 @@ def finetune(
     data_dir: str | Path | None = None,
     max_train_examples: int | None = None,
     dataset=None,
-    reuse: bool = False,
+    reuse: bool | None = None,
     progress: bool = True,
     save_model: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``model_name_or_path`` on ``task``, keep the best validation epoch, score test.
 
@@ -565,8 +634,9 @@ def finetune(
     serve as the teacher of task-specific distillation (kdlib.studies.task_distill).
     ``dataset`` (a DatasetDict with the kdlib.data.load schema) replaces ``kdlib.data.load.load_task(task, data_dir)``;
     with it ``task`` may also be a bare kind ("tagging", "classification", "regression").
-    ``max_train_examples`` overrides ``config.max_train_examples``. With ``reuse``, an existing
-    ``metrics.json`` for the same model, task and config is returned without training.
+    ``max_train_examples`` overrides ``config.max_train_examples``. A finished fine-tune in ``out_dir`` with the
+    same settings is returned without training (:func:`finished`); one with other settings is refused unless
+    ``overwrite``. ``reuse`` is accepted for old callers and ignored: reusing is the default.
     Returns the content of ``out_dir/metrics.json``.
     """
     config = copy.deepcopy(config) if config is not None else FinetuneConfig()
@@ -574,15 +644,12 @@ def finetune(
         config = dataclasses.replace(config, max_train_examples=max_train_examples)
     kind, metric = task_kind_and_metric(task)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (
-        reuse
-        and (not save_model or (out_dir / MODEL_DIR / TASK_HEAD_FILE).is_file())
-        and (old := _reused(out_dir, model_name_or_path, task, config)) is not None
-    ):
-        return old
     _check_model_path(model_name_or_path)
     label_names, train, val, test = _splits(task, kind, dataset, data_dir, config)
+    settings = unit_settings(model_name_or_path, task, config, (train, val, test))
+    if (done := finished(out_dir, settings, overwrite=overwrite, save_model=save_model)) is not None:
+        return done
+    out_dir.mkdir(parents=True, exist_ok=True)
     # model, features; then train with validation after every epoch
     t0 = time.perf_counter()
     set_seed(config.seed)
@@ -631,6 +698,7 @@ def finetune(
         "collapse": prediction_collapse(kind, test_pred.gold, test_pred.pred),
         "timing": {"train_seconds": t_train, "test_seconds": t_test, "total_seconds": time.perf_counter() - t0},
         "predictions": PREDICTIONS_FILE,
+        "settings": settings,
     }
     write_json_atomic(out_dir / METRICS_FILE, result)
     return result
@@ -697,7 +765,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="output folder (metrics.json, predictions.npz)")
     ap.add_argument("--data-dir", help="data folder (default: $KDLIB_DATA_DIR)")
     ap.add_argument("--seeds", type=int, nargs="+", help="run several seeds into OUT/seed-<s> with a summary")
-    ap.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json has the same config")
+    ap.add_argument("--reuse", action="store_true", help="ignored: finished runs with the same settings are reused")
+    ap.add_argument("--overwrite", action="store_true", help="redo finished runs made with other settings")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--save-model", action="store_true", help="also save the best model to OUT/model (a teacher)")
     for f in dataclasses.fields(FinetuneConfig):
@@ -712,7 +781,7 @@ def cli(argv: list[str]) -> int:
         kw = {
             "config": config,
             "data_dir": args.data_dir,
-            "reuse": args.reuse,
+            "overwrite": args.overwrite,
             "progress": not args.no_progress,
             "save_model": args.save_model,
         }
