@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: all setup chromium data-check pipeline book readme bench lint format test pytest smoke clean
+.PHONY: all setup chromium data-check pipeline book readme bench lint format test pytest smoke clean release
 
 all: setup data-check pipeline book
 	@echo "The book: $(abspath $(BOOK_ROOT))/_build/html/index.html"
@@ -68,6 +68,17 @@ format: setup
 	$(VENV)/bin/ruff check --fix kdlib tests notebooks
 
 test: setup lint chromium smoke pytest
+
+# Tag v<kdlib.__version__> on a clean tree whose install cells, launch button and docs agree; an existing tag
+# must name HEAD (else bump kdlib.__version__). Push the tag yourself: the Colab install cells pin it.
+release: setup
+	@V=$$($(PY) -c 'import kdlib; print(kdlib.__version__)'); \
+	test -z "$$(git status --porcelain)" || { echo "release: uncommitted changes"; exit 1; }; \
+	$(PY) -m pytest -q tests/test_notebook.py -k "one_source or declared or install_cell or cells_agree" || exit 1; \
+	if git rev-parse -q --verify "refs/tags/v$$V" >/dev/null; then \
+	  test "$$(git rev-parse "v$$V^{commit}")" = "$$(git rev-parse HEAD)" || { echo "release: v$$V tags another commit: bump kdlib.__version__"; exit 1; }; \
+	else git tag -a "v$$V" -m "kdlib $$V"; fi; \
+	echo "tagged v$$V; publish it with: git push origin v$$V"
 
 clean:
 	rm -rf _build runs .pytest_cache

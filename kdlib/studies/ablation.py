@@ -21,6 +21,8 @@ the intervals make that choice clear.
 
 from __future__ import annotations
 
+import shutil
+
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +79,7 @@ def run_variants(
 ) -> dict:
     """Distil every variant into root/students/<slug>; {name: path}. A student finished with the same
     settings (root/distill/<slug>/ablation-config.json) is reused; `fresh` starts the others over
-    (kdlib.engine.distill's fresh)."""
+    (kdlib.engine.distill's fresh), and a student distilled again loses its old fine-tunes."""
     import json
 
     paths = {}
@@ -95,6 +97,7 @@ def run_variants(
         }
         done = record.is_file() and json.loads(record.read_text(encoding="utf-8")) == config
         if not (done and (student / "config.json").is_file()):
+            shutil.rmtree(root / "eval" / key, ignore_errors=True)  # fine-tunes of the student this replaces
             distill(DistillConfig.from_dict(config), corpus, fresh=fresh)
             record.write_text(json.dumps(config), encoding="utf-8")
         paths[v.name] = str(student)
@@ -117,8 +120,6 @@ def finetune_all(
                     d,
                     config=FinetuneConfig(**{**config, "seed": seed}),
                     data_dir=data_dir,
-                    reuse=True,
-                    progress=False,
                 )
                 dirs.append(str(d))
             out.setdefault(name, {})[task] = dirs

@@ -179,7 +179,14 @@ def majority_score(task: str, runs: Sequence[Predictions], data_dir=None) -> flo
 
 
 def finetune_students(
-    p: Plan, *, finetune_config: dict, seeds: Sequence[int], max_train_examples, max_eval_examples, data_dir=None
+    p: Plan,
+    *,
+    finetune_config: dict,
+    seeds: Sequence[int],
+    max_train_examples,
+    max_eval_examples,
+    data_dir=None,
+    overwrite: bool = False,
 ) -> dict[tuple[str, str], list[Predictions]]:
     """Every student fine-tuned on every task (kdlib.eval.finetune.finetune_seeds); predictions per (student, task)."""
     from kdlib.eval.finetune import FinetuneConfig, finetune_seeds
@@ -192,7 +199,7 @@ def finetune_students(
             out = p.run / PREFIX / "evaluate" / slug(name) / task
             s = finetune_seeds(
                 str(p.student_dir(name)), task, out, seeds=seeds, config=ft, data_dir=data_dir,
-                max_train_examples=max_train_examples, progress=False,
+                max_train_examples=max_train_examples, overwrite=overwrite,
             )  # fmt: skip
             runs[name, task] = [load_predictions(r) for r in s["runs"]]
     return runs
@@ -216,7 +223,7 @@ def run(
     curves = {name: loss_curve(d.entries[0].log) for name, d in p.distill.items()}
     runs = finetune_students(
         p, finetune_config=finetune_config, seeds=seeds, max_train_examples=max_train_examples,
-        max_eval_examples=max_eval_examples, data_dir=data_dir,
+        max_eval_examples=max_eval_examples, data_dir=data_dir, overwrite=fresh,
     )  # fmt: skip
     majority = {t: majority_score(t, runs["shuffled", t], data_dir) for t in p.tasks}
     return Results(corpora, summaries, curves, runs, majority)
