@@ -213,3 +213,16 @@ def test_masked_lm_loss_equals_the_models_own_loss(tiny_teacher, sentences):
     batch = DataCollatorForLanguageModeling(tok)([{"input_ids": tok(t)["input_ids"]} for t in sentences[:16]])
     with torch.no_grad():
         assert float(masked_lm_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
+def test_pin_teacher_downloads_only_a_pinned_revision(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from kdlib.engine.teachers import pin_teacher
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: calls.append((a, k)) or k["local_dir"])
+    assert pin_teacher("org/bert", tmp_path / "t", None) == "org/bert"
+    assert calls == []
+    assert pin_teacher("org/bert", tmp_path / "t", "abc123") == str(tmp_path / "t")
+    assert calls == [(("org/bert",), {"revision": "abc123", "local_dir": str(tmp_path / "t")})]

@@ -304,6 +304,7 @@ def load_text_corpus(
     filter_heldout: bool | None = None,
     data_dir=None,
     cache_dir: str | None = None,
+    revision: str | None = None,
 ) -> Dataset:
     """Any text corpus as an on-disk Dataset with one column ``text`` (empty lines dropped, normalised for
     ``language``: default the active profile's, else Romanian; see kdlib.data.text.normalizer).
@@ -316,11 +317,12 @@ def load_text_corpus(
     occurrence kept, by a 64-bit hash) and, by default for streamed corpora, the filter against every
     validation/test text of the evaluation tasks (``heldout_texts``), and are written to an Arrow file
     (under ``cache_dir``, default the ``datasets`` cache) as they come: memory stays flat whatever the
-    corpus size, and a second call with the same source and settings reuses the file.
+    corpus size, and a second call with the same source and settings reuses the file. ``revision``: the hub
+    corpus's commit (a profile pins it, as the task data is pinned); None reads the newest.
     """
     if max_sentences is not None and max_sentences <= 0:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
-    texts, streamed, source_key = _raw_texts(name_or_path, split, text_column, config)
+    texts, streamed, source_key = _raw_texts(name_or_path, split, text_column, config, revision)
     if filter_heldout is None:
         filter_heldout = streamed
     blocked = heldout_texts(data_dir) if filter_heldout else frozenset()
@@ -364,7 +366,9 @@ def _write_texts(texts: Iterable[str], path: Path) -> None:
         raise
 
 
-def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | None) -> tuple[Iterable[str], bool, str]:
+def _raw_texts(
+    name_or_path: str, split: str, text_column: str, config: str | None, revision: str | None = None
+) -> tuple[Iterable[str], bool, str]:
     """(texts, streamed, source key): the raw texts of a local corpus, or the sentences of a streamed one."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
@@ -386,8 +390,8 @@ def _raw_texts(name_or_path: str, split: str, text_column: str, config: str | No
         raise FileNotFoundError(f"corpus path {name_or_path} does not exist")
     # a hub corpus, or a local folder of json/parquet/csv files: streamed, never listed in memory
     name, _, cfg = name_or_path.partition(":") if not path.is_dir() else (str(path), "", "")
-    stream = datasets.load_dataset(name, cfg or config or None, split=split, streaming=True)
-    key = f"{path.resolve()}{_stat_key(path)}" if path.is_dir() else f"hub:{name}:{cfg or config}:{split}"
+    stream = datasets.load_dataset(name, cfg or config or None, split=split, streaming=True, revision=revision)
+    key = f"{path.resolve()}{_stat_key(path)}" if path.is_dir() else f"hub:{name}:{cfg or config}:{split}:{revision}"
     return _document_sentences(stream, text_column, None), True, key
 
 

@@ -72,6 +72,16 @@ def _mlm_head_missing(model: torch.nn.Module, missing_keys: Sequence[str]) -> li
     return [k for k in missing_keys if not k.startswith(prefix) and not k.endswith("position_ids")]
 
 
+def pin_teacher(hub_id: str, dest: str | os.PathLike, revision: str | None) -> str:
+    """The teacher to load: ``hub_id`` itself when no revision is pinned, else its files at ``revision``
+    downloaded into ``dest`` (``huggingface_hub.snapshot_download``), so that every later step reads that copy."""
+    if not revision:
+        return hub_id
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(hub_id, revision=revision, local_dir=str(dest))
+
+
 def load_teacher(name_or_path: str, *, device: str | torch.device | None = None):
     """Load a masked-LM teacher and its tokenizer; frozen (eval mode, no gradients).
 
