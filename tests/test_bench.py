@@ -4,6 +4,7 @@ the reference loop's KL over all non-pad positions, and refusal of bad arguments
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -68,6 +69,8 @@ def test_quick_inference_writes_json_and_figure(tiny_result):
         assert m["size"]["MiB"] == pytest.approx(m["size"]["bytes"] / 2**20)
     assert data["pipeline"]["profiles"]["cpu"] == {"status": "not run"}
     assert data["targets"] == []  # the target setting (batch 32 x 128) is not in the tiny grid
+    # nor does it fit the tiny models (64 positions): no interleaved timing, and the JSON says why
+    assert inf["interleaved"] is False and "max_positions 64" in inf["claim_timing"]["skipped"]
 
 
 def test_param_counts_match_models_and_formula(tiny_result):
@@ -205,3 +208,86 @@ def test_throughput_and_shared_parts_run_on_tiny_models(tmp_path):
     assert sh["speedup"] == pytest.approx(sh["separate_s"] / sh["shared_s"])
     for s in ("s1", "s2", "s3"):
         assert (tmp_path / "shared" / s / "config.json").is_file()
+
+
+# ------------------------------------------------------------- claim (a): interleaved, repeated timing
+TINY128 = bench.InferenceShapes(**{**bench.asdict(TINY), "max_positions": 128})  # the claim's 32 x 128 fits
+
+
+def test_time_interleaved_alternates_and_repeats_past_the_budget():
+    calls: list[str] = []
+    fns = {"t": lambda: calls.append("t"), "s": lambda: calls.append("s")}
+    warm = {"t": lambda: calls.append("warm-t"), "s": None}
+    res = bench.time_interleaved(fns, torch.device("cpu"), budget_s=1e-9, max_repeats=2, min_repeats=5, warmups=warm)
+    assert calls == ["warm-t", "s"] + ["t", "s"] * 5  # one warm-up each, then teacher, student, teacher, ...
+    for r in res.values():
+        assert r["repeats"] == len(r["times_s"]) == len(r["cpu_s"]) == 5
+        assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["median_s"] == pytest.approx(sorted(r["times_s"])[2])
+
+
+def test_time_call_min_repeats():
+    cpu = torch.device("cpu")
+    assert bench.time_call(lambda: None, cpu, budget_s=1e-9, max_repeats=20)["repeats"] == 1
+    assert bench.time_call(lambda: None, cpu, budget_s=1e-9, max_repeats=20, min_repeats=5)["repeats"] == 5
+    assert bench.time_call(lambda: None, cpu, budget_s=10.0, max_repeats=4)["repeats"] == 4
+    with pytest.raises(ValueError, match="min_repeats"):
+        bench.time_call(lambda: None, cpu, budget_s=1.0, max_repeats=3, min_repeats=0)
+
+
+@pytest.fixture(scope="module")
+def claim_run(tmp_path_factory):
+    """A run folder holding only bench/bench.json, written by run_bench on tiny models at the claim's setting."""
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("claim") / "run"
+    res = bench.run_bench(
+        run / "bench",
+        quick=True,
+        device="cpu",
+        parts="inference",
+        inference_shapes=TINY128,
+        budget_s=1e-3,
+        max_repeats=2,
+        matmul_n=64,
+        verbose=False,
+    )
+    return run, res
+
+
+def test_claim_setting_timed_interleaved_for_every_vocabulary(claim_run):
+    run, res = claim_run
+    inf = json.loads((run / "bench" / "bench.json").read_text())["inference"]
+    assert inf["interleaved"] is True and inf["claim_timing"]["min_repeats"] == bench.CLAIM_REPEATS == 5
+    for pair in inf["pairs"]:  # also vocab 300, which --quick leaves out of the rest of the grid
+        t, s = (inf["models"][pair[k]]["latency"]["encoder"]["b32_l128"] for k in ("teacher", "student"))
+        for r in (t, s):
+            assert r["interleaved"] and r["repeats"] == len(r["times_s"]) == len(r["cpu_s"]) >= 5
+            assert min(r["times_s"]) > 0 and min(r["cpu_s"]) >= 0 and r["median_cpu_s"] > 0
+            assert r["median_s"] == pytest.approx(statistics.median(r["times_s"]))
+        iv = pair["interleaved"]
+        assert iv["rounds"] == len(iv["ratios"]) == t["repeats"] and min(iv["ratios"]) > 0
+        assert iv["ratios"][2] == pytest.approx(t["times_s"][2] / s["times_s"][2])  # paired by position
+        assert iv["ratio_min"] <= iv["ratio_median"] <= iv["ratio_max"]
+        assert iv["ratio_spread"] == pytest.approx(iv["ratio_max"] - iv["ratio_min"])
+        assert pair["speedup"]["encoder"]["b32_l128"] == pytest.approx(t["median_s"] / s["median_s"])
+    quick_vocab = inf["models"]["teacher-500"]["latency"]
+    assert list(quick_vocab["encoder"]) == ["b1_l16", "b4_l32", "b32_l128"] and "b32_l128" not in quick_vocab["mlm"]
+    assert list(inf["models"]["teacher-300"]["latency"]) == ["encoder"]  # only the claim's setting
+    assert len(res["targets"]) == 2 and (run / "bench" / "bench.png").is_file()
+
+
+def test_claim_speed_size_is_testable_on_the_bench_json(claim_run):
+    from kdlib.analysis import claims
+
+    run, _ = claim_run
+    claim = claims.claim_speed_size(run)
+    assert claims.MIN_REPEATS <= bench.CLAIM_REPEATS
+    assert claim.verdict != claims.NOT_TESTABLE, claim.reason
+    assert "timed interleaved" in claim.reason
+    speed = [r for r in claim.details if r["comparison"].startswith("speed")]
+    assert len(speed) == 2 and all(r["repeats"] >= 5 for r in speed)
+
+
+def test_bad_claim_repeats_rejected(tmp_path):
+    with pytest.raises(ValueError, match="repeats"):
+        bench.run_bench(tmp_path / "out", verbose=False, repeats=0)
+    assert bench.cli(["--out", str(tmp_path), "--claim-repeats", "0"]) == 2

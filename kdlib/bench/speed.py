@@ -6,7 +6,10 @@ Parts (``--parts``):
 - ``inference``: the two teachers (BERT-base, vocab 50,000 and 37,788) and their 6-layer DistilBERT
   students at the paper's real shapes with random weights (speed does not depend on the weights):
   parameters, safetensors size of the MLM model, median latency of the encoder (AutoModel) and of
-  the MLM model for batch 1/32 x length 128/512, student/teacher speed-up.
+  the MLM model for batch 1/32 x length 128/512, student/teacher speed-up. Claim (a)'s setting (encoder,
+  batch 32 x 128) is timed for every vocabulary with teacher and student interleaved (teacher, student,
+  teacher, ...), at least ``repeats`` (5) runs each: every run's wall and process CPU time, the ratio of each
+  round and their spread (``inference.pairs[i].interleaved``); a loaded machine shows as wall >> CPU time.
 - ``throughput``: tokens/s of ``kdlib.engine.distill.distill`` against
   :func:`kdlib.engine.reference.distill` (the original DistilBERT recipe: KL over all non-pad
   positions and the full vocabulary, fp32, random batches padded to the longest sequence, no
@@ -59,6 +62,12 @@ PAPER = {
     "speedup": 2.0,  # "twice as fast on a GPU"
 }
 TARGETS = {"speedup_b32_l128_cpu": 1.8, "kdlib_vs_reference": 1.5, "shared_vs_separate": 1.25}
+# claim (a) (kdlib.analysis.claims.claim_speed_size) reads the encoder's latency at batch 32 x length 128 of every
+# pair and needs 5 repeats per model: that setting is timed for every vocabulary, teacher and student interleaved
+CLAIM_HEAD = "encoder"
+CLAIM_SETTING = (32, 128)
+CLAIM_REPEATS = 5
+CLAIM_KEY = f"b{CLAIM_SETTING[0]}_l{CLAIM_SETTING[1]}"
 FLOP_FORMULA = (
     "FLOPs/token = 6*P_student + 2*P_teacher (P = model.num_parameters(): forward+backward of the "
     "student, forward of each teacher; attention's length^2 term ignored)"
@@ -191,6 +200,74 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """Wall and process CPU seconds (all threads) of one call of `fn`, synchronised on CUDA."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _more(n: int, elapsed: float, last: float, *, budget_s: float, min_repeats: int, max_repeats: int) -> bool:
+    """Whether to time another run: always below `min_repeats`; then 3 if they fit, more while the budget lasts."""
+    if n < min_repeats:
+        return True
+    if n >= max_repeats or elapsed >= budget_s:
+        return False
+    return n < 3 or elapsed + last <= budget_s  # three runs done: stop if the next one would overrun the budget
+
+
+def _summary(times: list[float], cpu: list[float]) -> dict:
+    """Median, spread and every run of a list of wall times, with the process CPU time of each run beside."""
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": len(times),
+        "median_cpu_s": statistics.median(cpu),
+        "times_s": list(times),
+        "cpu_s": list(cpu),
+    }
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name}={value!r}: expected a positive integer")
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    device: torch.device,
+    *,
+    budget_s: float,
+    max_repeats: int,
+    min_repeats: int = 1,
+    warmups: dict[str, Callable[[], Any] | None] | None = None,
+) -> dict[str, dict]:
+    """Time `fns` in turn (a, b, a, b, ...) after one warm-up each; rounds counted as :func:`time_call` counts runs."""
+    _check_positive("budget_s", budget_s)
+    _check_counts(max_repeats=max_repeats, min_repeats=min_repeats)
+    for name, fn in fns.items():
+        ((warmups or {}).get(name) or fn)()
+    _sync(device)
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    start, rounds = time.perf_counter(), 0
+    while True:
+        r0 = time.perf_counter()
+        for name, fn in fns.items():
+            w, c = _timed(fn, device)
+            wall[name].append(w)
+            cpu[name].append(c)
+        rounds += 1
+        now = time.perf_counter()
+        if not _more(
+            rounds, now - start, now - r0, budget_s=budget_s, min_repeats=min_repeats, max_repeats=max_repeats
+        ):
+            return {k: _summary(wall[k], cpu[k]) for k in fns}
+
+
 def time_call(
     fn: Callable[[], Any],
     device: torch.device,
@@ -198,32 +275,18 @@ def time_call(
     budget_s: float,
     max_repeats: int,
     warmup: Callable[[], Any] | None = None,
+    min_repeats: int = 1,
 ) -> dict:
-    """Median wall time of `fn` after one warm-up call: at least 1 run, 3 if they fit in `budget_s`, more while
-    the budget lasts, at most `max_repeats`."""
-    _check_positive("budget_s", budget_s)
-    _check_positive("max_repeats", max_repeats)
-    (warmup or fn)()
-    _sync(device)
-    times: list[float] = []
-    cpu: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_repeats:
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget_s or (len(times) >= 3 and elapsed + times[-1] > budget_s):
-            break  # budget spent, or three runs done and the next one would overrun it
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "repeats": len(times),
-        "median_cpu_s": statistics.median(cpu),
-    }
+    """Median wall time of `fn` after one warm-up call: at least `min_repeats` runs (past the budget if need be),
+    3 if they fit in `budget_s`, more while the budget lasts, at most max(`max_repeats`, `min_repeats`)."""
+    return time_interleaved(
+        {"fn": fn},
+        device,
+        budget_s=budget_s,
+        max_repeats=max_repeats,
+        min_repeats=min_repeats,
+        warmups={"fn": warmup},
+    )["fn"]
 
 
 def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 5) -> dict:
@@ -303,27 +366,95 @@ def _safetensors_size(model) -> int:
         return sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
 
 
+def _forward(model, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+
+
 def _latencies(
-    model, device: torch.device, settings, vocab: int, *, budget_s: float, max_repeats: int, big_tokens: int
+    model,
+    device: torch.device,
+    settings,
+    vocab: int,
+    *,
+    budget_s: float,
+    max_repeats: int,
+    big_tokens: int,
+    given: dict[str, dict] | None = None,
 ) -> dict:
-    """Median forward latency per (batch, length); large inputs warm up on batch 1 at the same length."""
+    """Median forward latency per (batch, length); large inputs warm up on batch 1 at the same length; settings in
+    `given` (timed elsewhere: the claim's, interleaved) are taken from it, in the grid's order."""
     gen = torch.Generator().manual_seed(0)
+    given = given or {}
     out = {}
     for batch, length in settings:
+        key = f"b{batch}_l{length}"
+        if key in given:
+            out[key] = given[key]
+            continue
         ids = torch.randint(5, vocab, (batch, length), generator=gen).to(device)
         mask = torch.ones_like(ids)
-        small = ids[:1]
-
-        def run(x=ids, m=mask):
-            with torch.inference_mode():
-                model(input_ids=x, attention_mask=m)
-
-        warm = functools.partial(run, small, mask[:1]) if batch * length >= big_tokens else None
+        run = functools.partial(_forward, model, ids, mask)
+        warm = functools.partial(_forward, model, ids[:1], mask[:1]) if batch * length >= big_tokens else None
         res = time_call(run, device, budget_s=budget_s, max_repeats=max_repeats, warmup=warm)
         res["warmup"] = f"batch 1 x {length}" if warm else "same input"
         res["tokens_per_s"] = batch * length / res["median_s"]
-        out[f"b{batch}_l{length}"] = res
-    return out
+        out[key] = res
+    return {**out, **{k: v for k, v in given.items() if k not in out}}
+
+
+def claim_setting_fits(shapes: InferenceShapes) -> bool:
+    """Whether the claim's setting (batch 32 x length 128) fits the models' position embeddings."""
+    return CLAIM_SETTING[1] <= shapes.max_positions
+
+
+def time_claim_setting(
+    teacher,
+    student,
+    device: torch.device,
+    vocab: int,
+    *,
+    repeats: int,
+    budget_s: float,
+    max_repeats: int,
+    big_tokens: int,
+) -> dict[str, dict]:
+    """Teacher and student encoders at the claim's setting on the same input, interleaved, >= `repeats` runs each."""
+    batch, length = CLAIM_SETTING
+    ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
+    mask = torch.ones_like(ids)
+    models = {"teacher": teacher.to(device), "student": student.to(device)}
+    big = batch * length >= big_tokens
+    res = time_interleaved(
+        {k: functools.partial(_forward, m, ids, mask) for k, m in models.items()},
+        device,
+        budget_s=2 * budget_s,  # each model's budget, as one model after the other had
+        max_repeats=max(max_repeats, repeats),
+        min_repeats=repeats,
+        warmups={k: functools.partial(_forward, m, ids[:1], mask[:1]) for k, m in models.items()} if big else None,
+    )
+    for r in res.values():
+        r.update(warmup=f"batch 1 x {length}" if big else "same input", tokens_per_s=batch * length / r["median_s"])
+        r.update(interleaved=True, cpu_per_wall=r["median_cpu_s"] / r["median_s"])
+    return res
+
+
+def paired_ratios(teacher: dict, student: dict) -> dict:
+    """The student's speed-up per interleaved round (teacher / student time, paired by position) and its spread."""
+    ratios = [t / s for t, s in zip(teacher["times_s"], student["times_s"])]
+    cpu = [t / max(s, 1e-9) for t, s in zip(teacher["cpu_s"], student["cpu_s"])]
+    return {
+        "setting": f"{CLAIM_HEAD} {CLAIM_KEY}",
+        "rounds": len(ratios),
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratio_spread": max(ratios) - min(ratios),
+        "speedup_of_medians": teacher["median_s"] / student["median_s"],
+        "cpu_ratios": cpu,
+        "cpu_ratio_median": statistics.median(cpu),
+    }
 
 
 def _quick_grid(shapes: InferenceShapes, quick: bool) -> tuple[list[tuple[int, int]], list[int], list[str]]:
@@ -360,8 +491,11 @@ def _measure_model(
     budget_s: float,
     max_repeats: int,
     big_tokens: int,
+    encoder=None,
+    claim_latency: dict[str, dict] | None = None,
 ) -> dict:
-    """Parameters (encoder and MLM model), safetensors size and, if `timed`, latency of one random-weight model."""
+    """Parameters (encoder and MLM model), safetensors size and, if `timed`, latency of one random-weight model;
+    `encoder`: the encoder already built, `claim_latency`: its latency at the claim's setting (timed interleaved)."""
     from transformers import BertForMaskedLM, BertModel, DistilBertForMaskedLM, DistilBertModel
 
     teacher = role == "teacher"
@@ -380,7 +514,9 @@ def _measure_model(
     }
     torch.manual_seed(0)
     for head, cls in classes:
-        model = cls(cfg).eval()
+        given = claim_latency if head == CLAIM_HEAD else None
+        model = encoder if (head == "encoder" and encoder is not None) else cls(cfg).eval()
+        encoder = None  # the caller's encoder is freed with `model` below
         entry["params"][head] = model.num_parameters()
         if head == "mlm":
             size = _safetensors_size(model)
@@ -388,8 +524,17 @@ def _measure_model(
         if timed:
             model.to(device)
             entry.setdefault("latency", {})[head] = _latencies(
-                model, device, settings, vocab, budget_s=budget_s, max_repeats=max_repeats, big_tokens=big_tokens
+                model,
+                device,
+                settings,
+                vocab,
+                budget_s=budget_s,
+                max_repeats=max_repeats,
+                big_tokens=big_tokens,
+                given=given,
             )
+        elif given:
+            entry.setdefault("latency", {})[head] = dict(given)
         del model
         gc.collect()
         if device.type == "cuda":
@@ -424,19 +569,49 @@ def _compare(t: dict, s: dict) -> dict:
         "params_ratio_encoder": s["params"]["encoder"] / t["params"]["encoder"],
     }
     if "latency" in t:
-        pair["speedup"] = {
-            head: {k: t["latency"][head][k]["median_s"] / s["latency"][head][k]["median_s"] for k in t["latency"][head]}
-            for head in ("encoder", "mlm")
-        }
+        tl, sl = ({h: m["latency"].get(h, {}) for h in ("encoder", "mlm")} for m in (t, s))
+        pair["speedup"] = {h: {k: tl[h][k]["median_s"] / sl[h][k]["median_s"] for k in tl[h]} for h in tl}
         # process CPU time (all threads): less sensitive to other processes sharing the cores
         pair["speedup_cpu_time"] = {
-            head: {
-                k: t["latency"][head][k]["median_cpu_s"] / max(s["latency"][head][k]["median_cpu_s"], 1e-9)
-                for k in t["latency"][head]
-            }
-            for head in ("encoder", "mlm")
+            h: {k: tl[h][k]["median_cpu_s"] / max(sl[h][k]["median_cpu_s"], 1e-9) for k in tl[h]} for h in tl
         }
+        if tl[CLAIM_HEAD].get(CLAIM_KEY, {}).get("interleaved"):
+            pair["interleaved"] = paired_ratios(tl[CLAIM_HEAD][CLAIM_KEY], sl[CLAIM_HEAD][CLAIM_KEY])
     return pair
+
+
+def _claim_encoders(shapes: InferenceShapes, vocab: int) -> tuple[Any, Any]:
+    """The teacher's and the student's random-weight encoders (what claim (a) times)."""
+    from transformers import BertModel, DistilBertModel
+
+    torch.manual_seed(0)
+    return BertModel(teacher_config(shapes, vocab)).eval(), DistilBertModel(student_config(shapes, vocab)).eval()
+
+
+def _measure_pair(
+    vocab: int, shapes: InferenceShapes, device: torch.device, settings, *, timed: bool, repeats: int, **timing: Any
+) -> dict[str, dict]:
+    """Teacher and student of one vocabulary: the claim's setting timed interleaved (if it fits), then the rest."""
+    encoders: dict[str, Any] = {"teacher": None, "student": None}
+    claim: dict[str, dict] = {}
+    if claim_setting_fits(shapes):
+        encoders = dict(zip(("teacher", "student"), _claim_encoders(shapes, vocab)))
+        claim = time_claim_setting(*encoders.values(), device, vocab, repeats=repeats, **timing)
+    out = {}
+    for role in ("teacher", "student"):
+        given = {CLAIM_KEY: claim[role]} if claim else None
+        out[f"{role}-{vocab}"] = _measure_model(  # popped: _measure_model holds the only reference and drops it
+            role,
+            vocab,
+            shapes,
+            device,
+            settings,
+            timed=timed,
+            encoder=encoders.pop(role),
+            claim_latency=given,
+            **timing,
+        )
+    return out
 
 
 def bench_inference(
@@ -446,8 +621,10 @@ def bench_inference(
     shapes: InferenceShapes | None = None,
     budget_s: float | None = None,
     max_repeats: int | None = None,
+    repeats: int = CLAIM_REPEATS,
 ) -> dict:
-    """Parameters, safetensors size and latency of teachers and students (random weights)."""
+    """Parameters, safetensors size and latency of teachers and students (random weights); the claim's setting
+    (encoder, batch 32 x 128) of every vocabulary timed teacher, student, teacher, ... `repeats` times at least."""
     from tqdm.auto import tqdm
 
     shapes = shapes or InferenceShapes()
@@ -455,24 +632,14 @@ def bench_inference(
     max_repeats = max_repeats or (5 if quick else 20)
     _check_positive("budget_s", budget_s)
     _check_positive("max_repeats", max_repeats)
+    _check_counts(repeats=repeats)
     settings, timed_vocabs, skipped = _quick_grid(shapes, quick)
-    big_tokens = 4096
+    timing = {"budget_s": budget_s, "max_repeats": max_repeats, "big_tokens": 4096}
     models: dict[str, dict] = {}
-    jobs = [(v, role) for v in shapes.vocab_sizes for role in ("teacher", "student")]
-    bar = tqdm(jobs, desc="inference", unit="model", leave=False)
-    for vocab, role in bar:
-        bar.set_postfix_str(f"{role}-{vocab}")
-        models[f"{role}-{vocab}"] = _measure_model(
-            role,
-            vocab,
-            shapes,
-            device,
-            settings,
-            timed=vocab in timed_vocabs,
-            budget_s=budget_s,
-            max_repeats=max_repeats,
-            big_tokens=big_tokens,
-        )
+    bar = tqdm(shapes.vocab_sizes, desc="inference", unit="pair", leave=False)
+    for vocab in bar:
+        bar.set_postfix_str(f"vocab {vocab}")
+        models |= _measure_pair(vocab, shapes, device, settings, timed=vocab in timed_vocabs, repeats=repeats, **timing)
     pairs = [_compare(models[f"teacher-{v}"], models[f"student-{v}"]) for v in shapes.vocab_sizes]
     return {
         "shapes": asdict(shapes),
@@ -481,12 +648,29 @@ def bench_inference(
         "timed_vocabs": timed_vocabs,
         "budget_s_per_setting": budget_s,
         "max_repeats": max_repeats,
-        "warmup_rule": f"one warm-up call on the same input; inputs of >= {big_tokens} tokens warm up on batch 1",
+        "warmup_rule": f"one warm-up call on the same input; inputs of >= {timing['big_tokens']} tokens warm up "
+        "on batch 1",
         "inference_mode": True,
         "dtype": "float32",
+        "interleaved": claim_setting_fits(shapes),
+        "claim_timing": _claim_timing_note(shapes, repeats),
         "models": models,
         "pairs": pairs,
     }
+
+
+def _claim_timing_note(shapes: InferenceShapes, repeats: int) -> dict:
+    """How the claim's setting was timed (or why it was not), for the JSON reader."""
+    note = {"head": CLAIM_HEAD, "setting": CLAIM_KEY, "min_repeats": repeats, "order": "teacher, student, ..."}
+    if not claim_setting_fits(shapes):
+        note["skipped"] = f"length {CLAIM_SETTING[1]} exceeds max_positions {shapes.max_positions}"
+    else:
+        note["rule"] = (
+            "every vocabulary, also those --quick leaves untimed; teacher and student interleaved on the same input, "
+            "at least `min_repeats` rounds (past the time budget), more while twice the per-setting budget lasts; "
+            "wall time (time.perf_counter) and process CPU time (time.process_time) of every call"
+        )
+    return note
 
 
 # ------------------------------------------------------------------- 2. the reference distill loop
@@ -777,6 +961,7 @@ def run_bench(
     train_shapes: TrainShapes | None = None,
     budget_s: float | None = None,
     max_repeats: int | None = None,
+    repeats: int = CLAIM_REPEATS,
     matmul_n: int = 2048,
     verbose: bool = True,
 ) -> dict:
@@ -787,6 +972,7 @@ def run_bench(
     _check_positive("matmul_n", matmul_n)
     if max_repeats is not None and not isinstance(max_repeats, int):
         raise ValueError(f"max_repeats={max_repeats!r}: expected a positive integer")
+    _check_counts(repeats=repeats)
     dev = resolve_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -803,7 +989,7 @@ def run_bench(
     result["matmul_peak"] = matmul_peak(dev, n=matmul_n)
     if "inference" in wanted:
         result["inference"] = bench_inference(
-            dev, quick=quick, shapes=inference_shapes, budget_s=budget_s, max_repeats=max_repeats
+            dev, quick=quick, shapes=inference_shapes, budget_s=budget_s, max_repeats=max_repeats, repeats=repeats
         )
     if "throughput" in wanted or "shared" in wanted:
         shapes = train_shapes or (
@@ -849,11 +1035,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="folder holding <profile>/run_summary.json of pipeline runs")
     p.add_argument("--budget", type=float, default=None, help="seconds of timed runs per latency setting")
     p.add_argument("--repeats", type=int, default=None, help="most timed runs per latency setting")
+    p.add_argument(
+        "--claim-repeats",
+        type=int,
+        default=CLAIM_REPEATS,
+        help="least interleaved runs per model at the claim's setting (encoder, batch 32 x 128)",
+    )
     return p
 
 
-# parts run by their own module with their own options: `python -m kdlib bench --only align|corpus [--json]`
-SEPARATE_PARTS = {"align": "kdlib.bench.align", "corpus": "kdlib.bench.corpus"}
+# parts run by their own module with their own options: `python -m kdlib bench --only align|corpus|finetune [--json]`
+SEPARATE_PARTS = {"align": "kdlib.bench.align", "corpus": "kdlib.bench.corpus", "finetune": "kdlib.bench.finetune"}
 
 
 def cli(argv: list[str]) -> int:
@@ -871,6 +1063,7 @@ def cli(argv: list[str]) -> int:
         parse_parts(args.parts)
         _check_positive("--budget", args.budget)
         _check_positive("--repeats", args.repeats)
+        _check_counts(**{"--claim-repeats": args.claim_repeats})
     except ValueError as exc:
         print(f"kdlib bench: {exc}", file=sys.stderr)
         return 2
@@ -882,5 +1075,6 @@ def cli(argv: list[str]) -> int:
         runs_dir=args.runs_dir,
         budget_s=args.budget,
         max_repeats=args.repeats,
+        repeats=args.claim_repeats,
     )
     return 0
