@@ -410,3 +410,34 @@ def test_source_notebook_is_clean():
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
     assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
+
+
+def test_speed_interval_is_the_range_of_interleaved_round_ratios(tmp_path):
+    """Five interleaved rounds: teacher/student ratios 2.0, 2.2, 1.9, 2.1, 2.4 -> median 2.1, interval [1.9, 2.4]."""
+    from kdlib.analysis.claims import claim_speed_size
+    from kdlib.io import write_json
+
+    teacher, student = [1.0, 1.1, 0.95, 1.05, 1.2], [0.5] * 5
+    ratios = [t / s for t, s in zip(teacher, student)]
+    timing = {
+        n: {
+            "latency": {
+                "encoder": {"b32_l128": {"median_s": sorted(x)[2], "min_s": min(x), "max_s": max(x), "repeats": 5}}
+            }
+        }
+        for n, x in (("teacher-50000", teacher), ("student-50000", student))
+    }
+    pair = {"teacher": "teacher-50000", "student": "student-50000", "size_reduction": 0.35}
+    pair["interleaved"] = {
+        "ratios": ratios,
+        "ratio_median": sorted(ratios)[2],
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+    write_json(
+        tmp_path / "bench" / "bench.json", {"inference": {"models": timing, "pairs": [pair], "interleaved": True}}
+    )
+    claim = claim_speed_size(tmp_path)
+    speed = next(d for d in claim.details if d["comparison"].startswith("speed"))
+    assert (speed["estimate"], speed["low"], speed["high"]) == pytest.approx((2.1, 1.9, 2.4))
+    assert claim.verdict == "supported"

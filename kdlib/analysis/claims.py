@@ -714,14 +714,21 @@ def _items_claim(results: RunResults, cid: str, items: list[Item], unit: str = "
     )
 
 
-def _speed_row(vocab: str, t: dict | None, s: dict | None) -> dict[str, Any]:
-    """Speed-up of one pair: median ratio, the repeats' spread as interval; not testable under MIN_REPEATS."""
+def _speed_row(vocab: str, t: dict | None, s: dict | None, rounds: dict | None = None) -> dict[str, Any]:
+    """Speed-up of one pair: median ratio, the repeats' spread as interval; not testable under MIN_REPEATS.
+
+    With interleaved rounds (``rounds``: teacher / student time of the same round, kdlib.bench.speed) the interval
+    is the range of those paired ratios; otherwise the widest ratio of the unpaired extremes.
+    """
     label = f"speed-up, vocab {vocab}"
     reps = (t or {}).get("repeats", 0), (s or {}).get("repeats", 0)
     if min(reps) < MIN_REPEATS:
         why = f"timed {reps[0]} and {reps[1]} times (teacher, student); a speed verdict needs {MIN_REPEATS} each"
         return {"comparison": label, "verdict": NOT_TESTABLE, "why": why}
-    iv = Interval(t["median_s"] / s["median_s"], t["min_s"] / s["max_s"], t["max_s"] / s["min_s"])
+    if rounds and len(rounds.get("ratios", [])) >= MIN_REPEATS:
+        iv = Interval(rounds["ratio_median"], rounds["ratio_min"], rounds["ratio_max"])
+    else:
+        iv = Interval(t["median_s"] / s["median_s"], t["min_s"] / s["max_s"], t["max_s"] / s["min_s"])
     return {"comparison": label, **iv.as_dict(), "repeats": min(reps), "verdict": verdict(iv, _threshold("speedup")[0])}
 
 
@@ -748,7 +755,7 @@ def claim_speed_size(run_dir: str | os.PathLike) -> Claim:
             models.get(pair[k], {}).get("latency", {}).get("encoder", {}).get("b32_l128")
             for k in ("teacher", "student")
         ]
-        rows += [_size_row(vocab, pair["size_reduction"]), _speed_row(vocab, *lat)]
+        rows += [_size_row(vocab, pair["size_reduction"]), _speed_row(vocab, *lat, pair.get("interleaved"))]
     if not rows:
         return _claim("a", wording, verdict=NOT_TESTABLE, reason="bench.json has no inference part.")
     return _speed_size_claim(bench, rows, wording)
@@ -775,9 +782,10 @@ def _speed_size_claim(bench: dict, rows: list[dict[str, Any]], wording: str) -> 
     device = bench.get("device", {}).get("type", "?")
     reason = (
         f"Measured on {device} with the paper's shapes (random weights); the paper's speed figure is for a GPU. "
-        f"Speed-up: ratio of the median timings (timed {interleaved}), interval from the teacher's fastest / the "
-        "student's slowest to the teacher's slowest / the student's fastest repeat; sizes are exact "
-        "(safetensors bytes)."
+        f"Speed-up: timed {interleaved}; with interleaved rounds the figure is the median of the per-round "
+        "teacher/student ratios and the interval their range, otherwise the ratio of the medians with the interval "
+        "from the teacher's fastest / the student's slowest to the teacher's slowest / the student's fastest repeat; "
+        "sizes are exact (safetensors bytes)."
     )
     reason += "".join(f" {r['comparison']}: not testable, {r['why']}." for r in rows if "why" in r)
     if final == INCONCLUSIVE:
