@@ -26,3 +26,17 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
         raise RuntimeError("killed")
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_written_files_get_an_ordinary_mode(tmp_path):
+    """mkstemp creates 0600; the renamed result must be readable like any file the process writes (umask applies)."""
+    import os
+
+    from kdlib.io import write_json_atomic
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
