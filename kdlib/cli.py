@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from kdlib import __version__
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("kdlib.data.load", "check and list the seven evaluation tasks (--check)"),
     "corpus": ("kdlib.data.corpus", "build the unlabeled distillation corpus from the train splits"),
@@ -23,22 +25,31 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "distil a fine-tuned task teacher into BiLSTM, CNN and small BERT students",
     ),
     "run": ("kdlib.book.commands:run", "run the notebook pipeline for a profile with papermill"),
-    "readme": ("kdlib.book.commands:readme", "write a complete run's headline (scores, claims, cost) into the README"),
+    "readme": (
+        "kdlib.book.commands:readme",
+        "write a complete run's headline (scores, claims, cost) into the README; --check: is it stale?",
+    ),
+    "compare": ("kdlib.book.commands:compare", "compare a rerun with the published run: figures, verdicts, files"),
 }
 
 
 def usage() -> str:
+    """The command list `python -m kdlib --help` prints."""
     width = max(map(len, COMMANDS))
-    lines = ["usage: python -m kdlib <command> [options]", "", "commands:"]
+    lines = ["usage: python -m kdlib [--version] <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`python -m kdlib <command> --help` shows a command's options."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch `python -m kdlib [--version] <command> ...` to the command's module; its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"kdlib {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

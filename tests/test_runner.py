@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from kdlib.book import runner
+import kdlib
+from kdlib import cli
+from kdlib.book import build, commands, runner
+from kdlib.book.readme import check_readme, stamp
 
 COMMON = 'profile = "x"\nrun_dir = "."\nseed = 0\n'
 
@@ -167,9 +172,106 @@ def test_cli_reports_failure(tmp_path, capsys):
     _write_steps(nb_dir, fail_second=True)
     prof = tmp_path / "p.yaml"
     prof.write_text("name: p\nparams: {seed: 1}\n")
-    code = runner.cli(["--profile", str(prof), "--out", str(run), "--notebooks", str(nb_dir), "--set", "seed=2"])
+    code = commands.run(["--profile", str(prof), "--out", str(run), "--notebooks", str(nb_dir), "--set", "seed=2"])
     assert code == 1
     err = capsys.readouterr().err
     assert "02-second.ipynb failed in cell" in err and "boom" in err
     assert json.loads((run / "first.json").read_text())["seed"] == 2
-    assert runner.cli(["--profile", "nope"]) == 2
+    assert commands.run(["--profile", "nope"]) == 2
+
+
+def test_a_copied_run_folder_reruns_nothing(tmp_path):
+    nb_dir, run, copy = tmp_path / "nbs", tmp_path / "run", tmp_path / "elsewhere" / "copy"
+    _write_steps(nb_dir)
+    runner.run_pipeline(PROFILE, run, notebooks_dir=nb_dir)
+    shutil.copytree(run, copy)
+    stamp = json.loads((copy / "first.json").read_text())["t"]
+    again = runner.run_pipeline(PROFILE, copy, notebooks_dir=nb_dir)
+    assert all(s["skipped_last_run"] for s in again["steps"].values())
+    assert json.loads((copy / "first.json").read_text())["t"] == stamp
+    hashes = {p.name: json.loads(p.read_text())["hash"] for p in (run / ".done").glob("*.json")}
+    assert hashes == {p.name: json.loads(p.read_text())["hash"] for p in (copy / ".done").glob("*.json")}
+    # ... while a changed parameter still reruns its step in the copy
+    later = runner.run_pipeline(PROFILE, copy, notebooks_dir=nb_dir, overrides={"02-second.factor": 4})
+    assert not later["steps"]["02-second"]["skipped_last_run"] and later["steps"]["01-first"]["skipped_last_run"]
+
+
+def test_portable_parameters_drop_absolute_paths(tmp_path):
+    params = {"run_dir": str(tmp_path), "data_dir": "/data", "teacher": f"{tmp_path}/teachers/T", "seed": 1}
+    assert runner.portable_parameters(params, tmp_path) == {
+        "run_dir": "<run>",
+        "teacher": "<run>/teachers/T",
+        "seed": 1,
+    }
+
+
+def test_profile_hash_is_recorded_and_follows_profile_overrides_and_code(tmp_path):
+    nb_dir, run = tmp_path / "nbs", tmp_path / "run"
+    _write_steps(nb_dir)
+    summary = runner.run_pipeline(PROFILE, run, notebooks_dir=nb_dir, overrides={"seed": 3})
+    made = runner.profile_hash(PROFILE, nb_dir, {"seed": 3})
+    assert summary["profile_hash"] == made == json.loads((run / "run_summary.json").read_text())["profile_hash"]
+    assert len(summary["git_commit"]) == 40 and isinstance(summary["git_dirty"], bool)
+    plain = runner.profile_hash(PROFILE, nb_dir)
+    assert plain != made and plain == runner.profile_hash({**PROFILE, "description": "other words"}, nb_dir)
+    assert plain != runner.profile_hash({**PROFILE, "params": {"seed": 8}}, nb_dir)
+    nb = nbformat.read(nb_dir / "03-third.ipynb", as_version=4)
+    nb.cells[0].source = "# other prose"
+    nbformat.write(nb, nb_dir / "03-third.ipynb")
+    assert runner.profile_hash(PROFILE, nb_dir) == plain  # prose is not what the run computes
+    nb.cells[-1].source += "\nprint('more')"
+    nbformat.write(nb, nb_dir / "03-third.ipynb")
+    assert runner.profile_hash(PROFILE, nb_dir) != plain
+
+
+OLD_HEADLINE = (
+    f"# kdlib\n\n{build.README_START}\nProfile `cpu`, finished 2026-12-01: **66.8 min**.\n{build.README_END}\n"
+)
+
+
+def test_readme_check_fresh_stale_and_unstamped(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(OLD_HEADLINE)
+    assert commands.readme(["--check", "--readme", str(readme)]) == 1
+    assert capsys.readouterr().out.startswith("stale: the headline of") and "records no profile hash" in readme_check(
+        readme
+    )
+    summary = {"profile": "smoke", "profile_hash": runner.profile_hash("smoke"), "git_commit": "abcdef1234567890"}
+    readme.write_text(OLD_HEADLINE.replace("Profile `cpu`", stamp(summary) + "Profile `smoke`"))
+    assert "Made at commit `abcdef123456` with profile `smoke`" in readme.read_text()
+    assert commands.readme(["--check", "--readme", str(readme)]) == 0
+    assert capsys.readouterr().out.startswith("fresh: the headline's profile smoke hash")
+    readme.write_text(readme.read_text().replace(summary["profile_hash"], "0123456789abcdef"))
+    assert commands.readme(["--check", "--readme", str(readme)]) == 1
+    assert "made with profile smoke hash 0123456789abcdef (commit abcdef123456)" in capsys.readouterr().out
+    assert commands.readme(["--check", "--readme", str(tmp_path / "missing.md")]) == 2
+
+
+def test_a_stamped_headline_from_a_run_is_fresh(tmp_path):
+    """update_readme stamps the headline with the run's profile hash and commit; --check finds it fresh."""
+    source = Path(os.environ.get("KDLIB_RUN_DIR", runner.REPO_ROOT / "runs" / "smoke"))
+    if not (source / "run_summary.json").is_file() or not (source / "bench" / "bench.json").is_file():
+        pytest.skip(f"no complete run at {source} (set KDLIB_RUN_DIR)")
+    run = tmp_path / "run"
+    shutil.copytree(source, run, ignore=shutil.ignore_patterns("*.safetensors", "*.pt", "*.arrow", "notebooks"))
+    summary = json.loads((run / "run_summary.json").read_text())
+    summary.update(
+        profile_hash=runner.profile_hash(summary["profile"]), git_commit="0123456789abcdef0123", git_dirty=True
+    )
+    (run / "run_summary.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text(OLD_HEADLINE)
+    build.update_readme(run, readme)
+    text = readme.read_text()
+    assert f"profile-hash={summary['profile_hash']} commit=0123456789ab+changes -->" in text
+    assert f"Made at commit `0123456789ab+changes` with profile `{summary['profile']}`" in text
+    assert check_readme(readme)[0]
+
+
+def readme_check(readme: Path) -> str:
+    return check_readme(readme)[1]
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"kdlib {kdlib.__version__}"

@@ -44,8 +44,9 @@ def tag_for_pages(path: Path) -> None:
 
 
 def claims_markdown(run_dir: str | os.PathLike, *, links: bool = True) -> str:
-    """The paper's claims verdicts of a run (<run>/claims/main.json, written by the claims notebook) as a
-    Markdown table, then one sentence per companion chapter's claims; or a sentence saying they are absent.
+    """The main claims verdicts of a run (<run>/claims/main.json, written by the claims notebook) as two
+    Markdown tables, the paper's claims and this project's own questions, counted apart (claims, not their
+    comparisons), then one sentence per companion chapter's claims; or a sentence saying they are absent.
     `links=False` names the chapters in plain Markdown (for the README) instead of MyST `{doc}` links."""
     folder = Path(run_dir) / "claims"
     files = sorted(folder.glob("*.json"))
@@ -56,8 +57,16 @@ def claims_markdown(run_dir: str | os.PathLike, *, links: bool = True) -> str:
         )
     main = [f for f in files if f.stem == "main"] or files
     records = [rec for f in main for rec in read_json(f)]
-    frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))}) for r in records])
-    text = frame.to_markdown(index=False) + f"\n\nOf the paper's {len(frame)} claims: {_verdict_counts(records)}.\n"
+    text = ""
+    for kind, title in (
+        ("paper", "The paper's claims (its abstract's words)"),
+        ("project", "This project's own questions"),
+    ):
+        recs = [r for r in records if r.get("kind", "paper") == kind]
+        if recs:
+            frame = claims.claims_frame([claims.Claim(**{**r, "interval": _interval(r.get("interval"))}) for r in recs])
+            text += f"{title}:\n\n" + frame.to_markdown(index=False) + "\n\n"
+    text += _verdict_counts(records) + "\n"
     steps = {p.stem.split("-", 1)[1]: p.stem for p in runner.list_steps()}
     for f in files:
         if f in main:
@@ -66,12 +75,23 @@ def claims_markdown(run_dir: str | os.PathLike, *, links: bool = True) -> str:
         where = f"`{f.name}`"
         if f.stem in steps:
             where = f"{{doc}}`/notebooks/{steps[f.stem]}`" if links else f"`{steps[f.stem]}`"
-        text += f"\nThe companion chapter {where} checks {len(recs)} claims of its paper: {_verdict_counts(recs)}.\n"
+        counts = claims.verdict_counts([r.get("verdict") for r in recs])
+        text += f"\nThe companion chapter {where} checks {len(recs)} claims of its paper: {counts}.\n"
     return text
 
 
 def _verdict_counts(records: list[dict]) -> str:
-    return claims.verdict_counts([r.get("verdict") for r in records])
+    """'Of the paper's 2 claims: 1 supported, 1 not testable here. Of this project's 4 own questions: ...':
+    claims (not their comparisons) counted by kind, then how many are not testable here."""
+    parts = []
+    for kind, name in (("paper", "the paper's {} claims"), ("project", "this project's {} own questions")):
+        verdicts = [r.get("verdict") for r in records if r.get("kind", "paper") == kind]
+        if verdicts:
+            parts.append(f"Of {name.format(len(verdicts))}: {claims.verdict_counts(verdicts)}.")
+    untestable = sum(r.get("verdict") == claims.NOT_TESTABLE for r in records)
+    if untestable and len(parts) > 1:
+        parts.append(f"{untestable} of the {len(records)} are not testable here.")
+    return " ".join(parts)
 
 
 def _interval(value: Any) -> Any:
@@ -128,7 +148,10 @@ README_END = "<!-- headline:end -->"
 
 def readme_headline(run_dir: str | os.PathLike) -> str:
     """The README's headline of a complete run: when and on what it was measured, what it cost, the paper's
-    table beside ours and the claims verdicts, all read from the run folder."""
+    table beside ours and the claims verdicts, all read from the run folder; stamped with the run's profile hash
+    and commit (kdlib.book.readme), so that `python -m kdlib readme --check` can tell when it went stale."""
+    from kdlib.book.readme import stamp
+
     run = Path(run_dir)
     summary = read_json(run / "run_summary.json")
     if not summary.get("complete"):
@@ -139,7 +162,8 @@ def readme_headline(run_dir: str | os.PathLike) -> str:
         f", {device['gpu']}" if device.get("gpu") else ", no GPU"
     )
     return (
-        f"Profile `{summary['profile']}`, finished {finished[:10]} on {machine} (torch {device.get('torch', '?')}): "
+        stamp(summary)
+        + f"Profile `{summary['profile']}`, finished {finished[:10]} on {machine} (torch {device.get('torch', '?')}): "
         f"**{summary['total_wall_s'] / 60:.1f} min** of steps, peak memory "
         f"**{summary['peak_rss_mb'] / 1024:.1f} GB**.\n\n"
         + scores_markdown(run, reporting.collect_results(run))

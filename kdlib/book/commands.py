@@ -1,4 +1,6 @@
-"""The book's commands: `python -m kdlib run` (the notebook pipeline, then the book) and `python -m kdlib readme`.
+"""The book's commands: `python -m kdlib run` (the notebook pipeline, then the book), `python -m kdlib readme`
+(the README's headline, or `--check` whether it is stale) and `python -m kdlib compare` (a rerun against the
+published run, with the published run's intervals from kdlib.analysis.stats).
 
 Kept apart from :mod:`kdlib.book.runner` and :mod:`kdlib.book.build` so that neither imports the other's caller.
 """
@@ -8,9 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from kdlib.analysis import stats
 from kdlib.book import build, runner
+from kdlib.book.readme import check_readme
+from kdlib.eval.loyalty import Predictions
+from kdlib.run import compare as compare_mod
 
 
 def run(argv: list[str]) -> int:
@@ -61,7 +68,7 @@ def run(argv: list[str]) -> int:
             )
             print(
                 f"run {prof['name']}: {summary['total_wall_s']:.1f} s of steps, peak {summary['peak_rss_mb']:.0f} MB; "
-                f"summary in {out / 'run_summary.json'}"
+                f"profile hash {summary.get('profile_hash')}; summary in {out / 'run_summary.json'}"
             )
         if args.book or args.book_only:
             index = build.build_book(out, out=args.book_root)
@@ -76,15 +83,58 @@ def run(argv: list[str]) -> int:
 
 
 def readme(argv: list[str]) -> int:
-    """`python -m kdlib readme --run runs/cpu [--readme README.md]`: the README's headline from a run."""
+    """`python -m kdlib readme --run runs/cpu [--readme README.md]`: the README's headline from a run;
+    `--check`: exit 0 when the headline's profile hash is the current profile's, 1 when it is stale."""
     ap = argparse.ArgumentParser(prog="python -m kdlib readme", description=build.update_readme.__doc__)
-    ap.add_argument("--run", required=True, help="a complete run folder (e.g. runs/cpu)")
-    ap.add_argument("--readme", default=str(runner.REPO_ROOT / "README.md"), help="the README to update")
+    ap.add_argument("--run", help="a complete run folder (e.g. runs/cpu)")
+    ap.add_argument("--readme", default=str(runner.REPO_ROOT / "README.md"), help="the README to update or check")
+    ap.add_argument("--check", action="store_true", help="only say whether the headline is fresh (exit 0) or stale (1)")
     args = ap.parse_args(argv)
+    if not args.check and not args.run:
+        ap.error("give --run RUN (update the headline) or --check")
     try:
+        if args.check:
+            fresh, line = check_readme(args.readme)
+            print(line)
+            return 0 if fresh else 1
         path = build.update_readme(args.run, args.readme)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"kdlib readme: {exc}", file=sys.stderr)
         return 2
     print(f"updated the headline of {path} from {args.run}")
     return 0
+
+
+def published_intervals(run: Path, n_resamples: int = 1000) -> dict[str, tuple[float, float]]:
+    """95% intervals (kdlib.analysis.stats) of the run's scores and loyalty figures, keyed as compare keys them."""
+    out = {}
+    for key, fig in compare_mod.score_figures(run).items():
+        r = fig["record"]
+        out[key] = _interval(lambda r=r: stats.score_interval(_runs(run, r["model"], r["task"]), metric=r["metric"]))
+    for key, fig in compare_mod.loyalty_figures(run).items():
+        r, m = fig["record"], fig["measure"]
+        out[key] = _interval(
+            lambda r=r, m=m: stats.loyalty_interval(
+                _runs(run, r["reference"], r["task"]), _runs(run, r["student"], r["task"]), m
+            )
+        )
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _runs(run: Path, model: str, task: str) -> list[Predictions]:
+    """A model's test predictions on a task (none for the mean of several teachers, which has no interval)."""
+    return stats.load_runs(run, model, task) if model != "mean of teachers" else []
+
+
+def _interval(compute: Callable[[], stats.Interval]) -> tuple[float, float] | None:
+    """(low, high) of the interval `compute()` returns, or None where the run lacks what it needs."""
+    try:
+        iv = compute()
+    except (FileNotFoundError, ValueError, KeyError, IndexError):
+        return None
+    return (iv.low, iv.high)
+
+
+def compare(argv: list[str]) -> int:
+    """`python -m kdlib compare RUN_A RUN_B [--json]`: run B against the published run A (kdlib.run.compare)."""
+    return compare_mod.cli(argv, intervals=published_intervals)

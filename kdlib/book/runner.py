@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -358,12 +359,13 @@ def _profile_steps(prof: dict, notebooks_dir: str | os.PathLike) -> list[Path]:
     return steps
 
 
-def _open_summary(run_dir: Path, profile: str) -> tuple[dict, Path]:
-    """The run's run_summary.json (kept across invocations), stamped with this invocation's profile."""
+def _open_summary(run_dir: Path, profile: str, stamp: dict) -> tuple[dict, Path]:
+    """The run's run_summary.json (kept across invocations), stamped with this invocation's profile, its
+    `stamp` (profile hash, git commit)."""
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     path = run_dir / "run_summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else {}
-    summary.update({"profile": profile, "run_dir": str(run_dir), "python": sys.version.split()[0]})
+    summary.update({"profile": profile, **stamp, "run_dir": str(run_dir), "python": sys.version.split()[0]})
     summary.setdefault("steps", {})
     return summary, path
 
@@ -379,16 +381,54 @@ def _failure(nb: Path, error: dict, executed: Path) -> PipelineError:
     return PipelineError(nb.stem, msg, executed)
 
 
-def _step_hashes(steps: list[Path], params: dict[str, dict], declared: dict) -> dict[str, str]:
-    """A hash per step over its parameters, its notebook source, the profile's declared tasks and the hash
-    of the step before it."""
+MACHINE_PARAMS = ("data_dir",)  # where this machine keeps the task data: not part of what a step computes
+
+
+def portable_parameters(params: dict, run_dir: Path) -> Any:
+    """A step's parameters without absolute paths: the run folder becomes ``<run>``, the data folder is left out."""
+    kept = {k: v for k, v in params.items() if k not in MACHINE_PARAMS}
+    return json.loads(json.dumps(kept, sort_keys=True, default=str).replace(str(run_dir), "<run>"))
+
+
+def _step_hashes(steps: list[Path], params: dict[str, dict], declared: dict, run_dir: Path) -> dict[str, str]:
+    """A hash per step over its portable parameters, its notebook source, the profile's declared tasks and the
+    hash of the step before it: the same wherever the run folder lies, so a copied run folder reruns nothing."""
     chain, hashes = "", {}
     for nb in steps:
-        chain = _hash(
-            [chain, params[nb.stem], hashlib.sha256(nb.read_bytes()).hexdigest()] + ([declared] if declared else [])
-        )
+        own = [chain, portable_parameters(params[nb.stem], run_dir), hashlib.sha256(nb.read_bytes()).hexdigest()]
+        chain = _hash(own + ([declared] if declared else []))
         hashes[nb.stem] = chain
     return hashes
+
+
+def _code_hash(nb: Path) -> str:
+    """Hash of a notebook's code cells (what it computes; its prose and outputs left out)."""
+    cells = json.loads(nb.read_text(encoding="utf-8")).get("cells", [])
+    return _hash(["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"])
+
+
+def profile_hash(
+    profile: str | os.PathLike | dict,
+    notebooks_dir: str | os.PathLike = DEFAULT_NOTEBOOKS_DIR,
+    overrides: dict | None = None,
+) -> str:
+    """Hash of what a run of `profile` computes: the resolved profile (with `overrides`) and its notebooks' code."""
+    prof = load_profile(profile)
+    resolved = {k: v for k, v in prof.items() if k not in ("name", "description")}
+    code = {nb.stem: _code_hash(nb) for nb in _profile_steps(prof, notebooks_dir)}
+    return _hash({"profile": resolved, "overrides": overrides or {}, "notebooks": code})
+
+
+def git_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """``{"git_commit": sha, "git_dirty": bool}`` of the repository at `root`; {} outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {}
 
 
 def _up_to_date(run_dir: Path, nb: Path, step_hash: str) -> bool:
@@ -460,9 +500,10 @@ def run_pipeline(
     """Execute the notebooks of `profile` in order with papermill into `out_dir` (default runs/<profile>).
 
     Executed copies go to out_dir/notebooks/NN-name.ipynb; a step whose marker
-    out_dir/.done/NN-name.json holds the same parameter hash (own params, notebook source and
-    the hashes of the steps before it) is skipped. The first failure raises PipelineError naming the
-    notebook and cell; out_dir/run_summary.json records wall time and peak memory per step.
+    out_dir/.done/NN-name.json holds the same parameter hash (own params without absolute paths, notebook
+    source and the hashes of the steps before it) is skipped, also in a copied run folder. The first failure
+    raises PipelineError naming the notebook and cell; out_dir/run_summary.json records wall time and peak
+    memory per step, the profile hash (:func:`profile_hash`) and the git commit the run was made with.
     """
     from tqdm.auto import tqdm
 
@@ -475,9 +516,10 @@ def run_pipeline(
     declared = task_declarations(prof)
     if declared.get("tasks"):
         check_declared_tasks(declared, prof["params"].get("data_dir"))
-    hashes = _step_hashes(steps, params, declared)
+    hashes = _step_hashes(steps, params, declared, run_dir)
     ensure_drive(run_dir, mount=False)  # on Colab: never create a local folder where Drive should be mounted
-    summary, summary_path = _open_summary(run_dir, prof["name"])
+    stamp = {"profile_hash": profile_hash(prof, notebooks_dir, overrides), **git_commit()}
+    summary, summary_path = _open_summary(run_dir, prof["name"], stamp)
     tasks_file = write_task_declarations(run_dir, declared)
     todo = [nb for nb in steps if only_name in (None, nb.stem)]
     log.info("run %s: %d step(s) into %s", prof["name"], len(todo), run_dir)
