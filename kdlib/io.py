@@ -10,9 +10,12 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,3 +58,18 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the earlier pipeline step that writes it")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, Any], *, compress: bool = True) -> None:
+    """`numpy.savez_compressed` (or `savez`), atomically and byte-for-byte reproducible.
+
+    numpy stamps each member with the current time, so two runs that compute the same arrays would write
+    different bytes; here every member carries one fixed date. `numpy.load` reads the file as usual.
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=method) as archive:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

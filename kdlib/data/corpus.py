@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from kdlib.data import load as data
 from kdlib.data import tasks as tasks_mod
 from kdlib.data.text import normalizer, split_sentences
+from kdlib.io import save_npz
 
 __all__ = [
     "MODES",
@@ -254,12 +255,10 @@ def length_index(ds: Dataset, columns: tuple[str, ...] = ("n_words", "n_chars"))
         "total_chars": np.int64(n_chars.sum(dtype=np.int64)),
     }
     if cache is not None:
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
         try:
-            np.savez(tmp, **index)
-            os.replace(tmp, cache)
+            save_npz(cache, index, compress=False)
         except OSError:  # a read-only corpus folder: the index is simply computed again next time
-            tmp.unlink(missing_ok=True)
+            pass
     return {c: index[c] for c in columns}
 
 

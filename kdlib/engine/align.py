@@ -429,6 +429,7 @@ def hidden_agreement(model_a, tok_a, model_b, tok_b, words: list[list[str]], *, 
     lin = []
     for fit, test in ((half, ~half), (~half, half)):
         ones = torch.ones(int(fit.sum()), 1)
-        coef = torch.linalg.lstsq(torch.cat([xa[fit], ones], 1), xb[fit]).solution
+        # float64: float32 least squares gives run-to-run different answers on identical input
+        coef = torch.linalg.lstsq(torch.cat([xa[fit], ones], 1).double(), xb[fit].double()).solution.float()
         lin.append(cos(torch.cat([xa[test], torch.ones(int(test.sum()), 1)], 1) @ coef, xb[test]))
     return {"words": len(b), "cosine": raw, "cosine_linear": sum(lin) / 2}

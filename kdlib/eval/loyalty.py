@@ -43,7 +43,7 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import accuracy_score
 
 from kdlib.eval.metrics import correlation
-from kdlib.io import atomic_path, write_json_atomic
+from kdlib.io import save_npz, write_json_atomic
 
 FORMAT = "kdlib-predictions/1"
 PREDICTIONS_FILE = "predictions.npz"
@@ -176,8 +176,7 @@ def save_predictions(pred: Predictions, path: str | Path) -> Path:
         arrays["probs"] = np.asarray(pred.probs, dtype=np.float32)
     if pred.outputs is not None:
         arrays["outputs"] = np.asarray(pred.outputs, dtype=np.float32)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    save_npz(path, arrays)
     return path
 
 

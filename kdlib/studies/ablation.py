@@ -21,9 +21,8 @@ the intervals make that choice clear.
 
 from __future__ import annotations
 
-import shutil
-
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -105,6 +105,7 @@ def fasttext_vectors(
     tmp = folder.with_name(f".{folder.name}.tmp")  # gensim writes several files: save a folder, then rename it
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    model.wv.lifecycle_events = None  # else the file records the save's time, host and path: equal vectors, other bytes
     model.wv.save(str(tmp / "vectors.kv"))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
