@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from kdlib.analysis import stats
 from kdlib.book import build, runner
 from kdlib.book.readme import check_readme
@@ -48,8 +50,15 @@ def run(argv: list[str]) -> int:
         help="folder under which the book is built as _build/html (default: the repository)",
     )
     parser.add_argument("--list", action="store_true", help="list profiles and steps, then exit")
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="print every step's resolved parameters (profile, then --set; <run> = the run folder), then exit "
+        "without running anything",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    level = logging.WARNING if args.show else logging.INFO  # --show prints the plan alone
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     if args.list:
         print("profiles:", ", ".join(runner.available_profiles()))
         print("steps:", ", ".join(p.stem for p in runner.list_steps(args.notebooks)))
@@ -57,6 +66,9 @@ def run(argv: list[str]) -> int:
     try:
         prof = runner.load_profile(args.profile)
         out = Path(args.out or runner.REPO_ROOT / "runs" / prof["name"])
+        if args.show:
+            print(show(prof, out, only=args.only, overrides=runner.parse_set(args.set), notebooks_dir=args.notebooks))
+            return 0
         if not args.book_only:
             summary = runner.run_pipeline(
                 prof,
@@ -80,6 +92,24 @@ def run(argv: list[str]) -> int:
         print(f"kdlib run: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def show(prof: dict, out: Path, *, only: str | None, overrides: dict, notebooks_dir: str) -> str:
+    """What `run` would run: each step's parameters as kdlib.book.runner resolves them, the run folder as <run>."""
+    run_dir = out.resolve()
+    params = runner.resolve_parameters(prof, runner.list_steps(notebooks_dir), run_dir, overrides)
+    steps = [p.stem for p in runner._profile_steps(prof, notebooks_dir)]
+    if only:
+        steps = [runner._match_step(only, steps)]
+    shown = {name: _shown_parameters(params[name], run_dir) for name in steps}
+    body = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, allow_unicode=True, width=120)
+    return f"# profile {prof['name']}: {len(steps)} step(s); <run> = {out}\n{body.rstrip()}"
+
+
+def _shown_parameters(params: dict, run_dir: Path) -> dict:
+    """A step's parameters with paths relative to the run folder (<run>); machine paths (data_dir) kept as they are."""
+    machine = {k: params[k] for k in runner.MACHINE_PARAMS if k in params}
+    return {**runner.portable_parameters(params, run_dir), **machine}
 
 
 def readme(argv: list[str]) -> int:

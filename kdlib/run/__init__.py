@@ -1,2 +1,1 @@
-"""The run folder: the models a run made (`registry`).
-"""
+"""The run folder: the models a run made (`registry`)."""
