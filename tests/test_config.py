@@ -19,6 +19,7 @@ OPERATIONAL = {
     "keep_checkpoints",
     "keep_final_checkpoint",
     "log_every",
+    "report_to",
     "corpus",
     "corpus_max_sentences",
     "out_dir",

@@ -32,7 +32,10 @@ def setting(default: Any = MISSING, *, doc: str, operational: bool = False) -> A
     An operational setting (where the run writes, how often it logs or saves, on which device) does not
     change what the run computes; every other one does, so it invalidates a checkpoint and a finished run.
     """
-    return field(default=default, metadata={"doc": doc, "operational": operational})
+    meta = {"doc": doc, "operational": operational}
+    if isinstance(default, list):  # a fresh copy per config: a dataclass refuses a shared mutable default
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -134,6 +137,12 @@ class DistillConfig:
         "auto", doc="'auto': teachers in bf16 (fp16 without bf16) on a GPU, fp32 elsewhere; 'fp32': always fp32"
     )
     log_every: int = setting(1, doc="write a log.jsonl record every this many steps", operational=True)
+    report_to: list[str] = setting(
+        [],
+        doc="also send the log.jsonl figures to these trackers (kdlib.engine.tracking): 'tensorboard' (event "
+        "files in out_dir/tensorboard) and/or 'trackio'; each needs its package; [] (default): none",
+        operational=True,
+    )
     seed: int = setting(56, doc="seed of the initialisation, data order, masking and dropout")
     amp: str = setting(
         "auto",

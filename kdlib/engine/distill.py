@@ -55,6 +55,7 @@ from kdlib.device import (
     is_main,
     on_colab,
 )
+from kdlib.engine import card as kcard
 from kdlib.engine import checkpoint as ckpt
 from kdlib.engine import cost
 from kdlib.engine.batching import (
@@ -81,6 +82,7 @@ from kdlib.engine.models import (
 )
 from kdlib.engine.objective import student_losses, student_plan, teacher_outputs
 from kdlib.engine.optim import make_adamw
+from kdlib.engine.tracking import Tracker, check_report_to
 
 # the public names of the distillation API, wherever they are defined
 __all__ = [
@@ -101,38 +103,43 @@ __all__ = [
 
 # -------------------------------------------------------------------------------------------- output
 def _model_card(student: Student, config: DistillConfig, summary: dict, corpus_meta: dict) -> str:
-    tlist = "\n".join(
-        f"- `{t.name}`: `{t.path}` (weight {t.weight})" for t in config.teachers if t.name in student.teachers
-    )
+    """The student's card (kdlib.engine.card): its teachers and data with their licences, how it was trained;
+    no absolute paths, no measured times. No model-index: distillation losses are not benchmark results."""
+    run_dir = Path(config.out_dir)
+    teachers = [(t.name, t.path) for t in config.teachers if t.name in student.teachers]
+    weights = ", ".join(f"`{t.name}` {t.weight}" for t in config.teachers if t.name in student.teachers)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in summary["final_losses"].items())
-    return f"""---
-language: ro
-library_name: transformers
-tags: [distilbert, knowledge-distillation, romanian, kdlib]
----
-# {student.spec.name}
+    corpus = kcard.shown_path(corpus_meta.get("name") or "in-memory corpus", run_dir)
+    tokenizer = student.spec.tokenizer_from or student.teachers[0]
+    n_params = sum(p.numel() for p in student.model.parameters())
+    body = f"""# {student.spec.name}
 
-A DistilBERT-style student distilled with `kdlib` (reproduction of Avram et al., LREC 2022).
+A DistilBERT-style student distilled with `kdlib` (reproduction of Avram et al., LREC 2022), loadable with
+`transformers.AutoModelForMaskedLM`. Teacher weights in the ensemble: {weights}.
 
-## Teachers
-{tlist}
-
-Student vocabulary and tokenizer from `{student.spec.tokenizer_from or student.teachers[0]}`; initialisation
-`{student.spec.init}`, shape `{student.spec.shape}`, {student.model.config.num_hidden_layers} layers,
-{sum(p.numel() for p in student.model.parameters()):,} parameters.
+Student vocabulary and tokenizer from teacher `{tokenizer}`; initialisation `{student.spec.init}`, shape
+`{student.spec.shape}`, {student.model.config.num_hidden_layers} layer(s), {n_params:,} parameters.
 
 ## Training
 - multi-teacher strategy: `{config.strategy}`; cross-tokenizer alignment: `{config.cross_tokenizer}`
 - loss: {config.alpha_ce} * T^2 * KL (T={config.temperature}, on {config.kl_on} positions)
   + {config.alpha_mlm} * MLM + {config.alpha_cos} * cosine
-- corpus: {corpus_meta.get("name")}: {corpus_meta.get("sentences"):,} sentences,
-  {corpus_meta.get("characters"):,} characters
+- corpus: {corpus}: {corpus_meta.get("sentences"):,} sentences, {corpus_meta.get("characters"):,} characters
 - steps: {summary["steps"]}; global batch {summary["global_batch"]} texts; lr {config.lr}; seed {config.seed}
+  (amp {summary["amp"]}, {summary["world_size"]} process(es))
 - final losses (mean of the last logged steps): {losses}
 - mean unmapped teacher mass (cross-vocabulary teachers): {summary.get("unmapped") or "n/a"}
-- wall time: {summary["wall_time_s"]:.1f} s on {summary["device"]}
-  (amp {summary["amp"]}, {summary["world_size"]} process(es))
-"""
+
+Distillation losses are not benchmark results: this card has no evaluation results."""
+    return kcard.render(
+        body=body,
+        models=teachers,
+        models_title="Teachers",
+        run_dir=run_dir,
+        sources=kcard.corpus_sources(corpus_meta.get("name")),
+        pipeline_tag="fill-mask",
+        tags=["distilbert", "knowledge-distillation", "romanian", "kdlib"],
+    )
 
 
 def _save_student(student: Student, config: DistillConfig, summary: dict, corpus_meta: dict) -> None:
@@ -311,6 +318,7 @@ class Run:
     students: list[Student]
     views: dict[str, Any]
     token_weights: tuple[str, torch.Tensor] | None
+    tracker: Tracker | None = None  # report_to: the log records also go to TensorBoard / trackio (rank 0)
 
     @property
     def used_teachers(self) -> list[str]:
@@ -499,6 +507,8 @@ def log_step(run: Run, bar, step: int, epoch: int, sums: dict, tokens: int, seco
         }
         with open(run.log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
+        if run.tracker is not None:
+            run.tracker.log({k: v for k, v in rec.items() if k != "step"}, step)
         first = sums[run.students[0].spec.name]
         bar.set_postfix(
             {
@@ -605,6 +615,7 @@ def distill(
     """
     # cheap checks first: settings, corpus size, a checkpoint that cannot continue exactly
     config.validate()
+    check_report_to(config.report_to)  # a missing tracker package fails here, before any work
     texts = TextCorpus(corpus)  # read by index; only word counts in memory
     env, device = init_distributed(config.device)
     if len(texts) < config.batch_size * env.world_size:
@@ -640,6 +651,15 @@ def distill(
     step, stream, elapsed_before = restore(run, texts, start)
     wrap_for_training(run)
     start_log(run, step, resumed=start is not None)
+    if env.is_main and config.report_to:
+        run.tracker = Tracker(
+            config.report_to,
+            config.out_dir,
+            project="kdlib-distill",
+            name=Path(config.out_dir).name,
+            config=config.to_dict(),
+            start_step=step + 1,  # the steps after the checkpoint are logged again
+        )
     if env.is_main and step < config.max_steps:
         announce_cost(run, texts, step)
 
@@ -659,6 +679,8 @@ def distill(
             log_step(run, bar, step, stream.epoch, sums, tokens, now - t_step, elapsed_before + now - t0)
             if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
                 save(run, step, stream, elapsed_before + time.perf_counter() - t0, len(texts))
+    if run.tracker is not None:
+        run.tracker.close()
     return finish(run, texts, corpus_name, step, elapsed_before + time.perf_counter() - t0)
 
 
@@ -684,6 +706,14 @@ def cli(argv: list[str]) -> int:
     )
     p.add_argument("--resume", action="store_true", help="(the default; kept for old scripts)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    p.add_argument(
+        "--report-to", nargs="+", metavar="TRACKER", help="also log to tensorboard and/or trackio (config report_to)"
+    )
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="upload the saved student to this hub model repository (several students: REPO-<student>)",
+    )
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
     for key, val in (
@@ -691,6 +721,7 @@ def cli(argv: list[str]) -> int:
         ("save_every", args.save_every),
         ("out_dir", args.out),
         ("device", args.device),
+        ("report_to", args.report_to),
     ):
         if val is not None:
             overrides[key] = val
@@ -711,6 +742,20 @@ def cli(argv: list[str]) -> int:
                 {k: {"final_losses": v["final_losses"], "out_dir": v["out_dir"]} for k, v in summary.items()}, indent=2
             )
         )
+    if summary and args.push_to_hub:
+        return push_students(summary, args.push_to_hub)
+    return 0
+
+
+def push_students(summary: dict, repo_id: str) -> int:
+    """Upload every saved student of `summary` to the hub (kdlib.engine.card.push_folder); 1 on a failed push."""
+    folders = [(name, Path(info["out_dir"])) for name, info in summary.items()]
+    try:
+        for folder, repo in kcard.push_targets(folders, repo_id):
+            print(f"kdlib distill: pushed {folder.name} to {repo}: {kcard.push_folder(folder, repo)}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # network, authentication, a bad repository name
+        print(f"kdlib distill: error: push to the hub failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -41,7 +41,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,9 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from kdlib.data.load import load_task
 from kdlib.device import AMP_MODES, amp_settings, autocast, grad_scaler, pick_device
+from kdlib.engine import card as kcard
 from kdlib.engine.optim import make_adamw
+from kdlib.engine.tracking import Tracker, check_report_to
 from kdlib.eval.loyalty import PREDICTIONS_FILE, Predictions, save_predictions
 from kdlib.eval.metrics import compute_metrics, prediction_collapse, task_kind_and_metric
 from kdlib.io import write_json_atomic
@@ -67,7 +69,8 @@ HEAD_WEIGHTS_FILE = "head.safetensors"
 # the modules whose code decides what a fine-tune computes (relative to the kdlib package): a finished fine-tune
 # of other code is not reused
 FINETUNE_MODULES = ("eval/finetune", "eval/metrics", "eval/loyalty", "engine/optim", "device")
-OPERATIONAL_KEYS = ("device",)  # FinetuneConfig fields that do not change what a finished fine-tune computed
+# FinetuneConfig fields that do not change what a finished fine-tune computed
+OPERATIONAL_KEYS = ("device", "report_to")
 MODEL_FILES = (".json", ".safetensors", ".bin", ".txt", ".model")  # what a model folder's fingerprint reads
 
 
@@ -85,7 +88,8 @@ class FinetuneConfig:
     runs (a fixed random subset, seed 0, the same for every model and seed).
     device: "auto" (cuda > mps > cpu) or a torch device string. amp: "auto" (bf16 autocast on a CUDA
     GPU that supports it, fp16 + GradScaler on older GPUs, fp32 on CPU), "bf16", "fp16" or "off"
-    (kdlib.device.amp_settings).
+    (kdlib.device.amp_settings). report_to: also log each epoch's figures to "tensorboard" (event files in
+    out_dir/tensorboard) and/or "trackio" (kdlib.engine.tracking; each needs its package); [] (default): none.
     """
 
     epochs: int = 3
@@ -102,6 +106,7 @@ class FinetuneConfig:
     max_eval_examples: int | None = None
     device: str = "auto"
     amp: str = "auto"
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -446,8 +451,8 @@ def model_fingerprint(name_or_path: str) -> str:
 def unit_settings(model_name_or_path: str, task: str, config: FinetuneConfig, splits: Sequence[Any]) -> dict:
     """What decides a fine-tune's result, recorded in its metrics.json: a rerun with the same ones reuses it."""
     return {
-        "model": model_name_or_path,
-        "model_files": model_fingerprint(model_name_or_path),
+        "model": Path(model_name_or_path).name if Path(model_name_or_path).is_dir() else model_name_or_path,
+        "model_files": model_fingerprint(model_name_or_path),  # the folder's content: a moved run still matches
         "task": task,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in OPERATIONAL_KEYS},
         "data": data_fingerprint(splits),
@@ -554,9 +559,11 @@ def _fit(
     pad_id: int,
     device: torch.device,
     progress: bool,
+    tracker: Tracker | None = None,
 ) -> tuple[list[dict], dict, float]:
     """Train `config.epochs` epochs, validating after each; load the best epoch's weights (ties -> earliest).
-    Returns (history, best epoch's record, training seconds)."""
+    Each epoch's record also goes to `tracker` (report_to). Returns (history, best epoch's record, training
+    seconds)."""
     amp = amp_settings(device, config.amp)
     total = math.ceil(len(feats["train"]) / config.batch_size) * config.epochs
     optimizer, scheduler = make_adamw(
@@ -607,11 +614,50 @@ def _fit(
                 "seconds": time.perf_counter() - te,
             }
         )
+        if tracker is not None:
+            tracker.log({k: v for k, v in history[-1].items() if k != "epoch"}, epoch)
         if best is None or val_metrics["score"] > best["validation"]["score"]:
             best = history[-1]
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return history, best, t_train
+
+
+def task_model_card(
+    model_name_or_path: str, task: str, out_dir: Path, config: FinetuneConfig, best: dict, test: dict
+) -> str:
+    """The saved task model's card (kdlib.engine.card): base model and task data with their licences, the
+    settings, and the test metrics as model-index results; no absolute paths, no measured times."""
+    kind, metric = task_kind_and_metric(task)
+    base = kcard.shown_path(model_name_or_path, out_dir)
+    scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in test.items() if k != "score" and isinstance(v, (int, float)))
+    body = f"""# {Path(base).name} fine-tuned on {task}
+
+`{base}` fine-tuned with `kdlib` on the task `{task}` ({kind}; headline metric {metric}): the encoder (loadable
+with `transformers.AutoModel`) plus a linear head (`{HEAD_WEIGHTS_FILE}`, described by `{TASK_HEAD_FILE}`); load both
+with `kdlib.eval.finetune.TaskModel.load(folder)`.
+
+## Training
+- epochs {config.epochs} (best on validation: {best["epoch"]}); lr {config.lr}; batch {config.batch_size};
+  max_len {config.max_len}; warmup {config.warmup}; weight decay {config.weight_decay}; dropout {config.dropout};
+  seed {config.seed}; amp {config.amp}
+- examples: max_train_examples {config.max_train_examples}, max_eval_examples {config.max_eval_examples}
+
+## Test results
+| metric | value |
+| --- | --- |
+{scores}"""
+    return kcard.render(
+        body=body,
+        models=[(Path(base).name, model_name_or_path)],
+        models_title="Base model",
+        run_dir=out_dir,
+        sources=[kcard.task_source(task)],
+        pipeline_tag=kcard.PIPELINE_TAGS.get(kind, "text-classification"),
+        tags=["kdlib", "romanian", task],
+        model_name=f"{Path(base).name}-{task}",
+        eval_results=kcard.eval_results(task, kind, test),
+    )
 
 
 def finetune(
@@ -644,6 +690,7 @@ def finetune(
         config = dataclasses.replace(config, max_train_examples=max_train_examples)
     kind, metric = task_kind_and_metric(task)
     out_dir = Path(out_dir)
+    check_report_to(config.report_to)  # a missing tracker package fails here, before any work
     _check_model_path(model_name_or_path)
     label_names, train, val, test = _splits(task, kind, dataset, data_dir, config)
     settings = unit_settings(model_name_or_path, task, config, (train, val, test))
@@ -660,9 +707,21 @@ def finetune(
     feats = {name: encode_split(split, tokenizer, kind, config.max_len) for name, split in splits.items()}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     gold = {name: splits[name]["tags" if kind == "tagging" else "label"] for name in ("validation", "test")}
+    tracker = Tracker(config.report_to, out_dir, project="kdlib-finetune", name=out_dir.name, config=settings)
     history, best, t_train = _fit(
-        model, feats, val, gold, label_names, task=task, config=config, pad_id=pad_id, device=device, progress=progress
+        model,
+        feats,
+        val,
+        gold,
+        label_names,
+        task=task,
+        config=config,
+        pad_id=pad_id,
+        device=device,
+        progress=progress,
+        tracker=tracker,
     )
+    tracker.close()
     # the best epoch on test: predictions, then metrics.json (written last: marks a finished run)
     if save_model:
         model.save(out_dir / MODEL_DIR, tokenizer, task=task, label_names=label_names)
@@ -681,12 +740,16 @@ def finetune(
     test_metrics, t_test = _score(task, kind, outs, gold["test"], label_names), time.perf_counter() - te
     test_pred = _to_predictions(task, model_name_or_path, kind, test, outs, label_names)
     save_predictions(test_pred, out_dir / PREDICTIONS_FILE)
+    if save_model:
+        kcard.write_card(
+            out_dir / MODEL_DIR, task_model_card(model_name_or_path, task, out_dir, config, best, test_metrics)
+        )
     result = {
         "model": model_name_or_path,
         "task": task,
         "kind": kind,
         "metric": metric,
-        "config": dataclasses.asdict(config),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "report_to" or v},
         "device": str(device),
         "parameters": sum(p.numel() for p in model.encoder.parameters()),
         "label_names": label_names,
@@ -769,7 +832,17 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--overwrite", action="store_true", help="redo finished runs made with other settings")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--save-model", action="store_true", help="also save the best model to OUT/model (a teacher)")
+    ap.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="upload the saved model (implies --save-model) to this hub model repository (--seeds: REPO-seed-<s>)",
+    )
+    ap.add_argument(
+        "--report-to", nargs="+", metavar="TRACKER", help="also log each epoch to tensorboard and/or trackio"
+    )
     for f in dataclasses.fields(FinetuneConfig):
+        if f.name == "report_to":
+            continue
         typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], int)
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default}")
     args = ap.parse_args(argv)
@@ -783,7 +856,7 @@ def cli(argv: list[str]) -> int:
             "data_dir": args.data_dir,
             "overwrite": args.overwrite,
             "progress": not args.no_progress,
-            "save_model": args.save_model,
+            "save_model": args.save_model or bool(args.push_to_hub),
         }
         if args.seeds:
             result = finetune_seeds(args.model, args.task, args.out, args.seeds, **kw)
@@ -801,4 +874,20 @@ def cli(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"kdlib finetune: {exc}", file=sys.stderr)
         return 2
+    if args.push_to_hub:
+        runs = (
+            [(f"seed-{s}", Path(args.out) / f"seed-{s}") for s in args.seeds] if args.seeds else [("", Path(args.out))]
+        )
+        return push_models(runs, args.push_to_hub)
+    return 0
+
+
+def push_models(runs: list[tuple[str, Path]], repo_id: str) -> int:
+    """Upload the saved model of each (name, fine-tune folder) to the hub (kdlib.engine.card); 1 on a failed push."""
+    try:
+        for folder, repo in kcard.push_targets([(name, out / MODEL_DIR) for name, out in runs], repo_id):
+            print(f"kdlib finetune: pushed {folder} to {repo}: {kcard.push_folder(folder, repo)}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # network, authentication, a bad repository name
+        print(f"kdlib finetune: push to the hub failed: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -1187,7 +1187,8 @@ def _row(rows: list[dict], name: str) -> dict | None:
 
 
 def _runs(row: dict) -> list[Predictions]:
-    return [load_predictions(p) for p in row.get("predictions_runs") or [row["predictions"]]]
+    runs = row.get("predictions_runs")  # a list, or NaN in a table row of a model trained once
+    return [load_predictions(p) for p in (runs if isinstance(runs, (list, tuple)) and runs else [row["predictions"]])]
 
 
 def _task_comparison(
