@@ -276,7 +276,8 @@ def test_main_claims_follow_the_data(tmp_path, real_gold):
     assert b.margin == pytest.approx(b.interval.low + 3.0) and b.margin > 0
     assert b.fragile is (b.margin < b.details[0]["seed_se"] if len(b.details) == 1 else b.fragile)
     assert all(d["verdict"] == claims.SUPPORTED for d in b.details)
-    assert [c.kind for c in got.values()] == ["paper", "paper", "project", "project", "project", "project"]
+    assert [c.kind for c in got.values()] == ["paper", "paper", "paper", "project", "project", "project", "project"]
+    assert got["b-released"].verdict == claims.NOT_TESTABLE and "no released student" in got["b-released"].reason
     assert got["b"].quote.startswith("Our experimental results argue") and "~35% smaller" in got["a"].quote
     assert all(not c.quote for c in got.values() if c.kind == "project")
 
@@ -396,7 +397,7 @@ def test_notebook_writes_the_claims(tmp_path, real_gold, data_dir):
         progress_bar=False,
     )
     written = claims.read_claims(run / "claims" / "main.json")
-    assert [c.id for c in written] == ["a", "b", "c", "d", "e", "e-random"]
+    assert [c.id for c in written] == ["a", "b", "b-released", "c", "d", "e", "e-random"]
     assert all(c.verdict in claims.VERDICTS for c in written)
     executed = json.loads(out.read_text())
     outputs = json.dumps([c.get("outputs", []) for c in executed["cells"]])

@@ -34,9 +34,11 @@ thresholds live in :data:`THRESHOLDS` (number, practical margin and wording, sho
 nowhere else. For an inconclusive verdict the reason says what budget would settle it
 (kdlib.analysis.stats.required_n).
 
-:func:`main_claims` computes (a)-(e) and the random-initialisation pair from a run folder:
+:func:`main_claims` computes (a)-(e), the random-initialisation pair and (b-released), claim (b) for the students
+the authors released (role "released" in the registry, notebook 04's ``released_students``; not testable here
+without them), from a run folder:
 ``bench/bench.json`` (kdlib.bench.speed), the test predictions of notebook 04 (kdlib.analysis.stats.load_runs),
-the registries of notebooks 01-03. :func:`comparisons` is the long table of every comparison behind the
+the registries of notebooks 01-04. :func:`comparisons` is the long table of every comparison behind the
 claims; :func:`task_table` the per-task score intervals beside the usual alternate metrics and the
 majority-class baseline; :func:`collapsed_runs` the fine-tuning seeds that collapsed to one class.
 """
@@ -579,6 +581,12 @@ SPECS: dict[str, tuple[str, str, str, str]] = {
         "paper",
         ABSTRACT_COMPARABLE,
     ),
+    "b-released": (
+        "The authors' released students stay within a few points of their teachers on every task",
+        "paper abstract; §7.1, Table 3 (the students the authors released: racai/distilbert-*)",
+        "paper",
+        ABSTRACT_COMPARABLE,
+    ),
     "c": (
         "The two-teacher student is as good as or better than the single-teacher students",
         "this project (the paper reports the scores, §7.1; its abstract ranks no student)",
@@ -606,6 +614,7 @@ SPECS: dict[str, tuple[str, str, str, str]] = {
 }
 THRESHOLD_OF = {
     "b": "teacher_gap",
+    "b-released": "teacher_gap",
     "c": "multi_vs_single",
     "d": "loyalty_over_control",
     "e": "over_control",
@@ -822,10 +831,10 @@ def _collapsed_pair(r: RunResults, a: str, b: str, task: str) -> str:
     return "both models collapsed to constant predictions (no evidence)" if task not in r.evidence_tasks(a, b) else ""
 
 
-def _gap_items(r: RunResults) -> list[Item]:
+def _gap_items(r: RunResults, students: Sequence[str]) -> list[Item]:
     """(b) student - teacher on every learned task; a pair that both collapsed is not testable."""
     items: list[Item] = []
-    for s in r.students:
+    for s in students:
         for t in r.teachers_of(s):
             for task in r.learned:
                 why = _collapsed_pair(r, s, t, task)
@@ -855,8 +864,10 @@ def main_claims(
     r = results or RunResults(run_dir, n_resamples=n_resamples, seed=seed)
     claims = [claim_speed_size(run_dir)]
     if not r.learned:
-        return claims + [_unlearned(r, cid) for cid in ("b", "c", "d", "e", "e-random")]
-    claims.append(_items_claim(r, "b", _gap_items(r)))
+        rest = [_unlearned(r, cid) for cid in ("c", "d", "e", "e-random")]
+        return claims + [_unlearned(r, "b"), claim_released(r), *rest]
+    claims.append(_items_claim(r, "b", _gap_items(r, r.students)))
+    claims.append(claim_released(r))
     claims.append(_items_claim(r, "c", [_mean_item(r, m, s) for m in r.multi for s in r.single]))
     claims.append(_loyalty_claim(r))
     claims.append(_items_claim(r, "e", _control_items(r, r.students)))
@@ -868,10 +879,27 @@ def main_claims(
         claims.append(_claim("e-random", THRESHOLDS["over_control"]["text"], verdict=NOT_TESTABLE, reason=why))
     left_out = len(r.learned) < len(r.tasks)
     for claim in claims[1:]:
-        if claim.verdict != NOT_TESTABLE and (claim.id == "b" or left_out):
-            note = r.scope() if claim.id == "b" else "Its means are over the tasks claim (b) names."
+        if claim.verdict != NOT_TESTABLE and (claim.id in ("b", "b-released") or left_out):
+            note = r.scope() if claim.id in ("b", "b-released") else "Its means are over the tasks claim (b) names."
             claim.reason = f"{claim.reason} {note}".strip()
     return claims
+
+
+def claim_released(r: RunResults) -> Claim:
+    """(b-released) as (b), for the students registered with the role "released" (notebook 04's released_students)."""
+    registered = [n for n, info in r.zoo.items() if info["role"] == "released"]
+    evaluated = [n for n in registered if n in r.models]
+    if not evaluated:
+        why = (
+            f"The released students {registered} are registered but were not evaluated (notebook 04's models)."
+            if registered
+            else "The run evaluated no released student (notebook 04's released_students; the colab and paper "
+            "profiles list the authors' three)."
+        )
+        return _claim("b-released", THRESHOLDS["teacher_gap"]["text"], verdict=NOT_TESTABLE, reason=why)
+    if not r.learned:
+        return _unlearned(r, "b-released")
+    return _items_claim(r, "b-released", _gap_items(r, evaluated))
 
 
 def _loyalty_claim(r: RunResults) -> Claim:

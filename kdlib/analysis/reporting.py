@@ -474,7 +474,7 @@ MODEL_COLORS = {
 # Models without a fixed colour get one of these, picked from a hash of the name (the same in every process);
 # a chapter that adds a model the book shows often gives it a fixed colour above.
 EXTRA_COLORS = ("#1b9e77", "#8c564b", "#bcbd22", "#17becf", "#393b79", "#637939", "#d95f02", "#e7298a")
-ROLE_MARKERS = {"teacher": "s", "student": "o", "control": "X"}
+ROLE_MARKERS = {"teacher": "s", "student": "o", "control": "X", "released": "P"}
 
 
 def _styled(plot: Callable) -> Callable:

@@ -1,9 +1,13 @@
 """The registry of a run's models, and the one builder of a distillation run for the notebooks.
 
 Notebook 01 writes ``<run>/teachers/teachers.json``; notebooks 02 and 03 each write a registry file
-(``<run>/distill/single.json``, ``<run>/distill/ensemble.json``) naming the students they trained. Every
-later step (evaluation, loyalty, results) finds the models through :func:`models`, so the schema of an
-entry lives in one place, :class:`ModelEntry`.
+(``<run>/distill/single.json``, ``<run>/distill/ensemble.json``) naming the students they trained; notebook 04
+writes ``<run>/released/released.json`` when its ``released_students`` parameter names students trained
+elsewhere (the authors' released ones, kind "released": evaluated and compared with their teachers, never
+distilled here; :func:`released_entries` checks them against the run's teachers and, for a pinned
+``revision``, downloads the hub files into ``<run>/released/<key>`` with kdlib.engine.teachers.pin_teacher).
+Every later step (evaluation, loyalty, results) finds the models
+through :func:`models`, so the schema of an entry lives in one place, :class:`ModelEntry`.
 
 :func:`distill_run` turns "these students learn from these teachers" into the two things a distillation
 step needs: the ``kdlib.engine.distill.DistillConfig`` dict (teachers with weights, students with their
@@ -21,10 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdlib.io import write_json_atomic
+
 if TYPE_CHECKING:
     import pandas
 
 REGISTRY_FILES = ("single", "ensemble")  # <run>/distill/<name>.json, in the order the steps write them
+RELEASED_FILE = Path("released") / "released.json"  # notebook 04's released students, relative to the run
+RELEASED_FIELDS = ("path", "teachers", "revision")  # what a released_students spec may hold
+ROLES = ("teacher", "control", "released")  # kinds that are their own role; every other kind is a "student"
 
 
 def slug(name: str) -> str:
@@ -38,7 +47,8 @@ class ModelEntry:
 
     name:     display name used in every table ("Distil-BERT-base-ro").
     path:     the model folder (or a hub id for hub teachers).
-    kind:     "teacher", "single-teacher", "ensemble (<strategy>)" or "control" (MLM only).
+    kind:     "teacher", "single-teacher", "ensemble (<strategy>)", "control" (MLM only) or "released" (a
+              student trained elsewhere, e.g. the authors' on the hub: evaluated here, not distilled).
     key:      folder-safe name (``slug(name)``), used for the model's evaluation folders.
     teachers: the teachers a student learnt from (empty for a teacher).
     log:      the distillation log (``log.jsonl``) of a student, None for a teacher.
@@ -53,8 +63,8 @@ class ModelEntry:
 
     @property
     def role(self) -> str:
-        """ "teacher", "student" or "control": how the tables group the model."""
-        return self.kind if self.kind in ("teacher", "control") else "student"
+        """ "teacher", "student", "control" or "released": how the tables group the model."""
+        return self.kind if self.kind in ROLES else "student"
 
     def record(self) -> dict[str, Any]:
         """The JSON record of a registry file (the name is the file's key)."""
@@ -95,8 +105,8 @@ def read_registry(path: str | os.PathLike) -> list[ModelEntry]:
     return out
 
 
-def models(run_dir: str | os.PathLike) -> dict[str, ModelEntry]:
-    """Every model of a run: the teachers (notebook 01), then the students and the control (02, 03)."""
+def trained_models(run_dir: str | os.PathLike) -> dict[str, ModelEntry]:
+    """The models made in the run: the teachers (notebook 01), then the students and the control (02, 03)."""
     run = Path(run_dir)
     teachers_file = run / "teachers" / "teachers.json"
     if not teachers_file.is_file():
@@ -110,6 +120,68 @@ def models(run_dir: str | os.PathLike) -> dict[str, ModelEntry]:
         if path.is_file():
             zoo.update({e.name: e for e in read_registry(path)})
     return zoo
+
+
+def models(run_dir: str | os.PathLike) -> dict[str, ModelEntry]:
+    """Every model of a run: :func:`trained_models`, then the released students notebook 04 registered."""
+    zoo = trained_models(run_dir)
+    released = Path(run_dir) / RELEASED_FILE
+    if released.is_file():
+        zoo.update({e.name: e for e in read_registry(released)})
+    return zoo
+
+
+def _check_released(name: str, spec: Any, zoo: Mapping[str, ModelEntry]) -> list[str]:
+    """What is wrong with one released_students entry (empty: nothing)."""
+    if not isinstance(spec, Mapping) or not spec.get("path"):
+        return [f"{name!r}: expected {{'path': hub id or folder, 'teachers': [...], 'revision': None}}, got {spec!r}"]
+    problems = [
+        f"{name!r}: unknown field {k!r} (fields: {', '.join(RELEASED_FIELDS)})"
+        for k in spec
+        if k not in RELEASED_FIELDS
+    ]
+    teachers = spec.get("teachers")
+    if isinstance(teachers, str) or not teachers:
+        problems.append(f"{name!r}: 'teachers' must be a non-empty list of the run's teacher names")
+    else:
+        run_teachers = [n for n, e in zoo.items() if e.kind == "teacher"]
+        problems += [
+            f"{name!r}: teacher {t!r} is not one of the run's teachers {run_teachers}"
+            for t in teachers
+            if t not in run_teachers
+        ]
+    clash = [n for n, e in zoo.items() if n == name or e.key == slug(name)]
+    problems += [
+        f"{name!r}: the run already has a model named {n!r} (the same folder key {slug(name)!r})" for n in clash
+    ]
+    return problems
+
+
+def released_entries(run_dir: str | os.PathLike, specs: Mapping[str, Mapping[str, Any]]) -> list[ModelEntry]:
+    """Entries (kind "released") of {name: {"path", "teachers", "revision"}}; a pinned one goes to <run>/released."""
+    run = Path(run_dir).resolve()
+    zoo = trained_models(run)
+    problems = [p for name, spec in specs.items() for p in _check_released(name, spec, zoo)]
+    if problems:
+        raise ValueError("released_students: " + "; ".join(problems))
+    entries = []
+    for name, spec in specs.items():
+        key, path = slug(name), str(spec["path"])
+        if spec.get("revision"):
+            from kdlib.engine.teachers import pin_teacher
+
+            path = str(pin_teacher(path, run / RELEASED_FILE.parent / key, spec["revision"]))
+        entries.append(ModelEntry(name=name, path=path, kind="released", key=key, teachers=list(spec["teachers"])))
+    return entries
+
+
+def write_released(run_dir: str | os.PathLike, entries: Sequence[ModelEntry]) -> Path | None:
+    """Write <run>/released/released.json, or remove it when there are no entries (it follows the parameter)."""
+    path = Path(run_dir) / RELEASED_FILE
+    if not entries:
+        path.unlink(missing_ok=True)
+        return None
+    return write_json_atomic(path, records(entries))
 
 
 @dataclass
