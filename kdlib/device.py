@@ -10,13 +10,14 @@ so the same script runs on one process or many without changes.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from kdlib.colab import on_colab  # noqa: F401  (the one Colab check; engine.config imports it from here)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -105,14 +106,6 @@ def half_dtype(device: torch.device) -> torch.dtype | None:
 
 
 # ------------------------------------------------------------------------------------------ where
-def on_colab() -> bool:
-    """True inside Google Colab (its `google.colab` package is importable)."""
-    try:
-        return importlib.util.find_spec("google.colab") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def on_drive(path: str | os.PathLike) -> bool:
     """True when `path` lies under Colab's Google Drive mount point (/content/drive)."""
     return Path(path).expanduser().absolute().is_relative_to("/content/drive")

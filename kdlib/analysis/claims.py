@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -75,7 +74,7 @@ from kdlib.eval.metrics import (
     prediction_collapse,
     task_kind_and_metric,
 )
-from kdlib.io import read_json
+from kdlib.io import atomic_path, read_json
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE = "supported", "contradicted", "inconclusive", "not testable here"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
@@ -224,18 +223,10 @@ class Claim:
 
 def write_claims(path: str | os.PathLike, claims: list[Claim]) -> Path:
     """Write the claims as a JSON list of dicts, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps([c.as_dict() for c in claims], indent=2, ensure_ascii=False, default=_plain) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def read_claims(path: str | os.PathLike) -> list[Claim]:

@@ -28,6 +28,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from kdlib.data import corpus as kcorpus
 from kdlib.data import tasks as ktasks
+from kdlib.io import atomic_path
 
 CARD_FILE = "README.md"
 # hub teacher -> its licence (hub identifier); None: its hub card states none
@@ -225,9 +226,8 @@ def eval_results(task: str, kind: str, test: Mapping[str, Any], *, split: str = 
 def write_card(folder: str | Path, text: str) -> Path:
     """Write `text` as the folder's README.md (via a temporary file, then renamed)."""
     path = Path(folder) / CARD_FILE
-    tmp = path.with_name(f".{CARD_FILE}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
