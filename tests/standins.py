@@ -48,13 +48,23 @@ def padded_vocab(sentences: Sequence[str], size: int, *, lowercase: bool) -> lis
 
 def save_tokenizer(out: Path, pieces: Sequence[str], *, lowercase: bool) -> Any:
     """A BERT WordPiece tokenizer of ``pieces`` saved into ``out`` as the hub holds one (accents kept when uncased)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(
-        vocab_file=str(out / "vocab.txt"), do_lower_case=lowercase, strip_accents=False, model_max_length=512
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))  # built here: transformers 4 and 5 agree on this
+    core.normalizer = normalizers.BertNormalizer(strip_accents=False, lowercase=lowercase)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
+    core.decoder = decoders.WordPiece(prefix="##")
+    core.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok = BertTokenizerFast(tokenizer_object=core, do_lower_case=lowercase, strip_accents=False, model_max_length=512)
     tok.save_pretrained(out)
     return tok
 

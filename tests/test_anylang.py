@@ -15,6 +15,7 @@ import synthetic
 import yaml
 
 from kdlib.analysis import reporting
+from kdlib.book import build as book
 from kdlib.book import runner
 from kdlib.data import corpus, tasks
 from kdlib.data import load as data
@@ -348,3 +349,90 @@ def test_dutch_pipeline_end_to_end(tmp_path):
         "mean of teachers",
     }
     assert list(reporting.paper_table(results, with_poster=False).columns) == ["pos", "sent", "sim"]
+
+
+# --- the book of another language: title, model names, planning -------------------------------------------
+
+
+def _named_profile(files: dict[str, Path], **changes) -> dict:
+    """A Dutch-like profile that names its book and models through `title`, `teachers` and `students`."""
+    prof = _dutch_profile(files)
+    for key in ("local_teachers",):
+        prof["notebooks"]["01-teachers"].pop(key)
+    prof["notebooks"]["02-distill-single"].pop("students")
+    for key in ("teacher_weights", "ensemble_name"):
+        prof["notebooks"]["03-distill-ensemble"].pop(key)
+    prof["notebooks"]["03-distill-ensemble"].update({"ablation": False, "random_pair": False, "projection_words": 0})
+    prof.update(title="Distilling Dutch-like BERTs", teachers={"cased": "BERTje-mini", "uncased": "RobBERT-mini"})
+    return {**prof, **changes}
+
+
+def test_profile_names_the_models(files):
+    prof = runner.load_profile(_named_profile(files))
+    assert runner.book_title(prof) == "Distilling Dutch-like BERTs"
+    assert runner.model_names(prof) == {
+        "cased": "BERTje-mini",
+        "uncased": "RobBERT-mini",
+        "cased_student": "Distil-BERTje-mini",
+        "uncased_student": "Distil-RobBERT-mini",
+        "ensemble": "DistilMulti-BERTje-mini",
+    }
+    params = runner.resolve_parameters(prof, runner.list_steps(), Path("/tmp/run"))
+    assert params["02-distill-single"]["students"][1] == {"name": "Distil-RobBERT-mini", "teacher": "RobBERT-mini"}
+    assert params["08-corpus-shape"]["teacher"] == "BERTje-mini"
+    assert runner.book_title({"language": "nl"}) == "Distilling Dutch BERTs from one or two teachers"
+    smoke = runner.load_profile("smoke")  # the paper's profiles: no model parameters added, the notebooks' names
+    assert runner.model_parameters(smoke) == {} and runner.model_names(smoke)["ensemble"] == "DistilMulti-BERT-base-ro"
+    for bad, message in (
+        ({"title": ""}, r"`title` must be a one-line, non-empty string"),
+        ({"teachers": {"cased": "A (x)"}}, r"teachers.cased must be a model name without"),
+        ({"students": {"multi": "M"}}, r"`students` must map cased, uncased, ensemble to model names"),
+        ({"teachers": {"cased": "A", "uncased": "A"}}, r"the teachers' and students' names must differ"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            runner.load_profile({"extends": "smoke", **bad})
+
+
+def test_planning_refuses_or_skips_before_any_step(tmp_path, files):
+    decls = synthetic.declarations(files)
+    only_sim = _named_profile(files, tasks={"sim": decls["sim"]}, steps=None)
+    only_sim["notebooks"]["03-distill-ensemble"]["ablation_tasks"] = ["sim"]
+    with pytest.raises(ValueError) as err:
+        runner.run_pipeline(only_sim, tmp_path / "run")
+    message = str(err.value)
+    assert "\n" not in message and not (tmp_path / "run").exists()
+    assert message.startswith("profile 'dutch-smoke': step 06-bench cannot apply: it needs Romanian text")
+    prof = runner.load_profile({**only_sim, "optional": ["06-bench", "07"]})
+    params = runner.resolve_parameters(prof, runner.list_steps(), tmp_path / "run")
+    skipped = runner.plan_steps(prof, runner.list_steps(), params)
+    assert list(skipped) == ["06-bench", "07-task-distill"]
+    assert skipped["07-task-distill"] == (
+        "Step 07-task-distill is skipped for profile `dutch-smoke`: it needs a classification or tagging task "
+        "among its tasks, and its tasks are: sim (regression)."
+    )
+    unnamed = _dutch_profile(files)  # names its teachers by 01's parameters only: 08 still asks for BERT-base-ro
+    unnamed["steps"] = None
+    unnamed["optional"] = ["06-bench"]
+    with pytest.raises(ValueError, match=r"step 08-corpus-shape cannot apply: its teacher names 'BERT-base-ro', and "):
+        runner.run_pipeline(unnamed, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_dutch_book_follows_the_profile(tmp_path):
+    files = synthetic.write_all(tmp_path / "data")
+    prof = _named_profile(files, steps=["01-teachers", "02-distill-single", "03-distill-ensemble", "04-evaluate"])
+    prof["notebooks"]["03-distill-ensemble"]["control"] = False
+    run = tmp_path / "run"
+    runner.run_pipeline(prof, run)
+    src = book.stage_book(run, tmp_path / "src")
+    config = yaml.safe_load((src / "_config.yml").read_text(encoding="utf-8"))
+    assert config["title"] == "Distilling Dutch-like BERTs"
+    assert (src / "book" / "intro.md").read_text(encoding="utf-8").startswith("# Distilling Dutch-like BERTs\n")
+    headline = (src / "book" / "_generated" / "headline.md").read_text(encoding="utf-8")
+    for name in ("BERTje-mini", "RobBERT-mini", "Distil-BERTje-mini", "Distil-RobBERT-mini", "DistilMulti-BERTje-mini"):
+        assert f"**{name}" in headline
+    for romanian in ("BERT-base-ro", "RoBERT-base", "Romanian BERTs", "poster's (", "paper"):
+        assert romanian not in headline.replace("the paper's method", "").replace("paper's poster numbers", "")
+    assert "No task is learned" in headline or "keeps the largest share" in headline
+    left_out = (src / "notebooks" / "08-corpus-shape.md").read_text(encoding="utf-8")
+    assert left_out.startswith("# ") and "left out by the profile's `steps:` list" in left_out

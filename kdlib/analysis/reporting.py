@@ -33,6 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pandas.io.formats.style import Styler
 
+from kdlib.data import tasks as tasks_mod
 from kdlib.engine.distill import read_log
 from kdlib.eval.loyalty import PREDICTIONS_FILE, loyalty_report
 from kdlib.io import read_json
@@ -170,13 +171,19 @@ def _model_order(models) -> list[str]:
     )
 
 
-def paper_table(results: pd.DataFrame, *, with_poster: bool = True, layout: str = "columns") -> pd.DataFrame:
+def poster_applies() -> bool:
+    """True when the active language (kdlib.data.tasks.active) is the paper's: only then is the poster shown."""
+    return tasks_mod.active()[0] == tasks_mod.DEFAULT_LANGUAGE
+
+
+def paper_table(results: pd.DataFrame, *, with_poster: bool | None = None, layout: str = "columns") -> pd.DataFrame:
     """Wide table in the paper's layout: one row per model, one column per task (mean x100).
 
-    With `with_poster`, each model carries the poster's number beside ours: ``layout="columns"`` gives each
-    task an ("ours", "paper") pair of columns; ``layout="rows"`` gives each model an "ours" and a "paper"
-    row (index (model, source)), which keeps all seven tasks inside the book's text column. A model the
-    poster does not have gets NaN there (:func:`render` shows it as '—').
+    With `with_poster` (None: :func:`poster_applies`, the run is in the paper's language), each model carries
+    the poster's number beside ours: ``layout="columns"`` gives each task an ("ours", "paper") pair of columns;
+    ``layout="rows"`` gives each model an "ours" and a "paper" row (index (model, source)), which keeps all
+    seven tasks inside the book's text column. A model the poster does not have gets NaN there (:func:`render`
+    shows it as '—'). Without the poster, "rows" keeps the (model, "ours") index.
     """
     if layout not in ("columns", "rows"):
         raise ValueError(f"paper_table: layout={layout!r}; expected 'columns' or 'rows'")
@@ -184,8 +191,8 @@ def paper_table(results: pd.DataFrame, *, with_poster: bool = True, layout: str 
     ours = results.pivot_table(index="model", columns="task", values="mean", aggfunc="first")[tasks]
     order = _model_order(ours.index)
     ours = ours.loc[order]
-    if not with_poster:
-        return ours.round(2)
+    if not (poster_applies() if with_poster is None else with_poster):
+        return pd.concat({"ours": ours}).swaplevel(0, 1).round(2) if layout == "rows" else ours.round(2)
     poster = pd.DataFrame(POSTER_TABLE).T
     paper = pd.DataFrame(
         [poster.loc[base_model(m)] if base_model(m) in poster.index else pd.Series(dtype=float) for m in order],
@@ -252,12 +259,15 @@ def loyalty_rows(run_dir: str | os.PathLike, tasks: list[str]) -> list[dict]:
     return rows
 
 
-def loyalty_table(rows: pd.DataFrame) -> pd.DataFrame:
+def loyalty_table(rows: pd.DataFrame, *, with_poster: bool | None = None) -> pd.DataFrame:
     """Mean loyalty over tasks per student and reference (L-L, P-L over tagging/classification, R-L on STS),
-    beside the poster's numbers for the student (paper-spec section 7.0)."""
+    beside the poster's numbers for the student (paper-spec section 7.0) when `with_poster` (None:
+    :func:`poster_applies`)."""
     cols = {"label_loyalty": "L-L", "probability_loyalty": "P-L", "regression_loyalty": "R-L"}
     present = [c for c in cols if c in rows.columns]
     table = rows.groupby(["student", "reference"], sort=False)[present].mean().rename(columns=cols)
+    if not (poster_applies() if with_poster is None else with_poster):
+        return table.round(2)
     poster = pd.DataFrame(
         [
             {f"{k} (poster)": POSTER_LOYALTY.get(base_model(s), {}).get(k) for k in cols.values()}

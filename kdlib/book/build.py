@@ -12,6 +12,7 @@ notebooks are never re-executed).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -110,34 +111,87 @@ def headline_markdown(run_dir: str | os.PathLike, gen_dir: Path) -> str:
     fig = reporting.plot_score_vs_speed_size(results)
     reporting.save_figure(fig, gen_dir / "summary.png")
     prof = read_json(run / "run_summary.json").get("profile", run.name)
+    learned = learned_tasks(run)
     return (
         f"## This run's headline (profile `{prof}`)\n\n"
-        + scores_markdown(run, results)
+        + models_sentence(run, results)
+        + scores_markdown(run, results, learned)
         + "### Claims\n\n"
         + claims_markdown(run)
         + "\n"
         "### Score against size and speed\n\n"
         "```{image} /book/_generated/summary.png\n:alt: mean score against parameters and speed\n"
-        ":width: 100%\n```\n\n" + speed_size_sentence(results) + "\n"
+        ":width: 100%\n```\n\n" + speed_size_sentence(results, learned) + "\n"
     )
 
 
-def scores_markdown(run: Path, results: pd.DataFrame) -> str:
-    """The paper's table beside ours (scores x100, the poster's row under ours) and a sentence on the share of
-    its teachers' mean score each student keeps."""
-    table = reporting.paper_table(results, layout="rows")  # the poster's row under ours: fits the page
+def run_language(run: Path) -> str:
+    """The language of a run: its summary's, else its tasks.json's, else the paper's."""
+    summary = run / "run_summary.json"
+    found = read_json(summary).get("language") if summary.is_file() else None
+    if found is None and (run / runner.TASKS_FILE).is_file():
+        found = read_json(run / runner.TASKS_FILE).get("language")
+    return found or runner.PAPER_LANGUAGE
+
+
+def learned_tasks(run: Path) -> list[str]:
+    """The tasks the claims count as learned (kdlib.analysis.claims.RunResults.learned), the run's tasks active."""
+    tasks_file = run / runner.TASKS_FILE
+    steps = read_json(run / "run_summary.json").get("steps", {}) if (run / "run_summary.json").is_file() else {}
+    data_dir = next(
+        (s["parameters"]["data_dir"] for s in steps.values() if s.get("parameters", {}).get("data_dir")), None
+    )
+    with runner.tasks_environment(tasks_file if tasks_file.is_file() else None):
+        return claims.RunResults(run, data_dir=data_dir).learned
+
+
+def models_sentence(run: Path, results: pd.DataFrame) -> str:
+    """For a run in another language than the paper's: its teachers and students, and why the poster is absent."""
+    language = run_language(run)
+    if language == runner.PAPER_LANGUAGE:
+        return ""
+    roles = results.groupby("model", sort=False)["role"].first()
+    teachers = ", ".join(f"**{m}**" for m in roles.index if roles[m] == "teacher")
+    others = ", ".join(f"**{m}**" for m in roles.index if roles[m] != "teacher")
+    return (
+        f"This run applies the paper's method to tasks in `{language}`: teachers {teachers}; students and "
+        f"controls {others}. The paper's poster numbers are for its Romanian models and tasks, so none is shown.\n\n"
+    )
+
+
+def scores_markdown(run: Path, results: pd.DataFrame, learned: list[str] | None = None) -> str:
+    """The paper's table beside ours (scores x100; the poster's row under ours only for a run in the paper's
+    language) and a sentence on the share of its teachers' mean score each student keeps on the learned tasks."""
+    poster = run_language(run) == runner.PAPER_LANGUAGE
+    table = reporting.paper_table(results, layout="rows", with_poster=poster)  # the poster's row under ours
     table.index = [model if source == "ours" else f"↳ {source}" for model, source in table.index]
     table.columns = [task.upper() for task in table.columns]
-    kept = _kept_share(results, reporting.teacher_map(run, results))
-    best = kept.idxmax()
     tasks = reporting.task_columns(results["task"])
+    beside = "ours beside the poster's (empty where the paper has no such model)" if poster else "this run's models"
     return (
-        f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), ours beside the "
-        "poster's (empty where the paper has no such model):\n\n"
+        f"Scores ×100 on {len(tasks)} tasks ({', '.join(t.upper() for t in tasks)}), {beside}:\n\n"
         + table.to_markdown(floatfmt=".1f").replace("nan", "—")
         + "\n\n"
-        f"Averaged over the tasks, **{best}** keeps the largest share of its teachers' mean score, "
-        f"{kept[best]:.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
+        + kept_sentence(results, reporting.teacher_map(run, results), tasks if learned is None else learned)
+    )
+
+
+def kept_sentence(results: pd.DataFrame, teacher_of: dict[str, list[str]], learned: list[str]) -> str:
+    """Which student keeps the largest and the smallest share of its teachers' mean score, over the learned
+    tasks only; a sentence saying so when no task is learned (a share of a score at the floor means nothing)."""
+    if not learned:
+        return (
+            "No task is learned by the teachers at this run's scale "
+            f"({claims.THRESHOLDS['learned']['text']}), so no share of their score is quoted.\n\n"
+        )
+    kept = _kept_share(results[results["task"].isin(learned)], teacher_of)
+    if kept.empty:
+        return ""
+    every = set(learned) == set(results["task"])
+    over = "the tasks" if every else f"the tasks the teachers learned ({', '.join(t.upper() for t in learned)})"
+    return (
+        f"Averaged over {over}, **{kept.idxmax()}** keeps the largest share of its teachers' mean score, "
+        f"{kept.max():.1f}%; **{kept.idxmin()}** the smallest, {kept.min():.1f}%.\n\n"
     )
 
 
@@ -166,7 +220,7 @@ def readme_headline(run_dir: str | os.PathLike) -> str:
         + f"Profile `{summary['profile']}`, finished {finished[:10]} on {machine} (torch {device.get('torch', '?')}): "
         f"**{summary['total_wall_s'] / 60:.1f} min** of steps, peak memory "
         f"**{summary['peak_rss_mb'] / 1024:.1f} GB**.\n\n"
-        + scores_markdown(run, reporting.collect_results(run))
+        + scores_markdown(run, reporting.collect_results(run), learned_tasks(run))
         + claims_markdown(run, links=False)
     )
 
@@ -191,7 +245,12 @@ def _kept_share(results: pd.DataFrame, teacher_of: dict[str, list[str]]) -> pd.S
     return pd.Series({s: 100.0 * means[s] / means[list(t)].mean() for s, t in teacher_of.items()})
 
 
-def speed_size_sentence(results: pd.DataFrame) -> str:
+def speed_size_sentence(results: pd.DataFrame, learned: list[str] | None = None) -> str:
+    """The students' share of the teachers' parameters and of their mean score (over `learned` tasks, if given)."""
+    if learned is not None and not learned:
+        return _size_sentence(results) + " No task is learned at this scale, so no share of the score is quoted."
+    if learned is not None:
+        results = results[results["task"].isin(learned)]
     agg = results.groupby("model").agg(
         score=("mean", "mean"), parameters=("parameters", "first"), role=("role", "first")
     )
@@ -206,6 +265,16 @@ def speed_size_sentence(results: pd.DataFrame) -> str:
     )
 
 
+def _size_sentence(results: pd.DataFrame) -> str:
+    """'The students have on average N% of the teachers' encoder parameters.'"""
+    agg = results.groupby("model").agg(parameters=("parameters", "first"), role=("role", "first"))
+    teachers, students = agg[agg["role"] == "teacher"], agg[agg["role"] == "student"]
+    if teachers.empty or students.empty:
+        return ""
+    share = 100.0 * students["parameters"].mean() / teachers["parameters"].mean()
+    return f"The students have on average {share:.0f}% of the teachers' encoder parameters."
+
+
 def colab_commands() -> str:
     """The command-line run of the colab profile on Colab, from the one repository URL and release tag."""
     url, ref = colab.repository_url(), colab.release_ref()
@@ -215,6 +284,28 @@ def colab_commands() -> str:
         f"git clone -q --branch {ref} {url} repo\n"
         f"cd repo && python -m kdlib run --profile colab --out {COLAB_RUN_DIR}\n```\n"
     )
+
+
+def skipped_page(notebook: Path, sentence: str) -> str:
+    """The page of a step this run did not execute: the chapter's title and the sentence saying why."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    first = next((c.source.splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.strip()), "")
+    title = first if first.startswith("# ") else f"# {notebook.stem}"
+    return f"{title}\n\n*This run did not execute this chapter.* {sentence}\n"
+
+
+def retitle(dest: Path, title: str) -> None:
+    """Set the staged book's title: _config.yml's `title` and the landing page's heading."""
+    config = dest / "_config.yml"
+    lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
+    config.write_text(
+        "".join(f"title: {json.dumps(title, ensure_ascii=False)}\n" if ln.startswith("title:") else ln for ln in lines),
+        encoding="utf-8",
+    )
+    intro = dest / "book" / "intro.md"
+    head, _, rest = intro.read_text(encoding="utf-8").partition("\n")
+    if head.startswith("# "):
+        intro.write_text(f"# {title}\n{rest}", encoding="utf-8")
 
 
 def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
@@ -230,7 +321,9 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
     dest = Path(dest or runner.REPO_ROOT / "_build" / "src").resolve()
     executed = run_dir / "notebooks"
     steps = runner.list_steps(runner.DEFAULT_NOTEBOOKS_DIR)
-    missing = [p.name for p in steps if not (executed / p.name).is_file()]
+    summary = read_json(run_dir / "run_summary.json")
+    skipped = summary.get("skipped", {})
+    missing = [p.name for p in steps if not (executed / p.name).is_file() and p.stem not in skipped]
     if missing:
         raise FileNotFoundError(
             f"run {run_dir} lacks executed notebooks {missing}; run the pipeline first "
@@ -247,11 +340,15 @@ def stage_book(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None
             shutil.copy2(src, dest / item)
     (dest / "notebooks").mkdir()
     for p in steps:
+        if not (executed / p.name).is_file():  # a step the profile skipped or left out: a page that says why
+            (dest / "notebooks" / f"{p.stem}.md").write_text(skipped_page(p, skipped[p.stem]), encoding="utf-8")
+            continue
         shutil.copy2(executed / p.name, dest / "notebooks" / p.name)
         tag_for_pages(dest / "notebooks" / p.name)
+    if summary.get("title"):
+        retitle(dest, summary["title"])
     gen = dest / "book" / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
-    summary = read_json(run_dir / "run_summary.json")
     table = runner.summary_table(run_dir)
     text = (
         f"Profile **{summary['profile']}**; total wall time of the steps "

@@ -98,12 +98,15 @@ def show(prof: dict, out: Path, *, only: str | None, overrides: dict, notebooks_
     """What `run` would run: each step's parameters as kdlib.book.runner resolves them, the run folder as <run>."""
     run_dir = out.resolve()
     params = runner.resolve_parameters(prof, runner.list_steps(notebooks_dir), run_dir, overrides)
-    steps = [p.stem for p in runner._profile_steps(prof, notebooks_dir)]
+    planned = runner._profile_steps(prof, notebooks_dir)
+    skipped = runner.plan_steps(prof, planned, params)  # refuses, as `run` does, a step that cannot apply
+    steps = [p.stem for p in planned if p.stem not in skipped]
     if only:
         steps = [runner._match_step(only, steps)]
     shown = {name: _shown_parameters(params[name], run_dir) for name in steps}
     body = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, allow_unicode=True, width=120)
-    return f"# profile {prof['name']}: {len(steps)} step(s); <run> = {out}\n{body.rstrip()}"
+    notes = "".join(f"# {sentence}\n" for sentence in skipped.values())
+    return f"# profile {prof['name']}: {len(steps)} step(s); <run> = {out}\n{notes}{body.rstrip()}"
 
 
 def _shown_parameters(params: dict, run_dir: Path) -> dict:

@@ -13,6 +13,7 @@ resolves to the profile's declaration.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import hashlib
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,20 @@ def _profile_path(name_or_path: str | os.PathLike) -> Path:
     return candidate
 
 
-PROFILE_KEYS = ("name", "description", "extends", "language", "tasks", "params", "notebooks", "steps")
+PROFILE_KEYS = (
+    "name",
+    "description",
+    "extends",
+    "language",
+    "tasks",
+    "params",
+    "notebooks",
+    "steps",
+    "title",
+    "teachers",
+    "students",
+    "optional",
+)
 
 
 def _declared_tasks(raw: dict, where: str, *, own_tasks: bool, own_params: dict, own_notebooks: dict) -> None:
@@ -162,6 +177,7 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
             base.pop("tasks", None)
         raw = _deep_merge({k: v for k, v in base.items() if k not in ("name", "description")}, raw)
     _declared_tasks(raw, where, own_tasks=own_tasks, own_params=own_params, own_notebooks=own_notebooks)
+    _check_identity(raw, where)
     raw.setdefault("description", "")
     raw["params"] = dict(raw.get("params") or {})
     raw["notebooks"] = {k: dict(v or {}) for k, v in (raw.get("notebooks") or {}).items()}
@@ -170,6 +186,106 @@ def load_profile(name_or_path: str | os.PathLike | dict, _seen: tuple[str, ...] 
     except TypeError as exc:
         raise ValueError(f"profile {where}: parameters must be JSON-friendly: {exc}") from exc
     return raw
+
+
+# --------------------------------------------------------------------------- the book's title and model names
+
+PAPER_LANGUAGE = tasks_mod.DEFAULT_LANGUAGE  # the paper's: its poster numbers apply to runs of this language only
+LANGUAGE_NAMES = {
+    "ro": "Romanian",
+    "nl": "Dutch",
+    "de": "German",
+    "fr": "French",
+    "en": "English",
+    "it": "Italian",
+    "es": "Spanish",
+    "pt": "Portuguese",
+    "pl": "Polish",
+    "hu": "Hungarian",
+    "cs": "Czech",
+    "sv": "Swedish",
+    "da": "Danish",
+    "fi": "Finnish",
+    "tr": "Turkish",
+    "el": "Greek",
+    "bg": "Bulgarian",
+}
+# the roles a profile may name (`teachers:` and `students:`); the defaults are the paper's Romanian names
+MODEL_ROLES = {"teachers": ("cased", "uncased"), "students": ("cased", "uncased", "ensemble")}
+DEFAULT_TEACHERS = {"cased": "BERT-base-ro", "uncased": "RoBERT-base"}
+
+
+def _check_identity(raw: dict, where: str) -> None:
+    """Validate ``title``, ``teachers``, ``students`` and ``optional`` (one-line errors)."""
+    title = raw.get("title")
+    if title is not None and (not isinstance(title, str) or not title.strip() or "\n" in title):
+        raise ValueError(f"profile {where}: `title` must be a one-line, non-empty string, got {title!r}")
+    for key, roles in MODEL_ROLES.items():
+        names = raw.get(key)
+        if names is None:
+            continue
+        if not isinstance(names, dict) or set(names) - set(roles):
+            raise ValueError(f"profile {where}: `{key}` must map {', '.join(roles)} to model names, got {names!r}")
+        for role, name in names.items():
+            if not isinstance(name, str) or not name.strip() or "(" in name or "/" in name:
+                raise ValueError(f"profile {where}: {key}.{role} must be a model name without '(' or '/', got {name!r}")
+    names = list(model_names(raw).values())
+    if len(set(names)) < len(names):
+        raise ValueError(f"profile {where}: the teachers' and students' names must differ, got {names}")
+    optional = raw.get("optional")
+    if optional is not None and (not isinstance(optional, list) or not all(isinstance(s, str) for s in optional)):
+        raise ValueError(f"profile {where}: `optional` must be a list of step names, got {optional!r}")
+
+
+def profile_language(profile: dict) -> str:
+    """The profile's language code (the paper's, Romanian, when it sets none)."""
+    return profile.get("language") or tasks_mod.DEFAULT_LANGUAGE
+
+
+def book_title(profile: dict) -> str:
+    """The book's title: the profile's ``title``, else 'Distilling <language> BERTs from one or two teachers'."""
+    if profile.get("title"):
+        return profile["title"]
+    code = profile_language(profile)
+    name = LANGUAGE_NAMES.get(re.split(r"[-_]", code)[0].lower())
+    return (
+        f"Distilling {name} BERTs from one or two teachers" if name else f"Distilling BERTs ({code}) from two teachers"
+    )
+
+
+def model_names(profile: dict) -> dict[str, str]:
+    """Display names of the two teachers (cased, uncased), their students and the two-teacher student."""
+    t = {**DEFAULT_TEACHERS, **(profile.get("teachers") or {})}
+    s = profile.get("students") or {}
+    return {
+        "cased": t["cased"],
+        "uncased": t["uncased"],
+        "cased_student": s.get("cased", f"Distil-{t['cased']}"),
+        "uncased_student": s.get("uncased", f"Distil-{t['uncased']}"),
+        "ensemble": s.get("ensemble", f"DistilMulti-{t['cased']}"),
+    }
+
+
+def model_parameters(profile: dict) -> dict[str, dict]:
+    """The notebook parameters that name the models, from the profile's ``teachers``/``students`` ({} without them:
+    the notebooks' defaults, the paper's names); a profile's own per-notebook settings override these."""
+    if not profile.get("teachers") and not profile.get("students"):
+        return {}
+    n = model_names(profile)
+    return {
+        "01-teachers": {"local_teachers": {n["cased"]: {"lowercase": False}, n["uncased"]: {"lowercase": True}}},
+        "02-distill-single": {
+            "students": [
+                {"name": n["cased_student"], "teacher": n["cased"]},
+                {"name": n["uncased_student"], "teacher": n["uncased"]},
+            ]
+        },
+        "03-distill-ensemble": {
+            "teacher_weights": {n["cased"]: 1.0, n["uncased"]: 1.0},
+            "ensemble_name": n["ensemble"],
+        },
+        "08-corpus-shape": {"teacher": n["cased"]},
+    }
 
 
 # --------------------------------------------------------------------------- declared tasks for the notebooks
@@ -292,8 +408,10 @@ def resolve_parameters(
         if key not in common and not any(key in d for d in declared.values()):
             raise ValueError(f"--set {key}: no notebook declares a parameter {key!r}")
     result = {}
+    named = model_parameters(profile)
     for name in names:
         params = {k: v for k, v in {**common, **global_over}.items() if k in declared[name]}
+        params.update({k: v for k, v in named.get(name, {}).items() if k in declared[name]})
         specific = {**profile["notebooks"].get(name, {}), **per_step[name]}
         unknown = set(specific) - declared[name]
         if unknown:
@@ -303,6 +421,105 @@ def resolve_parameters(
         params.update(specific)
         result[name] = params
     return result
+
+
+# --------------------------------------------------------------------------- planning: can each step apply?
+
+
+@dataclass(frozen=True)
+class StepNeeds:
+    """What a step needs of a profile: a task of one of `kinds` among its tasks, or a run in `language`."""
+
+    what: str
+    kinds: tuple[str, ...] = ()
+    language: str | None = None
+
+
+ANY_TASK = StepNeeds("at least one task", kinds=tasks_mod.KINDS)
+STEP_NEEDS = {  # read from the notebooks: what each step's code needs to run at all
+    "04-evaluate": ANY_TASK,
+    "05-loyalty": ANY_TASK,
+    "06-bench": StepNeeds(
+        "Romanian text (its training benchmark reads the built-in RO-STS train split)", language="ro"
+    ),
+    "07-task-distill": StepNeeds(
+        "a classification or tagging task among its tasks", kinds=("classification", "tagging")
+    ),
+    "08-corpus-shape": ANY_TASK,
+}
+TEACHER_REFS = {  # parameters that name notebook 01's teachers: step -> (parameter, the names it holds)
+    "02-distill-single": ("students", lambda v: [s["teacher"] for s in v]),
+    "03-distill-ensemble": ("teacher_weights", lambda v: list(v)),
+    "07-task-distill": ("teacher", lambda v: [] if v is None else [v]),
+    "08-corpus-shape": ("teacher", lambda v: [v]),
+}
+
+
+def _defaults(path: Path) -> dict[str, Any]:
+    """A notebook's parameter defaults as values (those that are not literals left out)."""
+    out = {}
+    for name, info in _notebook_params(path).items():
+        with contextlib.suppress(ValueError, SyntaxError):
+            out[name] = ast.literal_eval(info["default"])
+    return out
+
+
+def _kind(name: str, specs: dict) -> str:
+    """The kind of a task name: the profile's declaration, else the built-in task's."""
+    spec = specs.get(name) or tasks_mod.BUILTIN.get(name)
+    return spec.kind if spec is not None else "unknown"
+
+
+def _teachers_made(values: dict) -> list[str]:
+    """The teachers notebook 01 makes with these parameters."""
+    key = "hub_teachers" if values.get("teacher_source") == "hub" else "local_teachers"
+    return list(values.get(key) or {})
+
+
+def _unmet(step: str, values: dict, teachers: list[str], prof: dict, specs: dict) -> str | None:
+    """'it needs X, and Y' when the step cannot apply to the profile; None when it can."""
+    needs = STEP_NEEDS.get(step)
+    if needs and needs.language and profile_language(prof) != needs.language:
+        return f"it needs {needs.what}, and the profile's language is {profile_language(prof)}"
+    if needs and needs.kinds and "tasks" in values:
+        have = {t: _kind(t, specs) for t in values["tasks"] or []}
+        if not any(k in needs.kinds for k in have.values()):
+            found = ", ".join(f"{t} ({k})" for t, k in have.items()) or "none"
+            return f"it needs {needs.what}, and its tasks are: {found}"
+    if teachers and step in TEACHER_REFS and TEACHER_REFS[step][0] in values:
+        key, names_of = TEACHER_REFS[step]
+        wrong = [n for n in names_of(values[key]) if n not in teachers]
+        if wrong:
+            return (
+                f"its {key} names {', '.join(map(repr, wrong))}, and 01-teachers makes {', '.join(teachers)} "
+                "(name the models with the profile's `teachers:`)"
+            )
+    return None
+
+
+def plan_steps(prof: dict, steps: list[Path], params: dict[str, dict]) -> dict[str, str]:
+    """Check, before any step runs, that each step can apply to the profile; {step: sentence} of those skipped.
+
+    A step that cannot apply is skipped with a sentence when the profile lists it under ``optional:``, and
+    otherwise refused with a one-line ValueError naming the step and what it needs (:data:`STEP_NEEDS`).
+    """
+    optional = {_match_step(s, list(params)) for s in prof.get("optional") or []}
+    specs = tasks_mod.parse_declarations(prof["tasks"], language=prof.get("language")) if prof.get("tasks") else {}
+    values = {p.stem: {**_defaults(p), **params[p.stem]} for p in steps}
+    first = [p for p in list_steps(steps[0].parent) if p.stem == "01-teachers"] if steps else []
+    teachers = _teachers_made({**_defaults(first[0]), **params[first[0].stem]}) if first else []
+    skipped = {}
+    for name in values:
+        why = _unmet(name, values[name], teachers, prof, specs)
+        if why is None:
+            continue
+        if name not in optional:
+            raise ValueError(
+                f"profile {prof['name']!r}: step {name} cannot apply: {why}; list it under `optional:` to skip it"
+            )
+        skipped[name] = f"Step {name} is skipped for profile `{prof['name']}`: {why}."
+        log.warning(skipped[name])
+    return skipped
 
 
 def _hash(obj: Any) -> str:
@@ -357,6 +574,17 @@ def _profile_steps(prof: dict, notebooks_dir: str | os.PathLike) -> list[Path]:
         wanted = [_match_step(s, [p.stem for p in steps]) for s in prof["steps"]]
         steps = [p for p in steps if p.stem in wanted]
     return steps
+
+
+def _left_out(params: dict[str, dict], steps: list[Path]) -> dict[str, str]:
+    """{step: sentence} for the steps a profile's `steps:` list leaves out."""
+    run = {p.stem for p in steps}
+    return {n: f"Step {n} is left out by the profile's `steps:` list." for n in params if n not in run}
+
+
+def book_stamp(prof: dict) -> dict[str, Any]:
+    """What the book of a run reads of its profile: its title and language (kept in run_summary.json)."""
+    return {"title": book_title(prof), "language": profile_language(prof)}
 
 
 def _open_summary(run_dir: Path, profile: str, stamp: dict) -> tuple[dict, Path]:
@@ -512,13 +740,16 @@ def run_pipeline(
     run_dir = Path(out_dir or REPO_ROOT / "runs" / prof["name"]).resolve()
     params = resolve_parameters(prof, list_steps(notebooks_dir), run_dir, overrides)  # all: inherited ones checked
     steps = _profile_steps(prof, notebooks_dir)
+    skipped = {**_left_out(params, steps), **plan_steps(prof, steps, params)}  # refuses a step that cannot apply
+    steps = [p for p in steps if p.stem not in skipped]
     only_name = _match_step(only, [p.stem for p in steps]) if only else None
     declared = task_declarations(prof)
     if declared.get("tasks"):
         check_declared_tasks(declared, prof["params"].get("data_dir"))
     hashes = _step_hashes(steps, params, declared, run_dir)
     ensure_drive(run_dir, mount=False)  # on Colab: never create a local folder where Drive should be mounted
-    stamp = {"profile_hash": profile_hash(prof, notebooks_dir, overrides), **git_commit()}
+    stamp = {"profile_hash": profile_hash(prof, notebooks_dir, overrides), **git_commit(), **book_stamp(prof)}
+    stamp["skipped"] = skipped
     summary, summary_path = _open_summary(run_dir, prof["name"], stamp)
     tasks_file = write_task_declarations(run_dir, declared)
     todo = [nb for nb in steps if only_name in (None, nb.stem)]
