@@ -171,4 +171,4 @@ def test_smoke_steps_01_02_are_deterministic(tmp_path):
     assert {d.status for d in report.files} == {cmp.IDENTICAL}, cmp.format_report(report)
     paths = {d.path for d in report.files}
     assert {"teachers/BERT-base-ro/model.safetensors", "students/distil-bert-base-ro/model.safetensors"} <= paths
-    assert {"wall_s", "finished"} <= set(report.timing_fields) and report.exit_code == 0
+    assert "wall_s" in report.timing_fields and report.exit_code == 0

@@ -532,7 +532,7 @@ def _hash(obj: Any) -> str:
 class _TreeMemorySampler:
     """Samples the summed RSS of this process's children (the notebook kernel and its workers)."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 0.1):  # a kernel lives at least ~0.5 s: several samples even then
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -410,6 +410,12 @@ def word_hidden_states(
     return view.first_pos, hidden
 
 
+def _lstsq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Least squares x @ coef ~ y in float64 with the SVD driver (gelsd): torch's default CPU driver (gelsy) gives
+    answers that differ from call to call in the sixth digit on identical input, so two equal runs would differ."""
+    return torch.linalg.lstsq(x.double(), y.double(), driver="gelsd").solution.float()
+
+
 def hidden_agreement(model_a, tok_a, model_b, tok_b, words: list[list[str]], *, max_len: int = 128) -> dict:
     """How alike two models' last hidden states are at the first pieces of the same words.
 
@@ -429,7 +435,6 @@ def hidden_agreement(model_a, tok_a, model_b, tok_b, words: list[list[str]], *, 
     lin = []
     for fit, test in ((half, ~half), (~half, half)):
         ones = torch.ones(int(fit.sum()), 1)
-        # float64: float32 least squares gives run-to-run different answers on identical input
-        coef = torch.linalg.lstsq(torch.cat([xa[fit], ones], 1).double(), xb[fit].double()).solution.float()
+        coef = _lstsq(torch.cat([xa[fit], ones], 1), xb[fit])
         lin.append(cos(torch.cat([xa[test], torch.ones(int(test.sum()), 1)], 1) @ coef, xb[test]))
     return {"words": len(b), "cosine": raw, "cosine_linear": sum(lin) / 2}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import fnmatch
 import functools
 import hashlib
 import inspect
@@ -71,7 +72,11 @@ HEAD_WEIGHTS_FILE = "head.safetensors"
 FINETUNE_MODULES = ("eval/finetune", "eval/metrics", "eval/loyalty", "engine/optim", "device")
 # FinetuneConfig fields that do not change what a finished fine-tune computed
 OPERATIONAL_KEYS = ("device", "report_to")
-MODEL_FILES = (".json", ".safetensors", ".bin", ".txt", ".model")  # what a model folder's fingerprint reads
+# what a model folder's fingerprint reads: the files that define the model, not what a run wrote beside them
+MODEL_FILES = (
+    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "*.safetensors", "*.bin", "*.model",
+)  # fmt: skip
 
 
 @dataclass
@@ -439,19 +444,24 @@ def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_label(name_or_path: str) -> str:
+    """How results name a model: a local folder by its name (the fingerprint tells identity), a hub id as is."""
+    return Path(name_or_path).name if Path(name_or_path).expanduser().is_dir() else name_or_path
+
+
 def model_fingerprint(name_or_path: str) -> str:
     """A local model folder: a hash of its config, weight and tokenizer files; a hub id: the id itself."""
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         return name_or_path
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MODEL_FILES)
+    files = sorted(p for p in path.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, m) for m in MODEL_FILES))
     return _hash_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
 
 
 def unit_settings(model_name_or_path: str, task: str, config: FinetuneConfig, splits: Sequence[Any]) -> dict:
     """What decides a fine-tune's result, recorded in its metrics.json: a rerun with the same ones reuses it."""
     return {
-        "model": Path(model_name_or_path).name if Path(model_name_or_path).is_dir() else model_name_or_path,
+        "model": model_label(model_name_or_path),
         "model_files": model_fingerprint(model_name_or_path),  # the folder's content: a moved run still matches
         "task": task,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in OPERATIONAL_KEYS},
@@ -738,7 +748,7 @@ def finetune(
         progress=progress,
     )
     test_metrics, t_test = _score(task, kind, outs, gold["test"], label_names), time.perf_counter() - te
-    test_pred = _to_predictions(task, model_name_or_path, kind, test, outs, label_names)
+    test_pred = _to_predictions(task, model_label(model_name_or_path), kind, test, outs, label_names)
     save_predictions(test_pred, out_dir / PREDICTIONS_FILE)
     if save_model:
         kcard.write_card(
