@@ -295,7 +295,8 @@ def encode_split(split, tokenizer, kind: str, max_len: int) -> list[dict[str, An
     return _encode_sequences(rows, tokenizer, max_len, kind)
 
 
-def _collate(feats: list[dict[str, Any]], pad_id: int, kind: str) -> dict[str, torch.Tensor]:
+def collate_features(feats: list[dict[str, Any]], pad_id: int, kind: str) -> dict[str, torch.Tensor]:
+    """Pad a list of encoded features into tensors (labels padded with -100 for tagging)."""
     width = max(len(f["input_ids"]) for f in feats)
     batch: dict[str, torch.Tensor] = {}
     for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
@@ -326,7 +327,8 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor
     )
 
 
-def _batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
+def feature_batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
+    """The features in ``order``, ``size`` at a time."""
     for i in range(0, len(order), size):
         yield [feats[j] for j in order[i : i + size]]
 
@@ -355,9 +357,9 @@ def predict(
     words: dict[int, dict[int, np.ndarray]] = {}
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))  # less padding
     bar = tqdm(total=len(feats), desc=desc, disable=not progress, leave=False)
-    for chunk_ids in _batches(list(range(len(feats))), batch_size, order):
+    for chunk_ids in feature_batches(list(range(len(feats))), batch_size, order):
         chunk = [feats[i] for i in chunk_ids]
-        batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items() if k != "labels"}
+        batch = {k: v.to(device) for k, v in collate_features(chunk, pad_id, kind).items() if k != "labels"}
         with autocast(device, amp_settings(device, amp)):
             out_logits = model(**batch).float()
         if kind == "regression" or logits:
@@ -378,7 +380,8 @@ def predict(
     return out
 
 
-def _score(task: str, kind: str, outputs: list[Any], gold: list[Any], label_names) -> dict[str, Any]:
+def score_outputs(task: str, kind: str, outputs: list[Any], gold: list[Any], label_names) -> dict[str, Any]:
+    """The task's metrics of the model's outputs (class probabilities, per-word arrays, or regression values)."""
     if kind == "regression":
         pred: list[Any] = list(outputs)
     elif kind == "tagging":
@@ -388,7 +391,8 @@ def _score(task: str, kind: str, outputs: list[Any], gold: list[Any], label_name
     return compute_metrics(task, gold, pred, label_names=label_names)
 
 
-def _to_predictions(task: str, model: str, kind: str, split, outputs, label_names) -> Predictions:
+def to_predictions(task: str, model: str, kind: str, split, outputs, label_names) -> Predictions:
+    """Test predictions in the kdlib.eval.loyalty format (tagging: one row per word, id '<sentence>:<word>')."""
     if kind == "tagging":
         ids = [f"{sid}:{w}" for sid, toks in zip(split["id"], split["tokens"]) for w in range(len(toks))]
         gold = np.array([t for tags in split["tags"] for t in tags], dtype=np.int64)
@@ -531,14 +535,14 @@ def _train_epoch(
     kind, device, optimizer, scaler = model.kind, parts["device"], parts["optimizer"], parts["scaler"]
     losses = []
     bar = tqdm(
-        _batches(train_feats, config.batch_size, order),
+        feature_batches(train_feats, config.batch_size, order),
         total=math.ceil(len(order) / config.batch_size),
         desc=desc,
         disable=not progress,
         leave=False,
     )
     for chunk in bar:
-        batch = {k: v.to(device) for k, v in _collate(chunk, pad_id, kind).items()}
+        batch = {k: v.to(device) for k, v in collate_features(chunk, pad_id, kind).items()}
         labels = batch.pop("labels")
         with autocast(device, parts["amp"]):
             loss = _loss(model(**batch), labels, kind)
@@ -615,7 +619,7 @@ def _fit(
         )
         t_train += time.perf_counter() - te
         outs = predict(model, feats["validation"], len(val), desc=f"{task} validation", **pkw)
-        val_metrics = _score(task, model.kind, outs, gold["validation"], label_names)
+        val_metrics = score_outputs(task, model.kind, outs, gold["validation"], label_names)
         history.append(
             {
                 "epoch": epoch,
@@ -747,8 +751,8 @@ def finetune(
         desc=f"{task} test",
         progress=progress,
     )
-    test_metrics, t_test = _score(task, kind, outs, gold["test"], label_names), time.perf_counter() - te
-    test_pred = _to_predictions(task, model_label(model_name_or_path), kind, test, outs, label_names)
+    test_metrics, t_test = score_outputs(task, kind, outs, gold["test"], label_names), time.perf_counter() - te
+    test_pred = to_predictions(task, model_label(model_name_or_path), kind, test, outs, label_names)
     save_predictions(test_pred, out_dir / PREDICTIONS_FILE)
     if save_model:
         kcard.write_card(

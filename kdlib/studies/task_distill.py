@@ -71,13 +71,17 @@ from kdlib.eval.finetune import (
     TASK_HEAD_FILE,
     FinetuneConfig,
     TaskModel,
+    collate_features,
     encode_split,
+    feature_batches,
     finetune,
     predict,
+    score_outputs,
     set_seed,
+    to_predictions,
 )
 from kdlib.eval.loyalty import Predictions, label_loyalty, load_predictions, save_predictions
-from kdlib.eval.metrics import compute_metrics, majority_baseline, task_kind_and_metric
+from kdlib.eval.metrics import majority_baseline, task_kind_and_metric
 from kdlib.io import write_json
 from kdlib.studies.task_students import (
     AGNOSTIC,
@@ -343,43 +347,6 @@ def prepare_teacher(
 
 
 # ------------------------------------------------------------------- batches, scores and predictions
-def _collate(feats: list[dict[str, Any]], pad_id: int, kind: str) -> dict[str, torch.Tensor]:
-    """Pad a list of features into tensors (the layout kdlib.eval.finetune encodes)."""
-    width = max(len(f["input_ids"]) for f in feats)
-    batch: dict[str, torch.Tensor] = {}
-    for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
-        if key in feats[0]:
-            batch[key] = torch.tensor([f[key] + [pad] * (width - len(f[key])) for f in feats])
-    if kind == "tagging":
-        batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in feats])
-    else:
-        batch["labels"] = torch.tensor([f["labels"] for f in feats], dtype=torch.long)
-    return batch
-
-
-def _batches(feats: list[dict[str, Any]], size: int, order: Sequence[int]):
-    """The features in ``order``, ``size`` at a time."""
-    for i in range(0, len(order), size):
-        yield [feats[j] for j in order[i : i + size]]
-
-
-def _score(task: str, kind: str, outputs: list[Any], gold: list[Any], label_names) -> dict[str, Any]:
-    """The task's metrics of per-example class probabilities (tagging: per-word arrays)."""
-    pred = [o.argmax(axis=1).tolist() for o in outputs] if kind == "tagging" else [int(o.argmax()) for o in outputs]
-    return compute_metrics(task, gold, pred, label_names=label_names)
-
-
-def _to_predictions(task: str, model: str, kind: str, split, outputs, label_names) -> Predictions:
-    """Test predictions in the kdlib.eval.loyalty format (tagging: one row per word, id '<sentence>:<word>')."""
-    if kind == "tagging":
-        ids = [f"{sid}:{w}" for sid, toks in zip(split["id"], split["tokens"]) for w in range(len(toks))]
-        gold = np.array([t for tags in split["tags"] for t in tags], dtype=np.int64)
-        probs = np.concatenate(outputs).astype(np.float32)
-    else:
-        ids = [str(i) for i in split["id"]]
-        gold = np.asarray(split["label"], np.int64)
-        probs = np.stack(outputs).astype(np.float32)
-    return Predictions(task, model, kind, "test", label_names, ids, gold, probs.argmax(1), probs=probs)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -496,7 +463,7 @@ class Inputs:
 # -------------------------------------------------------------------------------------------- training
 def _unit_batch(chunk: list[dict], pad_id: int, kind: str):
     """Inputs, (batch, position) index of every unit (tagging), gold labels (N,), teacher logits (N, C) or None."""
-    batch = _collate(chunk, pad_id, kind)
+    batch = collate_features(chunk, pad_id, kind)
     labels = batch.pop("labels")
     has_soft = all(f.get("soft") is not None for f in chunk)
     soft = torch.from_numpy(np.concatenate([f["soft"] for f in chunk])) if has_soft else None
@@ -539,7 +506,7 @@ def train_student(
         model.train()
         order = rng.permutation(len(train)).tolist()
         for chunk in tqdm(
-            _batches(train, config.batch_size, order),
+            feature_batches(train, config.batch_size, order),
             desc=f"{task} epoch {epoch}",
             total=math.ceil(len(train) / config.batch_size),
             disable=not progress,
@@ -559,7 +526,7 @@ def train_student(
         outs = predict(
             model, val, len(val_split), pad_id=pad_id, batch_size=64, device=torch.device("cpu"), progress=False
         )
-        score = _score(task, kind, outs, gold, label_names)["score"]
+        score = score_outputs(task, kind, outs, gold, label_names)["score"]
         history.append({"epoch": epoch, "validation": score})
         if best is None or score > best["validation"]:
             best = history[-1]
@@ -622,8 +589,8 @@ def inference_figures(model: torch.nn.Module, feats: list[dict], pad_id: int, co
     """Latency at batch 1 (median-length example), throughput at batch 32 per thread count, peak RAM (batch 32)."""
     kind = model.kind
     by_len = sorted(feats, key=lambda f: len(f["input_ids"]))
-    one = {k: v for k, v in _collate([by_len[len(by_len) // 2]], pad_id, kind).items() if k != "labels"}
-    many = {k: v for k, v in _collate(feats[:32], pad_id, kind).items() if k != "labels"}
+    one = {k: v for k, v in collate_features([by_len[len(by_len) // 2]], pad_id, kind).items() if k != "labels"}
+    many = {k: v for k, v in collate_features(feats[:32], pad_id, kind).items() if k != "labels"}
     n_many = len(feats[:32])
     model.eval()
 
@@ -670,8 +637,8 @@ def _evaluate(
         model, feats, len(test), pad_id=inputs.pad_id, batch_size=64, device=torch.device("cpu"), progress=False
     )
     gold = test["tags"] if kind == "tagging" else test["label"]
-    metrics = _score(task, kind, outs, gold, label_names)
-    pred = _to_predictions(task, name, kind, test, outs, label_names)
+    metrics = score_outputs(task, kind, outs, gold, label_names)
+    pred = to_predictions(task, name, kind, test, outs, label_names)
     save_predictions(pred, out_dir / "predictions.npz")
     teacher_probs = np.concatenate(teacher_test) if kind == "tagging" else np.stack(teacher_test)
     return {
