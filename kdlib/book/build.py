@@ -91,7 +91,7 @@ def _verdict_counts(records: list[dict]) -> str:
             parts.append(f"Of {name.format(len(verdicts))}: {claims.verdict_counts(verdicts)}.")
     untestable = sum(r.get("verdict") == claims.NOT_TESTABLE for r in records)
     if untestable and len(parts) > 1:
-        parts.append(f"{untestable} of the {len(records)} are not testable here.")
+        parts.append(f"{untestable} of the {len(records)} {'is' if untestable == 1 else 'are'} not testable here.")
     return " ".join(parts)
 
 
