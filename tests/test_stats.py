@@ -10,7 +10,7 @@ from scipy import stats as sps
 
 from kdlib.analysis import stats
 from kdlib.data.load import load_task
-from kdlib.eval.finetune import _to_predictions
+from kdlib.eval.finetune import to_predictions
 from kdlib.eval.loyalty import Predictions, save_predictions
 from kdlib.eval.metrics import compute_metrics
 
@@ -52,7 +52,7 @@ def upos(data_dir):
 def _tagging(test, n_classes: int, word_pred) -> Predictions:
     """Predictions on real UD sentences; word_pred(sentence index, gold tags) -> predicted tags."""
     outputs = [_probs(np.asarray(word_pred(s, tags)), n_classes) for s, tags in enumerate(test["tags"])]
-    return _to_predictions("upos", "m", "tagging", test, outputs, test.features["tags"].feature.names)
+    return to_predictions("upos", "m", "tagging", test, outputs, test.features["tags"].feature.names)
 
 
 def _with_errors(gold: np.ndarray, wrong: np.ndarray, n_classes: int = 2) -> np.ndarray:
